@@ -1,0 +1,788 @@
+//! The session engine: sessions, their life cycle, the queue, the timeouts. It knows no
+//! chat platform and does no Docker I/O of its own (the runtime does); front ends call
+//! its methods and subscribe to its events.
+//!
+//! One task per live session owns that session's container I/O and is the only writer of
+//! its event log. Everything a person sends is stored before it is acknowledged; the task
+//! picks stored prompts up in order. Output is read from the container's log with a
+//! stored cursor, so a restarted engine goes on from the exact line where it stopped.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use dashmap::DashMap;
+use tokio::io::AsyncWriteExt;
+use tokio::sync::{Mutex, broadcast, mpsc};
+use tracing::{info, warn};
+
+use crate::config::{AgentConfig, Config};
+use crate::event::{EventBody, SessionEvent, SessionState};
+use crate::protocol::{AgentEvent, ProtocolKind, TurnOutcome, claude};
+use crate::runtime::{
+    DockerRuntime, LogCursor, LogLine, LogStream, RuntimeError, StdinWriter, WorkerSpec,
+    container_name,
+};
+use crate::store::{SessionRecord, Store, StoreError, now_ms};
+
+/// Lines of agent output taken into one database transaction at most.
+const BATCH_LINES: usize = 512;
+/// How long `stop` lets the agent end before Docker kills it.
+const STOP_GRACE: Duration = Duration::from_secs(3);
+
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error("unknown agent `{agent}`; the agents are: {known}. Use --agent with one of them, or add [agents.{agent}] to the config")]
+    UnknownAgent { agent: String, known: String },
+    #[error("no session {0}; `list` shows the sessions here")]
+    NoSession(String),
+    #[error("session {session} is {state}; {hint}")]
+    WrongState {
+        session: String,
+        state: SessionState,
+        hint: &'static str,
+    },
+    #[error("{0} is not available yet in this version of firstmate")]
+    NotBuilt(&'static str),
+    #[error("{0}")]
+    Other(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Runtime(#[from] RuntimeError),
+}
+
+pub type Result<T, E = EngineError> = std::result::Result<T, E>;
+
+/// What a front end asks for when a person types `new`.
+#[derive(Debug, Clone, Default)]
+pub struct NewSession {
+    pub agent: Option<String>,
+    pub model: Option<String>,
+    pub image: Option<String>,
+    pub repo: Option<String>,
+    pub branch: Option<String>,
+    pub idle_timeout: Option<Duration>,
+    pub prompt: String,
+    /// Who asked (a chat user id).
+    pub owner: String,
+    /// Which front end (`console`, `matrix`, `discord`) and where (room / channel id).
+    pub frontend: String,
+    pub room: String,
+}
+
+enum Msg {
+    /// A prompt was stored: look at the queue.
+    Prompt,
+    Interrupt,
+    Stop { reason: String },
+}
+
+struct Inner {
+    store: Store,
+    runtime: DockerRuntime,
+    config: Arc<Config>,
+    live: DashMap<String, mpsc::UnboundedSender<Msg>>,
+    events: broadcast::Sender<SessionEvent>,
+    schedule: Mutex<()>,
+}
+
+/// The engine. Cheap to clone.
+#[derive(Clone)]
+pub struct Engine {
+    inner: Arc<Inner>,
+}
+
+fn new_session_id() -> String {
+    let u = uuid::Uuid::new_v4().simple().to_string();
+    u[..10].to_string()
+}
+
+impl Engine {
+    pub fn new(store: Store, runtime: DockerRuntime, config: Arc<Config>) -> Engine {
+        let (events, _) = broadcast::channel(4096);
+        Engine {
+            inner: Arc::new(Inner {
+                store,
+                runtime,
+                config,
+                live: DashMap::new(),
+                events,
+                schedule: Mutex::new(()),
+            }),
+        }
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.inner.store
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.inner.config
+    }
+
+    fn instance(&self) -> &str {
+        &self.inner.config.docker.instance
+    }
+
+    /// Every event of every session, as it is stored. A receiver that lags should read
+    /// the missed events from the store (`events_after`).
+    pub fn subscribe(&self) -> broadcast::Receiver<SessionEvent> {
+        self.inner.events.subscribe()
+    }
+
+    /// Re-attaches to the sessions that were live when the engine last ran, and starts
+    /// queued ones that fit.
+    pub async fn recover(&self) -> Result<()> {
+        let live = self
+            .inner
+            .store
+            .sessions(
+                self.instance(),
+                &[
+                    SessionState::Starting,
+                    SessionState::Running,
+                    SessionState::Waiting,
+                ],
+            )
+            .await?;
+        for s in live {
+            info!(session = %s.id, state = %s.state, "re-attaching");
+            self.spawn_task(s);
+        }
+        self.schedule().await
+    }
+
+    /// Stores a new session with its first prompt, and starts it when a slot is free.
+    pub async fn new_session(&self, req: NewSession) -> Result<SessionRecord> {
+        let cfg = &self.inner.config;
+        let agent_name = req
+            .agent
+            .clone()
+            .unwrap_or_else(|| cfg.sessions.default_agent.clone());
+        let agent = cfg.agents.get(&agent_name).ok_or_else(|| EngineError::UnknownAgent {
+            agent: agent_name.clone(),
+            known: cfg.agents.keys().cloned().collect::<Vec<_>>().join(", "),
+        })?;
+        if req.repo.is_some() || req.branch.is_some() {
+            return Err(EngineError::NotBuilt("--repo and --branch"));
+        }
+        let image = req.image.clone().unwrap_or_else(|| agent.image.clone());
+        // Fail now, with a clear message, rather than in the session task.
+        self.inner.runtime.image_home(&image).await?;
+        let mut s = SessionRecord::new_queued(
+            new_session_id(),
+            self.instance().to_string(),
+            agent_name,
+            agent.protocol.as_str().to_string(),
+            image,
+            req.owner.clone(),
+            req.frontend.clone(),
+            req.room.clone(),
+            req.prompt.clone(),
+        );
+        s.model = req.model.clone().or_else(|| agent.model.clone());
+        s.idle_timeout_ms = req.idle_timeout.map(|d| d.as_millis() as i64);
+        self.inner.store.insert_session(&s).await?;
+        self.inner
+            .store
+            .enqueue_prompt(&s.id, &req.prompt, &req.owner)
+            .await?;
+        let mut s2 = s.clone();
+        let evs = self
+            .inner
+            .store
+            .commit(
+                &mut s2,
+                vec![EventBody::State {
+                    state: SessionState::Queued,
+                    detail: None,
+                }],
+            )
+            .await?;
+        self.publish(evs);
+        info!(session = %s.id, agent = %s.agent, owner = %s.owner, "session created");
+        self.schedule().await?;
+        Ok(self.session(&s.id).await?)
+    }
+
+    pub async fn session(&self, id: &str) -> Result<SessionRecord> {
+        self.inner
+            .store
+            .session(id)
+            .await?
+            .ok_or_else(|| EngineError::NoSession(id.to_string()))
+    }
+
+    /// Stores a prompt for a session; it runs when the session's current turn ends.
+    pub async fn prompt(&self, id: &str, text: &str, author: &str) -> Result<()> {
+        let s = self.session(id).await?;
+        if s.state.is_ended() {
+            return Err(EngineError::WrongState {
+                session: s.id,
+                state: s.state,
+                hint: "`resume` starts it again",
+            });
+        }
+        self.inner.store.enqueue_prompt(id, text, author).await?;
+        self.send(id, Msg::Prompt);
+        Ok(())
+    }
+
+    /// Ends the current turn; the session stays usable.
+    pub async fn interrupt(&self, id: &str) -> Result<()> {
+        let s = self.session(id).await?;
+        if !self.send(id, Msg::Interrupt) {
+            return Err(EngineError::WrongState {
+                session: s.id,
+                state: s.state,
+                hint: "there is no turn to interrupt",
+            });
+        }
+        Ok(())
+    }
+
+    /// Stops a session's container.
+    pub async fn stop(&self, id: &str, by: &str) -> Result<()> {
+        let mut s = self.session(id).await?;
+        let reason = format!("stopped by {by}");
+        if self.send(id, Msg::Stop { reason: reason.clone() }) {
+            return Ok(());
+        }
+        match s.state {
+            SessionState::Queued => {
+                s.state = SessionState::Stopped;
+                s.state_detail = Some(reason.clone());
+                s.ended_at = Some(now_ms());
+                let evs = self
+                    .inner
+                    .store
+                    .commit(
+                        &mut s,
+                        vec![EventBody::State {
+                            state: SessionState::Stopped,
+                            detail: Some(reason),
+                        }],
+                    )
+                    .await?;
+                self.publish(evs);
+                Ok(())
+            }
+            st if st.is_ended() => Err(EngineError::WrongState {
+                session: s.id,
+                state: st,
+                hint: "it is not running",
+            }),
+            // Live in the database but no task: another engine runs it, or it is
+            // between tasks. Stop the container; its task (if any) records the end.
+            _ => {
+                self.inner
+                    .runtime
+                    .stop(id, &container_name(id), STOP_GRACE)
+                    .await?;
+                Ok(())
+            }
+        }
+    }
+
+    /// Starts a stopped or failed session again, continuing its conversation.
+    pub async fn resume(&self, id: &str, by: &str) -> Result<()> {
+        let mut s = self.session(id).await?;
+        if !s.state.is_ended() {
+            return Err(EngineError::WrongState {
+                session: s.id,
+                state: s.state,
+                hint: "only a stopped or failed session can be resumed",
+            });
+        }
+        s.state = SessionState::Queued;
+        s.state_detail = Some(format!("resumed by {by}"));
+        s.ended_at = None;
+        s.last_activity_at = now_ms();
+        let evs = self
+            .inner
+            .store
+            .commit(
+                &mut s,
+                vec![EventBody::State {
+                    state: SessionState::Queued,
+                    detail: Some(format!("resumed by {by}")),
+                }],
+            )
+            .await?;
+        self.publish(evs);
+        self.schedule().await
+    }
+
+    fn send(&self, id: &str, msg: Msg) -> bool {
+        match self.inner.live.get(id) {
+            Some(tx) => tx.send(msg).is_ok(),
+            None => false,
+        }
+    }
+
+    fn publish(&self, evs: Vec<SessionEvent>) {
+        for e in evs {
+            let _ = self.inner.events.send(e);
+        }
+    }
+
+    /// Starts queued sessions, oldest first, while `max_running` and
+    /// `max_running_per_user` allow.
+    pub async fn schedule(&self) -> Result<()> {
+        let _guard = self.inner.schedule.lock().await;
+        let all = self.inner.store.sessions(self.instance(), &[]).await?;
+        let cfg = &self.inner.config.sessions;
+        let mut running = all.iter().filter(|s| s.state.is_live()).count();
+        let mut per_user = std::collections::HashMap::<String, usize>::new();
+        for s in all.iter().filter(|s| s.state.is_live()) {
+            *per_user.entry(s.owner.clone()).or_default() += 1;
+        }
+        let mut queued: Vec<&SessionRecord> = all
+            .iter()
+            .filter(|s| s.state == SessionState::Queued)
+            .collect();
+        queued.sort_by_key(|s| (s.created_at, s.id.clone()));
+        for s in queued {
+            if running >= cfg.max_running {
+                break;
+            }
+            let mine = per_user.entry(s.owner.clone()).or_default();
+            if *mine >= cfg.max_running_per_user {
+                continue;
+            }
+            *mine += 1;
+            running += 1;
+            let mut s = s.clone();
+            s.state = SessionState::Starting;
+            s.state_detail = None;
+            let evs = self
+                .inner
+                .store
+                .commit(
+                    &mut s,
+                    vec![EventBody::State {
+                        state: SessionState::Starting,
+                        detail: None,
+                    }],
+                )
+                .await?;
+            self.publish(evs);
+            self.spawn_task(s);
+        }
+        Ok(())
+    }
+
+    fn spawn_task(&self, s: SessionRecord) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        // A task that is still finishing for this id keeps its own sender; the new one
+        // takes the slot.
+        self.inner.live.insert(s.id.clone(), tx.clone());
+        let engine = self.clone();
+        tokio::spawn(async move {
+            let id = s.id.clone();
+            let agent = engine.inner.config.agents.get(&s.agent).cloned();
+            let mut task = SessionTask {
+                engine: engine.clone(),
+                s,
+                agent,
+                inbox: rx,
+                stdin: None,
+                cursor: LogCursor::new(0, 0),
+                turn_active: false,
+                interrupt_requested: false,
+                stopping: None,
+                pending: Vec::new(),
+            };
+            if let Err(e) = task.run().await {
+                warn!(session = %id, error = %e, "session task failed");
+                task.fail(format!("{e}")).await;
+            }
+            engine
+                .inner
+                .live
+                .remove_if(&id, |_, v| v.same_channel(&tx));
+            if let Err(e) = engine.schedule().await {
+                warn!(error = %e, "scheduling after a session ended failed");
+            }
+        });
+    }
+}
+
+struct SessionTask {
+    engine: Engine,
+    s: SessionRecord,
+    agent: Option<AgentConfig>,
+    inbox: mpsc::UnboundedReceiver<Msg>,
+    stdin: Option<StdinWriter>,
+    cursor: LogCursor,
+    turn_active: bool,
+    interrupt_requested: bool,
+    stopping: Option<String>,
+    /// Events waiting for the next commit.
+    pending: Vec<EventBody>,
+}
+
+impl SessionTask {
+    fn store(&self) -> &Store {
+        &self.engine.inner.store
+    }
+
+    fn runtime(&self) -> &DockerRuntime {
+        &self.engine.inner.runtime
+    }
+
+    async fn commit(&mut self) -> Result<()> {
+        let events = std::mem::take(&mut self.pending);
+        let evs = self.engine.inner.store.commit(&mut self.s, events).await?;
+        self.engine.publish(evs);
+        Ok(())
+    }
+
+    fn set_state(&mut self, state: SessionState, detail: Option<String>) {
+        if self.s.state == state && self.s.state_detail == detail {
+            return;
+        }
+        self.s.state = state;
+        self.s.state_detail = detail.clone();
+        if state.is_ended() {
+            self.s.ended_at = Some(now_ms());
+        }
+        self.pending.push(EventBody::State { state, detail });
+    }
+
+    async fn fail(&mut self, detail: String) {
+        self.pending.clear();
+        self.set_state(SessionState::Failed, Some(detail));
+        if let Err(e) = self.commit().await {
+            warn!(session = %self.s.id, error = %e, "cannot record the failure");
+        }
+    }
+
+    fn worker_spec(&self) -> Result<WorkerSpec> {
+        let agent = self.agent.as_ref().ok_or_else(|| EngineError::UnknownAgent {
+            agent: self.s.agent.clone(),
+            known: self
+                .engine
+                .inner
+                .config
+                .agents
+                .keys()
+                .cloned()
+                .collect::<Vec<_>>()
+                .join(", "),
+        })?;
+        if agent.protocol != ProtocolKind::Claude {
+            return Err(EngineError::NotBuilt("the codex protocol"));
+        }
+        let cmd = claude::command(
+            self.s.model.as_deref(),
+            Some(agent.permission_mode.as_str()),
+            self.s.agent_session_id.as_deref(),
+            &agent.args,
+        );
+        let env = agent
+            .env
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .chain([format!("FIRSTMATE_SESSION={}", self.s.id)])
+            .collect();
+        Ok(WorkerSpec {
+            session_id: self.s.id.clone(),
+            image: self.s.image.clone(),
+            cmd,
+            env,
+            memory_bytes: agent.memory_bytes,
+            nano_cpus: agent.nano_cpus,
+            pids_limit: agent.pids_limit,
+        })
+    }
+
+    async fn run(&mut self) -> Result<()> {
+        let name = container_name(&self.s.id);
+        let status = self.runtime().inspect(&name).await?;
+        let reattach = self.s.state != SessionState::Starting
+            && status.as_ref().is_some_and(|st| {
+                self.s.container_id.as_deref() == Some(st.id.as_str())
+            });
+        if reattach {
+            self.cursor = LogCursor::new(self.s.log_cursor_ns, self.s.log_cursor_count);
+            self.turn_active = self.s.state == SessionState::Running;
+            if status.as_ref().is_some_and(|st| st.running) {
+                self.stdin = Some(self.runtime().attach_stdin(&self.s.id, &name).await?);
+            }
+        } else if self.s.state.is_live() && self.s.state != SessionState::Starting {
+            self.fail(
+                "its container disappeared while firstmate was away; `resume` starts it again"
+                    .into(),
+            )
+            .await;
+            return Ok(());
+        } else {
+            let spec = self.worker_spec()?;
+            let id = self.runtime().create(&spec).await?;
+            self.s.container_id = Some(id.clone());
+            self.s.log_cursor_ns = 0;
+            self.s.log_cursor_count = 0;
+            self.s.agent_cost_usd = 0.0;
+            self.cursor = LogCursor::new(0, 0);
+            // Attach before start, so no input is missed and the agent sees stdin open.
+            self.stdin = Some(self.runtime().attach_stdin(&self.s.id, &id).await?);
+            self.runtime().start(&self.s.id, &id).await?;
+            self.s.started_at.get_or_insert(now_ms());
+            self.s.last_activity_at = now_ms();
+            self.turn_active = false;
+            self.set_state(SessionState::Waiting, None);
+            self.commit().await?;
+            info!(session = %self.s.id, container = %name, "container started");
+        }
+
+        let since = self.cursor.ts_ns;
+        let container = self.s.container_id.clone().unwrap_or(name);
+        let mut logs = self.runtime().follow_logs(&container, since);
+        self.next_prompt().await?;
+
+        loop {
+            let idle = self.idle_deadline();
+            let lifetime = self.lifetime_deadline();
+            tokio::select! {
+                line = logs.recv() => match line {
+                    Some(Ok(line)) => {
+                        let mut batch = vec![line];
+                        while batch.len() < BATCH_LINES {
+                            match logs.try_recv() {
+                                Ok(Ok(l)) => batch.push(l),
+                                _ => break,
+                            }
+                        }
+                        self.take_lines(batch).await?;
+                    }
+                    Some(Err(e)) => {
+                        warn!(session = %self.s.id, error = %e, "the container log broke; reading on");
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                        logs = self.runtime().follow_logs(&container, self.cursor.ts_ns);
+                    }
+                    None => {
+                        self.ended(&container).await?;
+                        return Ok(());
+                    }
+                },
+                msg = self.inbox.recv() => match msg {
+                    Some(Msg::Prompt) => self.next_prompt().await?,
+                    Some(Msg::Interrupt) => self.interrupt().await?,
+                    Some(Msg::Stop { reason }) => self.stop(reason).await?,
+                    None => return Ok(()),
+                },
+                _ = sleep_until_ms(idle) => {
+                    let d = humantime::format_duration(Duration::from_millis(self.idle_timeout_ms() as u64));
+                    self.stop(format!("idle for {d}; `resume` starts it again")).await?;
+                }
+                _ = sleep_until_ms(lifetime) => {
+                    let d = humantime::format_duration(self.engine.inner.config.sessions.max_lifetime);
+                    self.stop(format!("it reached the maximum lifetime of {d} (sessions.max_lifetime)")).await?;
+                }
+            }
+        }
+    }
+
+    fn idle_timeout_ms(&self) -> i64 {
+        self.s.idle_timeout_ms.unwrap_or_else(|| {
+            self.engine.inner.config.sessions.idle_timeout.as_millis() as i64
+        })
+    }
+
+    /// When the session is waiting with nothing queued, the moment it goes idle.
+    fn idle_deadline(&self) -> Option<i64> {
+        (self.s.state == SessionState::Waiting && self.stopping.is_none())
+            .then(|| self.s.last_activity_at + self.idle_timeout_ms())
+    }
+
+    fn lifetime_deadline(&self) -> Option<i64> {
+        let start = self.s.started_at?;
+        self.stopping.is_none().then(|| {
+            start + self.engine.inner.config.sessions.max_lifetime.as_millis() as i64
+        })
+    }
+
+    /// Sends the oldest stored prompt when no turn runs.
+    async fn next_prompt(&mut self) -> Result<()> {
+        if self.turn_active || self.stopping.is_some() || self.stdin.is_none() {
+            return Ok(());
+        }
+        let Some(p) = self.store().next_pending_prompt(&self.s.id).await? else {
+            return Ok(());
+        };
+        self.store().set_prompt_status(p.id, "sent").await?;
+        self.turn_active = true;
+        self.interrupt_requested = false;
+        self.s.last_activity_at = now_ms();
+        self.pending.push(EventBody::Prompt {
+            text: p.body.clone(),
+            author: p.author.clone(),
+        });
+        self.set_state(SessionState::Running, None);
+        self.commit().await?;
+        let line = claude::encode_prompt(&p.body);
+        self.write_stdin(line.as_bytes()).await
+    }
+
+    async fn write_stdin(&mut self, bytes: &[u8]) -> Result<()> {
+        let Some(stdin) = self.stdin.as_mut() else {
+            return Ok(());
+        };
+        let res = async {
+            stdin.write_all(bytes).await?;
+            stdin.flush().await
+        }
+        .await;
+        if let Err(e) = res {
+            // The agent is gone; the log stream's end records how.
+            warn!(session = %self.s.id, error = %e, "cannot write to the agent's stdin");
+            self.stdin = None;
+        }
+        Ok(())
+    }
+
+    async fn interrupt(&mut self) -> Result<()> {
+        if !self.turn_active {
+            self.pending.push(EventBody::Notice {
+                text: "nothing to interrupt: the agent is not working".into(),
+            });
+            return self.commit().await;
+        }
+        self.interrupt_requested = true;
+        let id = format!("interrupt-{}", now_ms());
+        let line = claude::encode_interrupt(&id);
+        self.write_stdin(line.as_bytes()).await
+    }
+
+    async fn stop(&mut self, reason: String) -> Result<()> {
+        if self.stopping.is_some() {
+            return Ok(());
+        }
+        self.stopping = Some(reason);
+        if let Some(c) = self.s.container_id.clone() {
+            self.runtime().stop(&self.s.id, &c, STOP_GRACE).await?;
+        }
+        Ok(())
+    }
+
+    /// Takes a batch of log lines: skips what was taken before, turns the rest into
+    /// events, and stores them with the new cursor in one transaction.
+    async fn take_lines(&mut self, lines: Vec<LogLine>) -> Result<()> {
+        let mut turn_ended = false;
+        for line in lines {
+            if !self.cursor.take(line.ts_ns) {
+                continue;
+            }
+            match line.stream {
+                LogStream::Stderr => self.pending.push(EventBody::Stderr { line: line.text }),
+                LogStream::Stdout => {
+                    for ev in claude::parse_line(&line.text) {
+                        turn_ended |= self.take_event(ev);
+                    }
+                }
+            }
+        }
+        self.s.log_cursor_ns = self.cursor.ts_ns;
+        self.s.log_cursor_count = self.cursor.count;
+        self.s.last_activity_at = now_ms();
+        self.commit().await?;
+        if turn_ended {
+            self.next_prompt().await?;
+        }
+        Ok(())
+    }
+
+    /// Records one agent event; true when it ended a turn.
+    fn take_event(&mut self, ev: AgentEvent) -> bool {
+        let mut ended = false;
+        let ev = match ev {
+            AgentEvent::Started {
+                ref agent_session_id,
+                ..
+            } => {
+                self.s.agent_session_id = Some(agent_session_id.clone());
+                ev
+            }
+            AgentEvent::TurnEnd {
+                outcome,
+                usage,
+                cost_usd,
+                agent_session_id,
+            } => {
+                ended = true;
+                let outcome = match outcome {
+                    TurnOutcome::Error { .. } if self.interrupt_requested => {
+                        TurnOutcome::Interrupted
+                    }
+                    o => o,
+                };
+                self.s.turns += 1;
+                self.s.usage.input_tokens += usage.input_tokens;
+                self.s.usage.output_tokens += usage.output_tokens;
+                self.s.usage.cache_read_tokens += usage.cache_read_tokens;
+                self.s.usage.cache_write_tokens += usage.cache_write_tokens;
+                if let Some(total) = cost_usd {
+                    self.s.cost_usd += (total - self.s.agent_cost_usd).max(0.0);
+                    self.s.agent_cost_usd = total;
+                }
+                if let Some(a) = &agent_session_id {
+                    self.s.agent_session_id = Some(a.clone());
+                }
+                self.turn_active = false;
+                self.interrupt_requested = false;
+                AgentEvent::TurnEnd {
+                    outcome,
+                    usage,
+                    cost_usd,
+                    agent_session_id,
+                }
+            }
+            other => other,
+        };
+        self.pending.push(EventBody::Agent { event: ev });
+        if ended && self.stopping.is_none() {
+            self.set_state(SessionState::Waiting, None);
+        }
+        ended
+    }
+
+    /// The container's log ended: the container stopped. Records how.
+    async fn ended(&mut self, container: &str) -> Result<()> {
+        self.stdin = None;
+        let status = self.runtime().inspect(container).await?;
+        // Someone else (`firstmate sessions stop`) may have stopped it and said so.
+        let recorded = self.store().session(&self.s.id).await?;
+        if let Some(r) = recorded.filter(|r| r.state == SessionState::Stopped) {
+            self.stopping.get_or_insert(r.state_detail.unwrap_or_default());
+        }
+        if let Some(reason) = self.stopping.take() {
+            self.set_state(SessionState::Stopped, Some(reason));
+        } else {
+            let detail = match status {
+                Some(st) if st.oom_killed => format!(
+                    "the agent ran out of memory; raise agents.{}.memory in the config",
+                    self.s.agent
+                ),
+                Some(st) if st.running => "the agent's output ended unexpectedly".to_string(),
+                Some(st) => format!(
+                    "the agent exited with code {}",
+                    st.exit_code.unwrap_or_default()
+                ),
+                None => "the container was removed".to_string(),
+            };
+            self.set_state(SessionState::Failed, Some(detail));
+        }
+        self.commit().await
+    }
+}
+
+async fn sleep_until_ms(deadline: Option<i64>) {
+    match deadline {
+        Some(at) => {
+            let wait = (at - now_ms()).max(0) as u64;
+            tokio::time::sleep(Duration::from_millis(wait)).await
+        }
+        None => std::future::pending().await,
+    }
+}

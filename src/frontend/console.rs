@@ -1,0 +1,404 @@
+//! The console front end: the chat grammar on standard input, every session's output on
+//! standard output, each line prefixed with `[<session id>] `. For trying firstmate
+//! without a chat account, and for scripts.
+//!
+//! Lines are taken in order: a line read while a turn runs waits for that turn to end
+//! (except `interrupt`, which acts at once). At end of input the console waits until none
+//! of its sessions is working, then returns; containers stay for the next console, which
+//! first shows what its sessions printed meanwhile.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::sync::{broadcast, mpsc};
+
+use crate::command::{self, Command};
+use crate::engine::{Engine, EngineError, NewSession};
+use crate::event::{EventBody, SessionEvent, SessionState};
+use crate::frontend::render;
+use crate::store::SessionRecord;
+
+pub const FRONTEND: &str = "console";
+const ROOM: &str = "console";
+
+/// How a console run ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Every line was a valid command.
+    Clean,
+    /// At least one line was refused (bad command, unknown agent...).
+    HadErrors,
+}
+
+pub struct Console {
+    engine: Engine,
+    owner: String,
+    current: Option<String>,
+    transcript_dir: PathBuf,
+    had_errors: bool,
+}
+
+impl Console {
+    pub fn new(engine: Engine, owner: String, transcript_dir: PathBuf) -> Console {
+        Console {
+            engine,
+            owner,
+            current: None,
+            transcript_dir,
+            had_errors: false,
+        }
+    }
+
+    /// Runs until end of input, then waits for the console's sessions to settle.
+    pub async fn run<R>(mut self, input: R) -> anyhow::Result<Outcome>
+    where
+        R: tokio::io::AsyncRead + Unpin + Send + 'static,
+    {
+        let events = self.engine.subscribe();
+        let (done_tx, done_rx) = mpsc::channel::<()>(1);
+        let (flush_tx, flush_rx) = mpsc::channel::<tokio::sync::oneshot::Sender<()>>(1);
+        let printer = tokio::spawn(print_events(
+            self.engine.clone(),
+            events,
+            flush_rx,
+            done_rx,
+        ));
+
+        // The current session of a console started again: its newest one.
+        let mine = self.my_sessions().await?;
+        self.current = mine.first().map(|s| s.id.clone());
+
+        // Read input on its own task, so `interrupt` can act while a turn runs.
+        let (line_tx, mut line_rx) = mpsc::unbounded_channel::<String>();
+        let (intr_tx, mut intr_rx) = mpsc::unbounded_channel::<()>();
+        tokio::spawn(async move {
+            let mut lines = BufReader::new(input).lines();
+            while let Ok(Some(line)) = lines.next_line().await {
+                if matches!(command::parse_line(&line), Ok(Command::Interrupt)) {
+                    let _ = intr_tx.send(());
+                }
+                if line_tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+
+        loop {
+            tokio::select! {
+                biased;
+                Some(()) = intr_rx.recv() => {
+                    self.interrupt_now().await;
+                }
+                line = line_rx.recv() => {
+                    let Some(line) = line else { break };
+                    if matches!(command::parse_line(&line), Ok(Command::Interrupt)) {
+                        continue; // acted on when read
+                    }
+                    // A prompt is stored at once (the engine runs it when the turn
+                    // before it ends); every other command waits for the turn.
+                    if !matches!(command::parse_line(&line), Ok(Command::Prompt(_))) {
+                        self.wait_idle().await?;
+                    }
+                    self.handle(&line).await;
+                    // Let the printer show what the command caused before the next line.
+                    flush(&flush_tx).await;
+                }
+            }
+        }
+        self.wait_idle().await?;
+        flush(&flush_tx).await;
+        drop(done_tx);
+        let _ = printer.await;
+        Ok(if self.had_errors {
+            Outcome::HadErrors
+        } else {
+            Outcome::Clean
+        })
+    }
+
+    async fn my_sessions(&self) -> anyhow::Result<Vec<SessionRecord>> {
+        Ok(self
+            .engine
+            .store()
+            .sessions_in_room(&self.engine.config().docker.instance, FRONTEND, ROOM)
+            .await?)
+    }
+
+    /// Waits while a session of this console works (starting, running, or holding a
+    /// prompt not yet taken). A queued session does not count: it may wait for a slot
+    /// that only a later line frees.
+    async fn wait_idle(&self) -> anyhow::Result<()> {
+        let mut events = self.engine.subscribe();
+        loop {
+            let mut busy = false;
+            for s in self.my_sessions().await? {
+                let working = matches!(s.state, SessionState::Starting | SessionState::Running)
+                    || (s.state == SessionState::Waiting
+                        && self.engine.store().pending_prompts(&s.id).await? > 0);
+                busy |= working;
+            }
+            if !busy {
+                return Ok(());
+            }
+            tokio::select! {
+                _ = events.recv() => {}
+                _ = tokio::time::sleep(Duration::from_millis(250)) => {}
+            }
+        }
+    }
+
+    fn error(&mut self, msg: impl std::fmt::Display) {
+        self.had_errors = true;
+        eprintln!("firstmate: {msg}");
+    }
+
+    fn reply(&self, session: Option<&str>, text: &str) {
+        let mut out = std::io::stdout().lock();
+        for line in text.lines() {
+            let _ = match session {
+                Some(id) => writeln!(out, "[{id}] {line}"),
+                None => writeln!(out, "{line}"),
+            };
+        }
+        let _ = out.flush();
+    }
+
+    async fn interrupt_now(&mut self) {
+        let Some(id) = self.current.clone() else {
+            self.error("no session to interrupt; start one with `new PROMPT`");
+            return;
+        };
+        if let Err(e) = self.engine.interrupt(&id).await {
+            self.error(e);
+        }
+    }
+
+    fn current(&mut self) -> Option<String> {
+        if self.current.is_none() {
+            self.error("no current session; start one with `new [--agent NAME] PROMPT`, or pick one with `use ID`");
+        }
+        self.current.clone()
+    }
+
+    async fn handle(&mut self, line: &str) {
+        if line.trim().is_empty() {
+            return;
+        }
+        let cmd = match command::parse_line(line) {
+            Ok(c) => c,
+            Err(e) => return self.error(e),
+        };
+        let by = self.owner.clone();
+        let result: Result<(), EngineError> = match cmd {
+            Command::Help => {
+                self.reply(None, &command::help_text());
+                Ok(())
+            }
+            Command::New(args) => {
+                let req = NewSession {
+                    agent: args.agent,
+                    model: args.model,
+                    image: args.image,
+                    repo: args.repo,
+                    branch: args.branch,
+                    idle_timeout: args.timeout,
+                    prompt: args.prompt,
+                    owner: by.clone(),
+                    frontend: FRONTEND.into(),
+                    room: ROOM.into(),
+                };
+                match self.engine.new_session(req).await {
+                    Ok(s) => {
+                        // Bind first, so the printer shows everything from seq 1.
+                        let bound = self.engine.store().bind_thread(&s.id, FRONTEND, &s.id, 0).await;
+                        self.current = Some(s.id.clone());
+                        bound.map_err(EngineError::from)
+                    }
+                    Err(e) => Err(e),
+                }
+            }
+            Command::Use { session } => match self.engine.session(&session).await {
+                Ok(s) => {
+                    if self.engine.store().binding(&s.id, FRONTEND).await.ok().flatten().is_none() {
+                        let _ = self.engine.store().bind_thread(&s.id, FRONTEND, &s.id, s.next_seq - 1).await;
+                    }
+                    self.current = Some(s.id.clone());
+                    self.reply(Some(&s.id), &format!("now using session {} ({})", s.id, s.state));
+                    Ok(())
+                }
+                Err(e) => Err(e),
+            },
+            Command::List => match self.my_sessions().await {
+                Ok(list) if list.is_empty() => {
+                    self.reply(None, "no sessions yet; start one with `new PROMPT`");
+                    Ok(())
+                }
+                Ok(list) => {
+                    let text = list.iter().map(render::list_line).collect::<Vec<_>>().join("\n");
+                    self.reply(None, &text);
+                    Ok(())
+                }
+                Err(e) => Err(EngineError::Other(e.to_string())),
+            },
+            Command::Prompt(text) => match self.current() {
+                Some(id) => self.engine.prompt(&id, &text, &by).await,
+                None => Ok(()),
+            },
+            Command::Stop => match self.current() {
+                Some(id) => self.engine.stop(&id, &by).await,
+                None => Ok(()),
+            },
+            Command::Interrupt => Ok(()),
+            Command::Resume => match self.current() {
+                Some(id) => self.engine.resume(&id, &by).await,
+                None => Ok(()),
+            },
+            Command::Status => match self.current() {
+                Some(id) => match self.engine.session(&id).await {
+                    Ok(s) => {
+                        self.reply(Some(&id), &render::status_text(&s));
+                        Ok(())
+                    }
+                    Err(e) => Err(e),
+                },
+                None => Ok(()),
+            },
+            Command::Logs => match self.current() {
+                Some(id) => self.write_transcript(&id).await,
+                None => Ok(()),
+            },
+            Command::Diff | Command::Push | Command::Pr => {
+                Err(EngineError::NotBuilt("diff, push and pr (repositories)"))
+            }
+        };
+        if let Err(e) = result {
+            self.error(e);
+        }
+    }
+
+    async fn write_transcript(&self, id: &str) -> Result<(), EngineError> {
+        let s = self.engine.session(id).await?;
+        let text = render::transcript(self.engine.store(), &s).await?;
+        let path = self.transcript_dir.join(format!("firstmate-{id}-transcript.md"));
+        std::fs::write(&path, text).map_err(|e| {
+            EngineError::Other(format!("cannot write the transcript to {}: {e}", path.display()))
+        })?;
+        self.reply(Some(id), &format!("transcript written to {}", path.display()));
+        Ok(())
+    }
+}
+
+async fn flush(tx: &mpsc::Sender<tokio::sync::oneshot::Sender<()>>) {
+    let (done, wait) = tokio::sync::oneshot::channel();
+    if tx.send(done).await.is_ok() {
+        let _ = wait.await;
+    }
+}
+
+/// Prints the events of the console's sessions, each exactly once, in order: from the
+/// store where the broadcast skipped or lagged, and from the last delivered event on
+/// start. Remembers what it printed (the binding's `delivered_seq`).
+async fn print_events(
+    engine: Engine,
+    mut events: broadcast::Receiver<SessionEvent>,
+    mut flush_rx: mpsc::Receiver<tokio::sync::oneshot::Sender<()>>,
+    mut done_rx: mpsc::Receiver<()>,
+) {
+    let store = engine.store().clone();
+    let mut delivered: HashMap<String, i64> = HashMap::new();
+    catch_up_all(&store, &mut delivered).await;
+    loop {
+        tokio::select! {
+            ev = events.recv() => match ev {
+                Ok(ev) => {
+                    let from = match delivered.get(&ev.session) {
+                        Some(&d) => d,
+                        None => match store.binding(&ev.session, FRONTEND).await {
+                            Ok(Some(b)) => b.delivered_seq,
+                            _ => continue, // not a console session
+                        },
+                    };
+                    if ev.seq <= from {
+                        continue;
+                    }
+                    let last = if ev.seq == from + 1 {
+                        print_event(&ev);
+                        let _ = store.set_delivered(&ev.session, FRONTEND, ev.seq).await;
+                        ev.seq
+                    } else {
+                        catch_up(&store, &ev.session, from).await
+                    };
+                    delivered.insert(ev.session.clone(), last);
+                }
+                Err(broadcast::error::RecvError::Lagged(_)) => {
+                    catch_up_all(&store, &mut delivered).await;
+                }
+                Err(broadcast::error::RecvError::Closed) => return,
+            },
+            Some(done) = flush_rx.recv() => {
+                catch_up_all(&store, &mut delivered).await;
+                let _ = done.send(());
+            }
+            _ = done_rx.recv() => {
+                catch_up_all(&store, &mut delivered).await;
+                return;
+            }
+        }
+    }
+}
+
+/// Catches every console session up from the store.
+async fn catch_up_all(store: &crate::store::Store, delivered: &mut HashMap<String, i64>) {
+    let Ok(bindings) = store.bindings(FRONTEND).await else {
+        return;
+    };
+    for b in bindings {
+        let from = delivered
+            .get(&b.session_id)
+            .copied()
+            .unwrap_or(0)
+            .max(b.delivered_seq);
+        let last = catch_up(store, &b.session_id, from).await;
+        delivered.insert(b.session_id, last);
+    }
+}
+
+/// Prints the stored events after `from`; returns the last seq printed.
+async fn catch_up(store: &crate::store::Store, session: &str, from: i64) -> i64 {
+    let mut last = from;
+    loop {
+        let Ok(batch) = store.events_after(session, last, 1000).await else {
+            return last;
+        };
+        let Some(end) = batch.last().map(|e| e.seq) else {
+            return last;
+        };
+        for ev in &batch {
+            print_event(ev);
+        }
+        last = end;
+        let _ = store.set_delivered(session, FRONTEND, last).await;
+    }
+}
+
+fn print_event(ev: &SessionEvent) {
+    let lines = render::console_lines(&ev.body);
+    if lines.is_empty() {
+        return;
+    }
+    let mut out = std::io::stdout().lock();
+    for l in lines {
+        let _ = writeln!(out, "[{}] {}", ev.session, l);
+    }
+    let _ = out.flush();
+    if let EventBody::State {
+        state: SessionState::Failed,
+        detail,
+    } = &ev.body
+    {
+        tracing::debug!(session = %ev.session, ?detail, "session failed");
+    }
+}

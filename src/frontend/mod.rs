@@ -1,0 +1,5 @@
+//! Front ends: they parse what people type, call the engine, and render its events.
+//! A front end knows no Docker and no SQL.
+
+pub mod console;
+pub mod render;

@@ -1,0 +1,407 @@
+//! The `firstmate` command line: parses arguments, loads the config, wires the parts
+//! together, and maps errors to exit codes (0 ok, 2 bad config or arguments, 1 other).
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+
+use firstmate::config::{Config, ConfigError};
+use firstmate::engine::Engine;
+use firstmate::event::{EventBody, SessionState};
+use firstmate::frontend::{console, render};
+use firstmate::runtime::{DockerRuntime, container_name};
+use firstmate::store::{SessionRecord, Store, now_ms};
+
+#[derive(Parser)]
+#[command(name = "firstmate", version, about = "Run AI coding agents in isolated Docker containers and drive them from chat")]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Args, Clone)]
+struct ConfigArg {
+    /// The config file [default: bot.toml, or $FIRSTMATE_CONFIG]
+    #[arg(long, short = 'c', env = "FIRSTMATE_CONFIG", value_name = "PATH")]
+    config: Option<PathBuf>,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run the bot: every front end enabled in the config, the session engine
+    Run(ConfigArg),
+    /// A terminal front end with the chat command grammar: commands on stdin, output on stdout
+    Console(ConfigArg),
+    /// The Docker socket proxy (not built yet)
+    SocketProxy {
+        /// Address to listen on, e.g. 127.0.0.1:2375
+        #[arg(long, value_name = "ADDR")]
+        listen: String,
+        /// The Docker socket to guard
+        #[arg(long, default_value = "unix:///var/run/docker.sock", value_name = "URL")]
+        upstream: String,
+    },
+    /// Check the config, the database, Docker and the worker images
+    Doctor(ConfigArg),
+    /// Admin view of sessions, from the database and Docker
+    Sessions {
+        #[command(subcommand)]
+        command: SessionsCmd,
+    },
+    /// Apply database migrations
+    Migrate(ConfigArg),
+    /// Validate the config and print the effective configuration (secrets hidden)
+    Config(ConfigArg),
+}
+
+#[derive(Subcommand)]
+enum SessionsCmd {
+    /// List sessions (live and queued ones; --all for every one)
+    List {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Include stopped and failed sessions
+        #[arg(long)]
+        all: bool,
+        /// Print JSON instead of text
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show one session
+    Show {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// The session id
+        id: String,
+        /// Print JSON instead of text
+        #[arg(long)]
+        json: bool,
+    },
+    /// Stop a session's container
+    Stop {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// The session id
+        id: String,
+    },
+    /// Print a session's full transcript
+    Logs {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// The session id
+        id: String,
+    },
+}
+
+/// An error that is the user's to fix in what they typed or configured: exit code 2.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct UsageError(String);
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("firstmate: cannot start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match rt.block_on(run(cli)) {
+        Ok(code) => code,
+        Err(e) => {
+            let usage = e.downcast_ref::<ConfigError>().is_some() || e.downcast_ref::<UsageError>().is_some();
+            eprintln!("firstmate: {e:#}");
+            ExitCode::from(if usage { 2 } else { 1 })
+        }
+    }
+}
+
+fn init_logging(default: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("FIRSTMATE_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .try_init();
+}
+
+fn env_lookup(key: &str) -> Option<String> {
+    std::env::var(key).ok()
+}
+
+/// Loads the config named by --config / $FIRSTMATE_CONFIG, or `bot.toml`, or (when
+/// that default file does not exist) the built-in defaults.
+fn load_config(arg: &ConfigArg) -> anyhow::Result<Config> {
+    match &arg.config {
+        Some(path) => Ok(Config::load(path, &env_lookup)?),
+        None => {
+            let path = Path::new("bot.toml");
+            if path.exists() {
+                Ok(Config::load(path, &env_lookup)?)
+            } else {
+                let cwd = std::env::current_dir().context("cannot read the current directory")?;
+                Ok(Config::defaults(&cwd, &env_lookup))
+            }
+        }
+    }
+}
+
+async fn open_store(cfg: &Config) -> anyhow::Result<Store> {
+    Ok(Store::connect(&cfg.database_url).await?)
+}
+
+async fn connect_docker(cfg: &Config) -> anyhow::Result<DockerRuntime> {
+    Ok(DockerRuntime::connect(&cfg.docker.host, &cfg.docker.instance, cfg.docker.network.as_deref()).await?)
+}
+
+async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Cmd::Config(arg) => {
+            let cfg = load_config(&arg)?;
+            print!("{}", cfg.render_effective());
+            cfg.check_secrets()?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Migrate(arg) => {
+            init_logging("warn");
+            let cfg = load_config(&arg)?;
+            let store = open_store(&cfg).await?;
+            store.close().await;
+            println!("migrations applied to {}", firstmate::store::redact_url(&cfg.database_url));
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Console(arg) => {
+            init_logging("warn");
+            let cfg = Arc::new(load_config(&arg)?);
+            let engine = start_engine(cfg).await?;
+            let owner = env_lookup("USER").unwrap_or_else(|| "console".into());
+            let cwd = std::env::current_dir().context("cannot read the current directory")?;
+            let outcome = console::Console::new(engine.clone(), owner, cwd)
+                .run(tokio::io::stdin())
+                .await?;
+            engine.store().close().await;
+            Ok(match outcome {
+                console::Outcome::Clean => ExitCode::SUCCESS,
+                console::Outcome::HadErrors => ExitCode::from(2),
+            })
+        }
+        Cmd::Run(arg) => {
+            init_logging("info");
+            let cfg = Arc::new(load_config(&arg)?);
+            cfg.check_secrets()?;
+            if cfg.matrix.is_some() || cfg.discord.is_some() {
+                return Err(UsageError(
+                    "the [matrix] and [discord] front ends are not built yet in this version; remove those tables from the config, or use `firstmate console`".into(),
+                )
+                .into());
+            }
+            let engine = start_engine(cfg).await?;
+            tracing::info!("firstmate is running; stop it with Ctrl-C or SIGTERM (sessions keep running)");
+            shutdown_signal().await;
+            tracing::info!("shutting down; containers keep running and are picked up on the next start");
+            engine.store().close().await;
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::SocketProxy { .. } => Err(anyhow::anyhow!(
+            "the socket proxy is not built yet in this version; point docker.host at the Docker socket directly for now"
+        )),
+        Cmd::Doctor(arg) => doctor(&arg).await,
+        Cmd::Sessions { command } => sessions(command).await,
+    }
+}
+
+async fn start_engine(cfg: Arc<Config>) -> anyhow::Result<Engine> {
+    let store = open_store(&cfg).await?;
+    let runtime = connect_docker(&cfg).await?;
+    let engine = Engine::new(store, runtime, cfg);
+    engine.recover().await?;
+    Ok(engine)
+}
+
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+async fn doctor(arg: &ConfigArg) -> anyhow::Result<ExitCode> {
+    let mut ok = true;
+    let mut line = |pass: bool, what: &str, detail: String| {
+        ok &= pass;
+        println!("{} {what}: {detail}", if pass { "ok  " } else { "FAIL" });
+    };
+    let cfg = match load_config(arg) {
+        Ok(c) => {
+            line(true, "config", c.path.as_ref().map(|p| p.display().to_string()).unwrap_or_else(|| "built-in defaults (no bot.toml)".into()));
+            c
+        }
+        Err(e) => {
+            line(false, "config", format!("{e:#}"));
+            return Ok(ExitCode::from(1));
+        }
+    };
+    match cfg.check_secrets() {
+        Ok(()) => line(true, "secrets", "every referenced secret is set".into()),
+        Err(e) => line(false, "secrets", e.to_string()),
+    }
+    match Store::connect(&cfg.database_url).await {
+        Ok(s) => {
+            line(true, "database", firstmate::store::redact_url(&cfg.database_url));
+            s.close().await;
+        }
+        Err(e) => line(false, "database", e.to_string()),
+    }
+    match connect_docker(&cfg).await {
+        Ok(rt) => {
+            line(true, "docker", cfg.docker.host.clone());
+            let mut images: Vec<(&String, &String)> = cfg.agents.iter().map(|(n, a)| (n, &a.image)).collect();
+            images.sort();
+            for (name, image) in images {
+                match rt.image_home(image).await {
+                    Ok(_) => line(true, &format!("agent {name}"), format!("image {image} is present")),
+                    Err(e) => line(false, &format!("agent {name}"), e.to_string()),
+                }
+            }
+        }
+        Err(e) => line(false, "docker", format!("{e:#}")),
+    }
+    if cfg.matrix.is_some() {
+        line(false, "matrix", "the Matrix front end is not built yet in this version".into());
+    }
+    if cfg.discord.is_some() {
+        line(false, "discord", "the Discord front end is not built yet in this version".into());
+    }
+    Ok(if ok { ExitCode::SUCCESS } else { ExitCode::from(1) })
+}
+
+fn session_json(s: &SessionRecord) -> serde_json::Value {
+    serde_json::json!({
+        "id": s.id,
+        "state": s.state.as_str(),
+        "detail": s.state_detail,
+        "agent": s.agent,
+        "image": s.image,
+        "model": s.model,
+        "repo": s.repo,
+        "owner": s.owner,
+        "frontend": s.frontend,
+        "room": s.room,
+        "container": container_name(&s.id),
+        "turns": s.turns,
+        "input_tokens": s.usage.input_tokens,
+        "output_tokens": s.usage.output_tokens,
+        "cache_read_tokens": s.usage.cache_read_tokens,
+        "cache_write_tokens": s.usage.cache_write_tokens,
+        "cost_usd": s.cost_usd,
+        "created_at_ms": s.created_at,
+        "ended_at_ms": s.ended_at,
+        "prompt": s.first_prompt,
+        "agent_session_id": s.agent_session_id,
+    })
+}
+
+async fn sessions(cmd: SessionsCmd) -> anyhow::Result<ExitCode> {
+    init_logging("warn");
+    let arg = match &cmd {
+        SessionsCmd::List { config, .. }
+        | SessionsCmd::Show { config, .. }
+        | SessionsCmd::Stop { config, .. }
+        | SessionsCmd::Logs { config, .. } => config.clone(),
+    };
+    let cfg = load_config(&arg)?;
+    let store = open_store(&cfg).await?;
+    let get = |id: String| {
+        let store = store.clone();
+        async move {
+            store.session(&id).await?.ok_or_else(|| {
+                anyhow::Error::from(UsageError(format!(
+                    "no session {id}; `firstmate sessions list --all` shows the sessions"
+                )))
+            })
+        }
+    };
+    match cmd {
+        SessionsCmd::List { all, json, .. } => {
+            let states: &[SessionState] = if all {
+                &[]
+            } else {
+                &[SessionState::Queued, SessionState::Starting, SessionState::Running, SessionState::Waiting]
+            };
+            let list = store.sessions(&cfg.docker.instance, states).await?;
+            if json {
+                let v: Vec<_> = list.iter().map(session_json).collect();
+                println!("{}", serde_json::to_string_pretty(&v)?);
+            } else if list.is_empty() {
+                println!("no sessions{}", if all { "" } else { " running (--all shows every one)" });
+            } else {
+                for s in &list {
+                    println!("{}", render::list_line(s));
+                }
+            }
+        }
+        SessionsCmd::Show { id, json, .. } => {
+            let s = get(id).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&session_json(&s))?);
+            } else {
+                println!("session: {}\n{}\ncontainer: {}", s.id, render::status_text(&s), container_name(&s.id));
+            }
+        }
+        SessionsCmd::Logs { id, .. } => {
+            let s = get(id).await?;
+            print!("{}", render::transcript(&store, &s).await?);
+        }
+        SessionsCmd::Stop { id, .. } => {
+            let mut s = get(id).await?;
+            if s.state.is_ended() {
+                println!("session {} is already {}", s.id, s.state);
+                return Ok(ExitCode::SUCCESS);
+            }
+            if s.state.is_live() {
+                let rt = connect_docker(&cfg).await?;
+                rt.stop(&s.id, &container_name(&s.id), Duration::from_secs(3)).await?;
+                // An engine that runs the session records the stop; give it a moment.
+                for _ in 0..20 {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    if store.session(&s.id).await?.is_some_and(|r| r.state.is_ended()) {
+                        println!("session {} stopped", s.id);
+                        return Ok(ExitCode::SUCCESS);
+                    }
+                }
+                s = get(s.id.clone()).await?;
+            }
+            let reason = "stopped with `firstmate sessions stop`".to_string();
+            s.state = SessionState::Stopped;
+            s.state_detail = Some(reason.clone());
+            s.ended_at = Some(now_ms());
+            store
+                .commit(&mut s, vec![EventBody::State { state: SessionState::Stopped, detail: Some(reason) }])
+                .await?;
+            println!("session {} stopped", s.id);
+        }
+    }
+    store.close().await;
+    Ok(ExitCode::SUCCESS)
+}

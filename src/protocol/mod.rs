@@ -1,0 +1,80 @@
+//! Agent protocols: the wire format an agent CLI speaks on stdin/stdout, turned into
+//! neutral [`AgentEvent`]s and back. Pure code, no I/O: the session task feeds lines in.
+
+pub mod claude;
+
+use serde::{Deserialize, Serialize};
+
+/// Which wire protocol an agent speaks (`protocol = "claude" | "codex"` in `[agents.*]`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ProtocolKind {
+    Claude,
+    Codex,
+}
+
+impl ProtocolKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProtocolKind::Claude => "claude",
+            ProtocolKind::Codex => "codex",
+        }
+    }
+}
+
+/// Token counts of one turn (or the running total of a session).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct Usage {
+    pub input_tokens: i64,
+    pub output_tokens: i64,
+    pub cache_read_tokens: i64,
+    pub cache_write_tokens: i64,
+}
+
+/// How a turn ended.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "outcome", rename_all = "snake_case")]
+pub enum TurnOutcome {
+    Done,
+    Error { message: String },
+    Interrupted,
+}
+
+/// One thing an agent said or did, independent of the agent's wire format.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum AgentEvent {
+    /// The agent started (or resumed) its conversation; `agent_session_id` is what a
+    /// later `--resume` needs.
+    Started {
+        agent_session_id: String,
+        model: Option<String>,
+    },
+    /// Assistant text (markdown).
+    Text { text: String },
+    /// A tool call. `summary` is the key argument in one line (the command of a Bash
+    /// call, the path of an edit), for compact rendering.
+    ToolUse {
+        id: String,
+        name: String,
+        summary: String,
+        input: serde_json::Value,
+    },
+    /// The output of a tool call.
+    ToolResult {
+        tool_use_id: String,
+        output: String,
+        is_error: bool,
+    },
+    /// The end of a turn, with its usage and cost.
+    TurnEnd {
+        outcome: TurnOutcome,
+        usage: Usage,
+        cost_usd: Option<f64>,
+        agent_session_id: Option<String>,
+    },
+    /// A well-formed event of a type this version does not know: kept, not fatal.
+    Unknown { kind: String, raw: String },
+    /// A line that is not a valid event of the protocol: reported, not fatal.
+    Malformed { line: String, error: String },
+}

@@ -1,0 +1,704 @@
+//! The database: sessions, their ordered event log, their prompts, and the binding of a
+//! session to a chat thread. One code path for SQLite and PostgreSQL through sqlx's `Any`
+//! driver; only the migrations differ per backend. Only this module writes SQL.
+//!
+//! Invariant: the events of one session are written by one task at a time (the engine's
+//! session task), so `next_seq` in the session row is the single source of sequence
+//! numbers and the log is dense.
+
+use std::borrow::Cow;
+use std::str::FromStr;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use sqlx::any::{AnyPoolOptions, AnyRow};
+use sqlx::migrate::{Migration, MigrationType, Migrator};
+use sqlx::{AnyPool, Row, SqlSafeStr};
+
+use crate::event::{EventBody, SessionEvent, SessionState};
+use crate::protocol::Usage;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("cannot open the database {url}: {source}; check database.url in the config")]
+    Connect { url: String, source: sqlx::Error },
+    #[error("cannot apply the database migrations: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("database error: {0}")]
+    Sql(#[from] sqlx::Error),
+    #[error("the database holds an unreadable row: {0}")]
+    Corrupt(String),
+    #[error("no session {0}; `firstmate sessions list --all` shows the sessions")]
+    NoSession(String),
+}
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+pub fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// A session as stored: the whole row. The engine's session task keeps one in memory
+/// and writes it back with each batch of events.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SessionRecord {
+    pub id: String,
+    pub instance: String,
+    pub agent: String,
+    pub protocol: String,
+    pub image: String,
+    pub model: Option<String>,
+    pub repo: Option<String>,
+    pub branch: Option<String>,
+    pub owner: String,
+    pub frontend: String,
+    pub room: String,
+    pub first_prompt: String,
+    pub idle_timeout_ms: Option<i64>,
+    pub state: SessionState,
+    pub state_detail: Option<String>,
+    pub container_id: Option<String>,
+    pub agent_session_id: Option<String>,
+    /// Position in the container's log up to which output is stored: the Docker log
+    /// timestamp (ns) of the last line taken, and how many lines carried that timestamp.
+    pub log_cursor_ns: i64,
+    pub log_cursor_count: i64,
+    pub next_seq: i64,
+    pub turns: i64,
+    pub usage: Usage,
+    pub cost_usd: f64,
+    /// The cumulative cost the running agent process last reported (agents report a
+    /// running total; the session's cost grows by the difference).
+    pub agent_cost_usd: f64,
+    pub created_at: i64,
+    pub started_at: Option<i64>,
+    pub last_activity_at: i64,
+    pub ended_at: Option<i64>,
+}
+
+impl SessionRecord {
+    /// A new queued session.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new_queued(
+        id: String,
+        instance: String,
+        agent: String,
+        protocol: String,
+        image: String,
+        owner: String,
+        frontend: String,
+        room: String,
+        first_prompt: String,
+    ) -> SessionRecord {
+        let now = now_ms();
+        SessionRecord {
+            id,
+            instance,
+            agent,
+            protocol,
+            image,
+            model: None,
+            repo: None,
+            branch: None,
+            owner,
+            frontend,
+            room,
+            first_prompt,
+            idle_timeout_ms: None,
+            state: SessionState::Queued,
+            state_detail: None,
+            container_id: None,
+            agent_session_id: None,
+            log_cursor_ns: 0,
+            log_cursor_count: 0,
+            next_seq: 1,
+            turns: 0,
+            usage: Usage::default(),
+            cost_usd: 0.0,
+            agent_cost_usd: 0.0,
+            created_at: now,
+            started_at: None,
+            last_activity_at: now,
+            ended_at: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct PromptRecord {
+    pub id: i64,
+    pub session_id: String,
+    pub body: String,
+    pub author: String,
+    pub status: String,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Binding {
+    pub session_id: String,
+    pub frontend: String,
+    pub thread_ref: String,
+    pub delivered_seq: i64,
+}
+
+#[derive(Clone)]
+pub struct Store {
+    pool: AnyPool,
+    backend: Backend,
+}
+
+const SESSION_COLUMNS: &str = "id, instance, agent, protocol, image, model, repo, branch, owner, frontend, room, \
+     first_prompt, idle_timeout_ms, state, state_detail, container_id, agent_session_id, \
+     log_cursor_ns, log_cursor_count, next_seq, turns, input_tokens, output_tokens, \
+     cache_read_tokens, cache_write_tokens, cost_usd, agent_cost_usd, created_at, started_at, \
+     last_activity_at, ended_at";
+
+fn migrations(backend: Backend) -> Vec<Migration> {
+    let init = match backend {
+        Backend::Sqlite => include_str!("../migrations/sqlite/0001_init.sql"),
+        Backend::Postgres => include_str!("../migrations/postgres/0001_init.sql"),
+    };
+    vec![Migration::new(
+        1,
+        Cow::Borrowed("init"),
+        MigrationType::Simple,
+        init.into_sql_str(),
+        false,
+    )]
+}
+
+impl Store {
+    /// Opens the database at `url` (`sqlite://PATH`, created if missing, or
+    /// `postgres://...`) without migrating it.
+    pub async fn open(url: &str) -> Result<Store> {
+        sqlx::any::install_default_drivers();
+        let backend = if url.starts_with("postgres:") || url.starts_with("postgresql:") {
+            Backend::Postgres
+        } else {
+            Backend::Sqlite
+        };
+        let url_owned = match backend {
+            Backend::Sqlite if !url.contains("mode=") => {
+                let sep = if url.contains('?') { '&' } else { '?' };
+                format!("{url}{sep}mode=rwc")
+            }
+            _ => url.to_string(),
+        };
+        let connect_err = |source| StoreError::Connect {
+            url: redact_url(url),
+            source,
+        };
+        let pool = AnyPoolOptions::new()
+            .max_connections(if backend == Backend::Sqlite { 4 } else { 8 })
+            .connect(&url_owned)
+            .await
+            .map_err(connect_err)?;
+        if backend == Backend::Sqlite {
+            sqlx::query("PRAGMA journal_mode=WAL")
+                .execute(&pool)
+                .await
+                .map_err(connect_err)?;
+        }
+        Ok(Store { pool, backend })
+    }
+
+    /// Opens and migrates: what `run` and `console` use.
+    pub async fn connect(url: &str) -> Result<Store> {
+        let store = Store::open(url).await?;
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    pub async fn migrate(&self) -> Result<()> {
+        Migrator::with_migrations(migrations(self.backend))
+            .run(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    // --- sessions ---------------------------------------------------------------
+
+    pub async fn insert_session(&self, s: &SessionRecord) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO sessions (id, instance, agent, protocol, image, model, repo, branch, owner, \
+             frontend, room, first_prompt, idle_timeout_ms, state, state_detail, created_at, \
+             last_activity_at, cost_usd) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)",
+        )
+        .bind(&s.id)
+        .bind(&s.instance)
+        .bind(&s.agent)
+        .bind(&s.protocol)
+        .bind(&s.image)
+        .bind(&s.model)
+        .bind(&s.repo)
+        .bind(&s.branch)
+        .bind(&s.owner)
+        .bind(&s.frontend)
+        .bind(&s.room)
+        .bind(&s.first_prompt)
+        .bind(s.idle_timeout_ms)
+        .bind(s.state.as_str())
+        .bind(&s.state_detail)
+        .bind(s.created_at)
+        .bind(s.last_activity_at)
+        .bind(s.cost_usd)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    pub async fn session(&self, id: &str) -> Result<Option<SessionRecord>> {
+        let sql = format!("SELECT {SESSION_COLUMNS} FROM sessions WHERE id = $1");
+        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(|r| session_from_row(&r)).transpose()
+    }
+
+    /// Sessions of an instance, newest first; `states` empty means all.
+    pub async fn sessions(
+        &self,
+        instance: &str,
+        states: &[SessionState],
+    ) -> Result<Vec<SessionRecord>> {
+        let sql = format!(
+            "SELECT {SESSION_COLUMNS} FROM sessions WHERE instance = $1 ORDER BY created_at DESC, id"
+        );
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(instance)
+            .fetch_all(&self.pool)
+            .await?;
+        let mut out = Vec::with_capacity(rows.len());
+        for r in rows {
+            let s = session_from_row(&r)?;
+            if states.is_empty() || states.contains(&s.state) {
+                out.push(s);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Sessions started from one room (channel) of one front end, newest first.
+    pub async fn sessions_in_room(
+        &self,
+        instance: &str,
+        frontend: &str,
+        room: &str,
+    ) -> Result<Vec<SessionRecord>> {
+        let sql = format!(
+            "SELECT {SESSION_COLUMNS} FROM sessions WHERE instance = $1 AND frontend = $2 \
+             AND room = $3 ORDER BY created_at DESC, id"
+        );
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(instance)
+            .bind(frontend)
+            .bind(room)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(session_from_row).collect()
+    }
+
+    /// Writes a session's mutable fields and appends `events` (numbered from
+    /// `s.next_seq`, which it advances) in one transaction.
+    pub async fn commit(
+        &self,
+        s: &mut SessionRecord,
+        events: Vec<EventBody>,
+    ) -> Result<Vec<SessionEvent>> {
+        let mut tx = self.pool.begin().await?;
+        let at = now_ms();
+        let mut out = Vec::with_capacity(events.len());
+        for body in events {
+            let json = serde_json::to_string(&body)
+                .map_err(|e| StoreError::Corrupt(format!("cannot encode an event: {e}")))?;
+            sqlx::query("INSERT INTO events (session_id, seq, at, body) VALUES ($1, $2, $3, $4)")
+                .bind(&s.id)
+                .bind(s.next_seq)
+                .bind(at)
+                .bind(json)
+                .execute(&mut *tx)
+                .await?;
+            out.push(SessionEvent {
+                session: s.id.clone(),
+                seq: s.next_seq,
+                at_ms: at,
+                body,
+            });
+            s.next_seq += 1;
+        }
+        sqlx::query(
+            "UPDATE sessions SET state = $2, state_detail = $3, container_id = $4, \
+             agent_session_id = $5, log_cursor_ns = $6, log_cursor_count = $7, next_seq = $8, \
+             turns = $9, input_tokens = $10, output_tokens = $11, cache_read_tokens = $12, \
+             cache_write_tokens = $13, cost_usd = $14, started_at = $15, last_activity_at = $16, \
+             ended_at = $17, image = $18, agent_cost_usd = $19 WHERE id = $1",
+        )
+        .bind(&s.id)
+        .bind(s.state.as_str())
+        .bind(&s.state_detail)
+        .bind(&s.container_id)
+        .bind(&s.agent_session_id)
+        .bind(s.log_cursor_ns)
+        .bind(s.log_cursor_count)
+        .bind(s.next_seq)
+        .bind(s.turns)
+        .bind(s.usage.input_tokens)
+        .bind(s.usage.output_tokens)
+        .bind(s.usage.cache_read_tokens)
+        .bind(s.usage.cache_write_tokens)
+        .bind(s.cost_usd)
+        .bind(s.started_at)
+        .bind(s.last_activity_at)
+        .bind(s.ended_at)
+        .bind(&s.image)
+        .bind(s.agent_cost_usd)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(out)
+    }
+
+    // --- events -----------------------------------------------------------------
+
+    /// Events of a session with `seq > after`, in order, at most `limit`.
+    pub async fn events_after(
+        &self,
+        session: &str,
+        after: i64,
+        limit: i64,
+    ) -> Result<Vec<SessionEvent>> {
+        let rows = sqlx::query(
+            "SELECT seq, at, body FROM events WHERE session_id = $1 AND seq > $2 \
+             ORDER BY seq LIMIT $3",
+        )
+        .bind(session)
+        .bind(after)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                let body: String = r.try_get("body")?;
+                let body = serde_json::from_str(&body).map_err(|e| {
+                    StoreError::Corrupt(format!("event of session {session}: {e}"))
+                })?;
+                Ok(SessionEvent {
+                    session: session.to_string(),
+                    seq: r.try_get("seq")?,
+                    at_ms: r.try_get("at")?,
+                    body,
+                })
+            })
+            .collect()
+    }
+
+    // --- prompts ----------------------------------------------------------------
+
+    /// Stores a prompt as pending; it is durable when this returns.
+    pub async fn enqueue_prompt(&self, session: &str, body: &str, author: &str) -> Result<i64> {
+        let row = sqlx::query(
+            "INSERT INTO prompts (session_id, body, author, status, created_at) \
+             VALUES ($1, $2, $3, 'pending', $4) RETURNING id",
+        )
+        .bind(session)
+        .bind(body)
+        .bind(author)
+        .bind(now_ms())
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(row.try_get(0)?)
+    }
+
+    /// The oldest prompt of a session still waiting for its turn.
+    pub async fn next_pending_prompt(&self, session: &str) -> Result<Option<PromptRecord>> {
+        let row = sqlx::query(
+            "SELECT id, session_id, body, author, status FROM prompts \
+             WHERE session_id = $1 AND status = 'pending' ORDER BY id LIMIT 1",
+        )
+        .bind(session)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|r| -> Result<PromptRecord> {
+            Ok(PromptRecord {
+                id: r.try_get("id")?,
+                session_id: r.try_get("session_id")?,
+                body: r.try_get("body")?,
+                author: r.try_get("author")?,
+                status: r.try_get("status")?,
+            })
+        })
+        .transpose()
+    }
+
+    pub async fn pending_prompts(&self, session: &str) -> Result<i64> {
+        let row = sqlx::query(
+            "SELECT COUNT(*) FROM prompts WHERE session_id = $1 AND status = 'pending'",
+        )
+        .bind(session)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(row.try_get(0)?)
+    }
+
+    pub async fn set_prompt_status(&self, id: i64, status: &str) -> Result<()> {
+        sqlx::query("UPDATE prompts SET status = $2, sent_at = $3 WHERE id = $1")
+            .bind(id)
+            .bind(status)
+            .bind(now_ms())
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Drops the prompts still waiting (the session ended); returns how many.
+    pub async fn cancel_pending_prompts(&self, session: &str) -> Result<u64> {
+        let r = sqlx::query(
+            "UPDATE prompts SET status = 'cancelled' WHERE session_id = $1 AND status = 'pending'",
+        )
+        .bind(session)
+        .execute(&self.pool)
+        .await?;
+        Ok(r.rows_affected())
+    }
+
+    // --- bindings ---------------------------------------------------------------
+
+    pub async fn bind_thread(
+        &self,
+        session: &str,
+        frontend: &str,
+        thread_ref: &str,
+        delivered_seq: i64,
+    ) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO bindings (session_id, frontend, thread_ref, delivered_seq) \
+             VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (session_id, frontend) DO UPDATE SET thread_ref = $3",
+        )
+        .bind(session)
+        .bind(frontend)
+        .bind(thread_ref)
+        .bind(delivered_seq)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    pub async fn bindings(&self, frontend: &str) -> Result<Vec<Binding>> {
+        let rows = sqlx::query(
+            "SELECT session_id, frontend, thread_ref, delivered_seq FROM bindings \
+             WHERE frontend = $1",
+        )
+        .bind(frontend)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(binding_from_row).collect()
+    }
+
+    pub async fn binding(&self, session: &str, frontend: &str) -> Result<Option<Binding>> {
+        let row = sqlx::query(
+            "SELECT session_id, frontend, thread_ref, delivered_seq FROM bindings \
+             WHERE session_id = $1 AND frontend = $2",
+        )
+        .bind(session)
+        .bind(frontend)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(binding_from_row).transpose()
+    }
+
+    pub async fn session_for_thread(
+        &self,
+        frontend: &str,
+        thread_ref: &str,
+    ) -> Result<Option<String>> {
+        let row = sqlx::query(
+            "SELECT session_id FROM bindings WHERE frontend = $1 AND thread_ref = $2",
+        )
+        .bind(frontend)
+        .bind(thread_ref)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.map(|r| r.try_get(0)).transpose()?)
+    }
+
+    pub async fn set_delivered(&self, session: &str, frontend: &str, seq: i64) -> Result<()> {
+        sqlx::query(
+            "UPDATE bindings SET delivered_seq = $3 WHERE session_id = $1 AND frontend = $2 \
+             AND delivered_seq < $3",
+        )
+        .bind(session)
+        .bind(frontend)
+        .bind(seq)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+}
+
+fn binding_from_row(r: &AnyRow) -> Result<Binding> {
+    Ok(Binding {
+        session_id: r.try_get("session_id")?,
+        frontend: r.try_get("frontend")?,
+        thread_ref: r.try_get("thread_ref")?,
+        delivered_seq: r.try_get("delivered_seq")?,
+    })
+}
+
+fn session_from_row(r: &AnyRow) -> Result<SessionRecord> {
+    let state: String = r.try_get("state")?;
+    Ok(SessionRecord {
+        id: r.try_get("id")?,
+        instance: r.try_get("instance")?,
+        agent: r.try_get("agent")?,
+        protocol: r.try_get("protocol")?,
+        image: r.try_get("image")?,
+        model: r.try_get("model")?,
+        repo: r.try_get("repo")?,
+        branch: r.try_get("branch")?,
+        owner: r.try_get("owner")?,
+        frontend: r.try_get("frontend")?,
+        room: r.try_get("room")?,
+        first_prompt: r.try_get("first_prompt")?,
+        idle_timeout_ms: r.try_get("idle_timeout_ms")?,
+        state: SessionState::from_str(&state).map_err(StoreError::Corrupt)?,
+        state_detail: r.try_get("state_detail")?,
+        container_id: r.try_get("container_id")?,
+        agent_session_id: r.try_get("agent_session_id")?,
+        log_cursor_ns: r.try_get("log_cursor_ns")?,
+        log_cursor_count: r.try_get("log_cursor_count")?,
+        next_seq: r.try_get("next_seq")?,
+        turns: r.try_get("turns")?,
+        usage: Usage {
+            input_tokens: r.try_get("input_tokens")?,
+            output_tokens: r.try_get("output_tokens")?,
+            cache_read_tokens: r.try_get("cache_read_tokens")?,
+            cache_write_tokens: r.try_get("cache_write_tokens")?,
+        },
+        cost_usd: r.try_get("cost_usd")?,
+        agent_cost_usd: r.try_get("agent_cost_usd")?,
+        created_at: r.try_get("created_at")?,
+        started_at: r.try_get("started_at")?,
+        last_activity_at: r.try_get("last_activity_at")?,
+        ended_at: r.try_get("ended_at")?,
+    })
+}
+
+/// The URL with any password replaced, for messages and logs.
+pub fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme_end), Some(at)) if at > scheme_end => {
+            let creds = &url[scheme_end + 3..at];
+            match creds.find(':') {
+                Some(colon) => format!(
+                    "{}{}:<redacted>{}",
+                    &url[..scheme_end + 3],
+                    &creds[..colon],
+                    &url[at..]
+                ),
+                None => url.to_string(),
+            }
+        }
+        _ => url.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::AgentEvent;
+
+    #[test]
+    fn passwords_are_redacted_from_urls() {
+        assert_eq!(
+            redact_url("postgres://fm:secret@db:5432/fm"),
+            "postgres://fm:<redacted>@db:5432/fm"
+        );
+        assert_eq!(redact_url("sqlite://x.db"), "sqlite://x.db");
+        assert_eq!(redact_url("postgres://fm@db/fm"), "postgres://fm@db/fm");
+    }
+
+    #[tokio::test]
+    async fn sessions_events_and_prompts_round_trip_on_sqlite() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let url = format!("sqlite://{}", dir.path().join("t.db").display());
+        let store = Store::connect(&url).await.expect("connect");
+        // Migrating twice is harmless.
+        store.migrate().await.expect("migrate again");
+
+        let mut s = SessionRecord::new_queued(
+            "abc".into(),
+            "default".into(),
+            "scripted".into(),
+            "claude".into(),
+            "img".into(),
+            "alice".into(),
+            "console".into(),
+            "console".into(),
+            "say hi".into(),
+        );
+        store.insert_session(&s).await.expect("insert");
+        s.state = SessionState::Running;
+        s.usage.input_tokens = 7;
+        s.cost_usd = 0.25;
+        let evs = store
+            .commit(
+                &mut s,
+                vec![
+                    EventBody::Agent {
+                        event: AgentEvent::Text { text: "hi".into() },
+                    },
+                    EventBody::Notice { text: "n".into() },
+                ],
+            )
+            .await
+            .expect("commit");
+        assert_eq!(evs.iter().map(|e| e.seq).collect::<Vec<_>>(), vec![1, 2]);
+        let back = store.session("abc").await.expect("get").expect("exists");
+        assert_eq!(back.state, SessionState::Running);
+        assert_eq!(back.next_seq, 3);
+        assert_eq!(back.usage.input_tokens, 7);
+        assert_eq!(back.cost_usd, 0.25);
+        let after1 = store.events_after("abc", 1, 10).await.expect("events");
+        assert_eq!(after1.len(), 1);
+        assert_eq!(after1[0].body, EventBody::Notice { text: "n".into() });
+
+        let p1 = store.enqueue_prompt("abc", "one", "alice").await.expect("p1");
+        let p2 = store.enqueue_prompt("abc", "two", "alice").await.expect("p2");
+        assert!(p2 > p1);
+        let next = store.next_pending_prompt("abc").await.expect("next");
+        assert_eq!(next.map(|p| p.body), Some("one".to_string()));
+        store.set_prompt_status(p1, "sent").await.expect("status");
+        assert_eq!(store.pending_prompts("abc").await.expect("count"), 1);
+        assert_eq!(store.cancel_pending_prompts("abc").await.expect("c"), 1);
+
+        store.bind_thread("abc", "console", "t1", 0).await.expect("bind");
+        store.set_delivered("abc", "console", 2).await.expect("deliv");
+        store.set_delivered("abc", "console", 1).await.expect("never back");
+        let b = store.binding("abc", "console").await.expect("b").expect("some");
+        assert_eq!(b.delivered_seq, 2);
+        assert_eq!(
+            store.session_for_thread("console", "t1").await.expect("t"),
+            Some("abc".to_string())
+        );
+        store.close().await;
+    }
+}

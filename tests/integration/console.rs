@@ -1,0 +1,242 @@
+//! Sessions driven through `firstmate console` on the real daemon.
+
+use std::io::{BufRead, BufReader, Write};
+use std::time::Duration;
+
+use crate::support::{Env, inspect, lines_of, session_ids, stdout, text};
+
+fn only_session(out: &str) -> String {
+    let ids = session_ids(out);
+    assert_eq!(ids.len(), 1, "expected one session in:\n{out}");
+    ids[0].clone()
+}
+
+#[test]
+fn say_run_stop_leaves_a_stopped_hardened_labelled_container() {
+    let Some(env) = Env::new("") else { return };
+    let out = env.console("new --agent scripted say hi\nrun echo $((6*7))\nstop\n");
+    assert!(out.status.success(), "{}", text(&out));
+    let all = stdout(&out);
+    let id = only_session(&all);
+    let lines = lines_of(&all, &id);
+    assert!(lines.iter().any(|l| l == "hi"), "no `hi` in:\n{all}");
+    assert!(lines.iter().any(|l| l == "42"), "no `42` in:\n{all}");
+    assert!(
+        lines.iter().any(|l| l.starts_with("-- stopped")),
+        "the stop is not reported:\n{all}"
+    );
+
+    let c = inspect(&format!("firstmate-{id}"));
+    assert_eq!(c["State"]["Running"], false, "container still running");
+    let labels = &c["Config"]["Labels"];
+    assert_eq!(labels["firstmate.managed"], "true");
+    assert_eq!(labels["firstmate.session"], id.as_str());
+    assert_eq!(labels["firstmate.instance"], env.instance.as_str());
+    let host = &c["HostConfig"];
+    assert_eq!(host["CapDrop"], serde_json::json!(["ALL"]));
+    assert_eq!(host["Privileged"], false);
+    assert!(
+        host["SecurityOpt"]
+            .as_array()
+            .is_some_and(|a| a.iter().any(|o| o == "no-new-privileges")),
+        "no no-new-privileges: {host}"
+    );
+    assert!(host["Memory"].as_i64().unwrap_or(0) > 0, "no memory limit");
+    assert!(host["NanoCpus"].as_i64().unwrap_or(0) > 0, "no CPU limit");
+    assert!(host["PidsLimit"].as_i64().unwrap_or(0) > 0, "no PID limit");
+    assert!(
+        host["Binds"].is_null() || host["Binds"].as_array().is_some_and(|b| b.is_empty()),
+        "host paths are bound: {}",
+        host["Binds"]
+    );
+    for m in c["Mounts"].as_array().cloned().unwrap_or_default() {
+        assert_eq!(m["Type"], "volume", "a non-volume mount: {m}");
+    }
+    assert_eq!(c["Config"]["User"], "agent", "the worker does not run as the image's user");
+
+    let s = env.session(&id);
+    assert_eq!(s["state"], "stopped");
+    assert_eq!(s["turns"], 2);
+    assert!(s["input_tokens"].as_i64().unwrap_or(0) > 0, "no tokens counted: {s}");
+    assert!(s["cost_usd"].as_f64().unwrap_or(0.0) > 0.0, "no cost counted: {s}");
+}
+
+#[test]
+fn a_crashing_agent_fails_the_session_with_a_clear_message() {
+    let Some(env) = Env::new("") else { return };
+    let out = env.console("new say before the crash\nexit 3\n");
+    assert!(out.status.success(), "{}", text(&out));
+    let all = stdout(&out);
+    let id = only_session(&all);
+    assert!(
+        lines_of(&all, &id)
+            .iter()
+            .any(|l| l == "-- failed: the agent exited with code 3"),
+        "no clear failure in:\n{all}"
+    );
+    let s = env.session(&id);
+    assert_eq!(s["state"], "failed");
+    assert_eq!(s["detail"], "the agent exited with code 3");
+}
+
+#[test]
+fn interrupt_ends_the_turn_and_the_session_stays_usable() {
+    let Some(env) = Env::new("") else { return };
+    let out = env.console("new say working\nsleep 60\ninterrupt\nsay still here\nstop\n");
+    assert!(out.status.success(), "{}", text(&out));
+    let all = stdout(&out);
+    let id = only_session(&all);
+    let lines = lines_of(&all, &id);
+    let intr = lines.iter().position(|l| l == "-- turn interrupted");
+    let after = lines.iter().position(|l| l == "still here");
+    assert!(
+        matches!((intr, after), (Some(i), Some(a)) if i < a),
+        "expected the interrupt, then `still here`:\n{all}"
+    );
+}
+
+#[test]
+fn malformed_agent_output_is_reported_and_the_session_goes_on() {
+    let Some(env) = Env::new("") else { return };
+    // Write straight to the agent's own stdout, around the protocol.
+    let out = env.console("new run echo 'this is not json' > /proc/1/fd/1\nsay fine\nstop\n");
+    assert!(out.status.success(), "{}", text(&out));
+    let all = stdout(&out);
+    let id = only_session(&all);
+    let lines = lines_of(&all, &id);
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("! unreadable agent output") && l.contains("this is not json")),
+        "the malformed line is not reported:\n{all}"
+    );
+    assert!(lines.iter().any(|l| l == "fine"), "the session stopped working:\n{all}");
+}
+
+#[test]
+fn sessions_over_max_running_wait_in_the_queue() {
+    let Some(env) = Env::with_sessions("", "max_running = 1") else {
+        return;
+    };
+    let out = env.console("new say first\nnew say second\nlist\n");
+    // The first console run tells us the ids; the second session must be queued.
+    let all = stdout(&out);
+    let ids = session_ids(&all);
+    assert_eq!(ids.len(), 2, "two sessions expected:\n{}", text(&out));
+    let (a, b) = (&ids[0], &ids[1]);
+    assert!(lines_of(&all, a).iter().any(|l| l == "first"), "{all}");
+    assert_eq!(env.session(b)["state"], "queued", "{all}");
+    assert!(
+        !lines_of(&all, b).iter().any(|l| l == "second"),
+        "the queued session ran:\n{all}"
+    );
+    // Stopping the first frees the slot: the second runs.
+    let out = env.console(&format!("use {a}\nstop\nuse {b}\nstatus\n"));
+    let all = stdout(&out);
+    assert!(
+        lines_of(&all, b).iter().any(|l| l == "second"),
+        "the queued session did not run after a slot freed:\n{}",
+        text(&out)
+    );
+    assert_eq!(env.session(a)["state"], "stopped");
+}
+
+#[test]
+fn a_waiting_session_is_stopped_after_its_idle_timeout() {
+    let Some(env) = Env::with_sessions("", "idle_timeout = \"2s\"") else {
+        return;
+    };
+    let out = env.console("new say hello\n");
+    assert!(out.status.success(), "{}", text(&out));
+    let id = only_session(&stdout(&out));
+    // The console left; `firstmate run` picks the session up and enforces the timeout.
+    let mut run = env.command();
+    run.arg("run")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    let mut child = run.spawn().expect("firstmate run");
+    let s = env.wait_session(&id, Duration::from_secs(60), |s| s["state"] != "waiting");
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!(s["state"], "stopped", "{s:#}");
+    assert!(
+        s["detail"].as_str().unwrap_or("").contains("idle"),
+        "the reason is not given: {s:#}"
+    );
+}
+
+#[test]
+fn resume_continues_the_same_conversation() {
+    let Some(env) = Env::new("") else { return };
+    let out = env.console("new say one\nstop\nresume\nsay two\nstop\n");
+    assert!(out.status.success(), "{}", text(&out));
+    let all = stdout(&out);
+    let id = only_session(&all);
+    let lines = lines_of(&all, &id);
+    assert!(lines.iter().any(|l| l == "two"), "no output after resume:\n{all}");
+    let s = env.session(&id);
+    assert_eq!(s["turns"], 2);
+    assert!(s["agent_session_id"].is_string(), "{s:#}");
+    // The test agent keeps one transcript file per conversation: still one after resume.
+    let ls = std::process::Command::new("docker")
+        .args([
+            "run",
+            "--rm",
+            "-v",
+            &format!("firstmate-{id}-home:/home/agent"),
+            "--entrypoint",
+            "sh",
+            crate::support::TEST_IMAGE,
+            "-c",
+            "ls /home/agent/.claude/projects/test-agent/",
+        ])
+        .output()
+        .expect("docker run");
+    let files = String::from_utf8_lossy(&ls.stdout).lines().count();
+    assert_eq!(files, 1, "resume started a new conversation: {}", String::from_utf8_lossy(&ls.stdout));
+}
+
+/// A console killed with SIGKILL mid-turn: the turn goes on in the container; the next
+/// console shows the output it missed, and runs the prompt that was queued, each once.
+#[test]
+fn a_console_killed_mid_turn_loses_nothing_and_repeats_nothing() {
+    let Some(env) = Env::new("") else { return };
+    let mut child = env.spawn_console();
+    let mut stdin = child.stdin.take().expect("stdin");
+    let mut out = BufReader::new(child.stdout.take().expect("stdout"));
+    stdin
+        .write_all(b"new say start\nrun sleep 3 && echo missed-output\n")
+        .expect("write");
+    stdin.write_all(b"say queued prompt ran\n").expect("write");
+    stdin.flush().expect("flush");
+    // Wait until the turn is running, then kill the console without warning.
+    let mut seen = String::new();
+    let mut id = String::new();
+    loop {
+        let mut line = String::new();
+        if out.read_line(&mut line).expect("read") == 0 {
+            panic!("the console ended early:\n{seen}");
+        }
+        seen.push_str(&line);
+        if line.contains("] start") {
+            id = session_ids(&seen).remove(0);
+            break;
+        }
+    }
+    // The queued prompt must be stored (acknowledged) before the kill.
+    env.wait_session(&id, Duration::from_secs(10), |_| true);
+    std::thread::sleep(Duration::from_millis(500));
+    child.kill().expect("SIGKILL");
+    let _ = child.wait();
+    drop(stdin);
+
+    let out2 = env.console("");
+    assert!(out2.status.success(), "{}", text(&out2));
+    let second = stdout(&out2);
+    let all = format!("{seen}{second}");
+    for expected in ["start", "missed-output", "queued prompt ran"] {
+        let n = lines_of(&all, &id).iter().filter(|l| *l == expected).count();
+        assert_eq!(n, 1, "`{expected}` appears {n} times:\n--- first console\n{seen}--- second console\n{second}");
+    }
+}

@@ -1,0 +1,7 @@
+//! Integration tests: the real `firstmate` binary, a real Docker daemon, the test agent
+//! image. One test binary (it links once). Run by `scripts/test` on SQLite and again on
+//! PostgreSQL (FIRSTMATE_TEST_DB=postgres).
+
+mod cli;
+mod console;
+mod support;

@@ -1,0 +1,344 @@
+//! Shared test support: a test environment with its own config, database (SQLite, or a
+//! fresh PostgreSQL database when FIRSTMATE_TEST_DB=postgres) and Docker instance label,
+//! so tests run side by side; helpers to drive the real `firstmate` binary; Docker
+//! inspection through the `docker` CLI; cleanup of every container and volume the test
+//! made.
+//!
+//! Docker is required: with CI=true (or FIRSTMATE_TEST_REQUIRE_DOCKER=1) a missing daemon
+//! or test image fails the test; elsewhere the test is skipped with a loud message.
+
+#![allow(dead_code)]
+
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+pub const TEST_IMAGE: &str = "firstmate-test-agent:latest";
+
+pub struct Env {
+    pub dir: tempfile::TempDir,
+    pub instance: String,
+    pub config: PathBuf,
+    pub db_url: String,
+}
+
+fn required() -> bool {
+    std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
+        || std::env::var("FIRSTMATE_TEST_REQUIRE_DOCKER").is_ok_and(|v| v == "1")
+}
+
+fn docker_ok() -> Result<(), String> {
+    let info = Command::new("docker")
+        .arg("info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status();
+    if !matches!(info, Ok(s) if s.success()) {
+        return Err("no Docker daemon answers: start dockerd, or run scripts/test".into());
+    }
+    let img = Command::new("docker")
+        .args(["image", "inspect", TEST_IMAGE])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status();
+    if !matches!(img, Ok(s) if s.success()) {
+        return Err(format!(
+            "the image {TEST_IMAGE} is missing: run scripts/build-images test-agent"
+        ));
+    }
+    Ok(())
+}
+
+fn random_suffix() -> String {
+    uuid::Uuid::new_v4().simple().to_string()[..8].to_string()
+}
+
+impl Env {
+    /// A fresh environment, or None (after a loud message) when Docker is not there and
+    /// the run does not require it. `extra` is appended to the generated config.
+    pub fn new(extra: &str) -> Option<Env> {
+        Env::with_sessions(extra, "")
+    }
+
+    /// Like `new`, with extra keys inside `[sessions]`.
+    pub fn with_sessions(extra: &str, sessions: &str) -> Option<Env> {
+        if let Err(why) = docker_ok() {
+            if required() {
+                panic!("Docker is required for this test run: {why}");
+            }
+            eprintln!("\n!!! SKIPPING a Docker integration test: {why} !!!\n");
+            return None;
+        }
+        let dir = tempfile::tempdir().expect("tempdir");
+        let instance = format!("test-{}", random_suffix());
+        let db_url = match std::env::var("FIRSTMATE_TEST_DB").as_deref() {
+            Ok("postgres") => postgres_db(&instance),
+            _ => format!("sqlite://{}", dir.path().join("firstmate.db").display()),
+        };
+        let config = dir.path().join("bot.toml");
+        let text = format!(
+            r#"[database]
+url = "{db_url}"
+
+[docker]
+instance = "{instance}"
+
+[sessions]
+default_agent = "scripted"
+{sessions}
+
+[agents.scripted]
+image = "{TEST_IMAGE}"
+protocol = "claude"
+memory = "256m"
+pids_limit = 256
+{extra}
+"#
+        );
+        std::fs::write(&config, text).expect("write config");
+        Some(Env {
+            dir,
+            instance,
+            config,
+            db_url,
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn command(&self) -> Command {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_firstmate"));
+        c.current_dir(self.dir.path())
+            .env("FIRSTMATE_CONFIG", &self.config)
+            .env_remove("FIRSTMATE_LOG");
+        c
+    }
+
+    /// Runs `firstmate ARGS` to completion.
+    pub fn firstmate(&self, args: &[&str]) -> Output {
+        let mut c = self.command();
+        c.args(args);
+        run_with_timeout(c, "", Duration::from_secs(120))
+    }
+
+    /// Runs `firstmate console` with `input` on stdin, to completion.
+    pub fn console(&self, input: &str) -> Output {
+        let mut c = self.command();
+        c.arg("console");
+        run_with_timeout(c, input, Duration::from_secs(180))
+    }
+
+    /// Starts `firstmate console` with piped stdin/stdout, for tests that kill it.
+    pub fn spawn_console(&self) -> Child {
+        let mut c = self.command();
+        c.arg("console")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        c.spawn().expect("spawn firstmate console")
+    }
+
+    /// `firstmate sessions show ID --json`.
+    pub fn session(&self, id: &str) -> serde_json::Value {
+        let out = self.firstmate(&["sessions", "show", id, "--json"]);
+        assert!(out.status.success(), "sessions show failed: {}", text(&out));
+        serde_json::from_slice(&out.stdout).expect("sessions show --json prints JSON")
+    }
+
+    /// Polls the session until `pred` holds or `timeout` passes.
+    pub fn wait_session(
+        &self,
+        id: &str,
+        timeout: Duration,
+        pred: impl Fn(&serde_json::Value) -> bool,
+    ) -> serde_json::Value {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let s = self.session(id);
+            if pred(&s) {
+                return s;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "session {id} did not reach the expected state; last seen: {s:#}"
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    /// The containers of this test's instance.
+    pub fn containers(&self) -> Vec<String> {
+        let out = Command::new("docker")
+            .args([
+                "ps",
+                "-aq",
+                "--no-trunc",
+                "--filter",
+                &format!("label=firstmate.instance={}", self.instance),
+            ])
+            .output()
+            .expect("docker ps");
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(str::to_string)
+            .collect()
+    }
+}
+
+impl Drop for Env {
+    fn drop(&mut self) {
+        let ids = self.containers();
+        if !ids.is_empty() {
+            let _ = Command::new("docker")
+                .args(["rm", "-f"])
+                .args(&ids)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status();
+        }
+        let vols = Command::new("docker")
+            .args([
+                "volume",
+                "ls",
+                "-q",
+                "--filter",
+                &format!("label=firstmate.instance={}", self.instance),
+            ])
+            .output();
+        if let Ok(v) = vols {
+            let names: Vec<String> = String::from_utf8_lossy(&v.stdout)
+                .lines()
+                .map(str::to_string)
+                .collect();
+            if !names.is_empty() {
+                let _ = Command::new("docker")
+                    .args(["volume", "rm", "-f"])
+                    .args(&names)
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .status();
+            }
+        }
+    }
+}
+
+fn postgres_db(instance: &str) -> String {
+    let base = std::env::var("FIRSTMATE_TEST_PG_URL").unwrap_or_else(|_| {
+        panic!("FIRSTMATE_TEST_DB=postgres needs FIRSTMATE_TEST_PG_URL (scripts/test sets both)")
+    });
+    let name = instance.replace('-', "_");
+    let out = Command::new("psql")
+        .args([&base, "-q", "-c", &format!("CREATE DATABASE {name}")])
+        .output()
+        .expect("psql (Debian: postgresql-client)");
+    assert!(
+        out.status.success(),
+        "cannot create the test database: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (prefix, _) = base.rsplit_once('/').expect("FIRSTMATE_TEST_PG_URL ends in /DATABASE");
+    format!("{prefix}/{name}")
+}
+
+pub fn run_with_timeout(mut c: Command, input: &str, timeout: Duration) -> Output {
+    c.stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = c.spawn().expect("spawn firstmate");
+    let mut stdin = child.stdin.take().expect("stdin");
+    let input = input.to_string();
+    let writer = std::thread::spawn(move || {
+        let _ = stdin.write_all(input.as_bytes());
+    });
+    let out = wait_child(child, timeout);
+    let _ = writer.join();
+    out
+}
+
+/// Waits for a child, killing it (and failing) after `timeout`.
+pub fn wait_child(mut child: Child, timeout: Duration) -> Output {
+    let mut stdout = child.stdout.take().expect("stdout");
+    let mut stderr = child.stderr.take().expect("stderr");
+    let out_t = std::thread::spawn(move || {
+        let mut b = Vec::new();
+        let _ = stdout.read_to_end(&mut b);
+        b
+    });
+    let err_t = std::thread::spawn(move || {
+        let mut b = Vec::new();
+        let _ = stderr.read_to_end(&mut b);
+        b
+    });
+    let deadline = Instant::now() + timeout;
+    let status = loop {
+        if let Some(st) = child.try_wait().expect("try_wait") {
+            break st;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let st = child.wait().expect("wait");
+            let o = Output {
+                status: st,
+                stdout: out_t.join().unwrap_or_default(),
+                stderr: err_t.join().unwrap_or_default(),
+            };
+            panic!("firstmate did not finish within {timeout:?}:\n{}", text(&o));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    Output {
+        status,
+        stdout: out_t.join().unwrap_or_default(),
+        stderr: err_t.join().unwrap_or_default(),
+    }
+}
+
+/// stdout and stderr, for assertion messages.
+pub fn text(o: &Output) -> String {
+    format!(
+        "exit: {:?}\n--- stdout\n{}--- stderr\n{}",
+        o.status.code(),
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// The session ids in console output, in order of first appearance.
+pub fn session_ids(out: &str) -> Vec<String> {
+    let mut ids: Vec<String> = Vec::new();
+    for line in out.lines() {
+        if let Some(rest) = line.strip_prefix('[')
+            && let Some((id, _)) = rest.split_once("] ")
+            && !ids.iter().any(|i| i == id)
+        {
+            ids.push(id.to_string());
+        }
+    }
+    ids
+}
+
+/// The lines printed for one session, without the prefix.
+pub fn lines_of(out: &str, id: &str) -> Vec<String> {
+    let prefix = format!("[{id}] ");
+    out.lines()
+        .filter_map(|l| l.strip_prefix(&prefix).map(str::to_string))
+        .collect()
+}
+
+/// `docker inspect NAME` as JSON.
+pub fn inspect(name: &str) -> serde_json::Value {
+    let out = Command::new("docker")
+        .args(["inspect", name])
+        .output()
+        .expect("docker inspect");
+    assert!(out.status.success(), "docker inspect {name} failed");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("inspect JSON");
+    v[0].clone()
+}
