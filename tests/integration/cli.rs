@@ -29,7 +29,7 @@ fn a_bad_config_names_the_key_and_exits_2() {
     let bad = env.path().join("bad.toml");
     for (toml, needle) in [
         ("[sessions]\nidel_timeout = \"30m\"\n", "idle_timeout"),
-        ("[sessions]\nidle_timeout = \"30 minutes\"\n", "sessions.idle_timeout"),
+        ("[sessions]\nidle_timeout = \"30\"\n", "sessions.idle_timeout"),
         ("[agents.x]\nimage = \"i\"\nprotocol = \"telnet\"\n", "protocol"),
     ] {
         std::fs::write(&bad, toml).expect("write");

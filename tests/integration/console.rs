@@ -212,18 +212,16 @@ fn a_console_killed_mid_turn_loses_nothing_and_repeats_nothing() {
     stdin.flush().expect("flush");
     // Wait until the turn is running, then kill the console without warning.
     let mut seen = String::new();
-    let mut id = String::new();
-    loop {
+    let id = loop {
         let mut line = String::new();
         if out.read_line(&mut line).expect("read") == 0 {
             panic!("the console ended early:\n{seen}");
         }
         seen.push_str(&line);
         if line.contains("] start") {
-            id = session_ids(&seen).remove(0);
-            break;
+            break session_ids(&seen).remove(0);
         }
-    }
+    };
     // The queued prompt must be stored (acknowledged) before the kill.
     env.wait_session(&id, Duration::from_secs(10), |_| true);
     std::thread::sleep(Duration::from_millis(500));

@@ -1,0 +1,1168 @@
+//! `bot.toml` to a validated [`Config`].
+//!
+//! This module is the only reader of the config file and of the secrets it names. Every
+//! error says which file, which key and (where the TOML parser knows it) which line, and
+//! what is expected; unknown keys are refused with a "did you mean" where one fits.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize, Serializer};
+
+use crate::protocol::ProtocolKind;
+
+/// Looks up an environment variable; injected so tests do not touch the process env.
+pub type EnvLookup<'a> = &'a dyn Fn(&str) -> Option<String>;
+
+/// A config the user has to fix. Displayed as one message naming file, key and line.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read the config file {path}: {source}")]
+    Read { path: String, source: std::io::Error },
+    #[error("{file}{line}: {message}", line = line.map(|l| format!(":{l}")).unwrap_or_default())]
+    Invalid {
+        file: String,
+        line: Option<usize>,
+        message: String,
+    },
+    #[error("{file}: secrets are not set:\n{}", missing.iter().map(|m| format!("  - {m}")).collect::<Vec<_>>().join("\n"))]
+    Secrets { file: String, missing: Vec<String> },
+}
+
+/// A secret named in the config by `<key>_env` or `<key>_file`; never printed.
+#[derive(Clone, Default)]
+pub struct Secret {
+    pub source: SecretSource,
+    value: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub enum SecretSource {
+    #[default]
+    None,
+    Env(String),
+    File(PathBuf),
+}
+
+impl Secret {
+    fn resolve(source: SecretSource, env: EnvLookup) -> Secret {
+        let value = match &source {
+            SecretSource::None => None,
+            SecretSource::Env(var) => env(var).filter(|v| !v.is_empty()),
+            SecretSource::File(path) => std::fs::read_to_string(path)
+                .ok()
+                .map(|s| s.trim_end_matches(['\r', '\n']).to_string())
+                .filter(|v| !v.is_empty()),
+        };
+        Secret { source, value }
+    }
+
+    /// The secret's value, when it was set.
+    pub fn value(&self) -> Option<&str> {
+        self.value.as_deref()
+    }
+
+    pub fn is_configured(&self) -> bool {
+        self.source != SecretSource::None
+    }
+
+    /// What `firstmate config` shows instead of the value.
+    pub fn display(&self) -> String {
+        match (&self.source, &self.value) {
+            (SecretSource::None, _) => "<none>".into(),
+            (_, Some(_)) => "<set>".into(),
+            (SecretSource::Env(var), None) => format!("<unset: {var}>"),
+            (SecretSource::File(path), None) => format!("<unset: {}>", path.display()),
+        }
+    }
+
+    /// Why the secret is missing, for error messages; None when it is set or not used.
+    fn missing(&self, key: &str) -> Option<String> {
+        match (&self.source, &self.value) {
+            (SecretSource::Env(var), None) => Some(format!(
+                "{key}_env names the environment variable {var}, which is not set (export {var}=...)"
+            )),
+            (SecretSource::File(path), None) => Some(format!(
+                "{key}_file names {}, which cannot be read or is empty",
+                path.display()
+            )),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.display())
+    }
+}
+
+impl Serialize for Secret {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.display())
+    }
+}
+
+fn ser_duration<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&humantime::format_duration(*d).to_string())
+}
+
+fn ser_path<S: Serializer>(p: &Path, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&p.display().to_string())
+}
+
+/// The validated configuration.
+#[derive(Debug, Clone, Serialize)]
+pub struct Config {
+    /// The file it came from; None for the built-in defaults.
+    #[serde(skip)]
+    pub path: Option<PathBuf>,
+    /// `[database] url`, relative SQLite paths made absolute.
+    #[serde(skip)]
+    pub database_url: String,
+    pub docker: DockerConfig,
+    pub sessions: SessionsConfig,
+    pub agents: BTreeMap<String, AgentConfig>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub matrix: Option<MatrixConfig>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub discord: Option<DiscordConfig>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub metrics: Option<MetricsConfig>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub gateway: Option<GatewayConfig>,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub repos: BTreeMap<String, RepoConfig>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct DockerConfig {
+    pub host: String,
+    pub instance: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub network: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct SessionsConfig {
+    pub default_agent: String,
+    #[serde(serialize_with = "ser_duration")]
+    pub idle_timeout: Duration,
+    #[serde(serialize_with = "ser_duration")]
+    pub max_lifetime: Duration,
+    pub max_running: usize,
+    pub max_running_per_user: usize,
+    pub allowed_repo_hosts: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct AgentConfig {
+    #[serde(skip)]
+    pub name: String,
+    pub image: String,
+    pub protocol: ProtocolKind,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+    pub permission_mode: String,
+    #[serde(rename = "memory", serialize_with = "ser_memory")]
+    pub memory_bytes: i64,
+    #[serde(rename = "cpus", serialize_with = "ser_cpus")]
+    pub nano_cpus: i64,
+    pub pids_limit: i64,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub env: BTreeMap<String, String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub args: Vec<String>,
+}
+
+fn ser_memory<S: Serializer>(b: &i64, s: S) -> Result<S::Ok, S::Error> {
+    let text = if b % (1 << 30) == 0 {
+        format!("{}g", b >> 30)
+    } else if b % (1 << 20) == 0 {
+        format!("{}m", b >> 20)
+    } else {
+        b.to_string()
+    };
+    s.serialize_str(&text)
+}
+
+fn ser_cpus<S: Serializer>(n: &i64, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_f64(*n as f64 / 1e9)
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct MatrixConfig {
+    pub homeserver_url: String,
+    pub user_id: String,
+    pub password: Secret,
+    pub access_token: Secret,
+    #[serde(serialize_with = "ser_path")]
+    pub store_path: PathBuf,
+    pub command_prefix: String,
+    pub allowed_users: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct DiscordConfig {
+    pub token: Secret,
+    pub guild_ids: Vec<u64>,
+    pub allowed_users: Vec<u64>,
+    pub allowed_roles: Vec<u64>,
+    pub api_base_url: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct MetricsConfig {
+    pub listen: SocketAddr,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct GatewayConfig {
+    pub listen: SocketAddr,
+    pub url: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub anthropic: Option<UpstreamConfig>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub openai: Option<UpstreamConfig>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct UpstreamConfig {
+    pub upstream: String,
+    pub api_key: Secret,
+    pub oauth_token: Secret,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Forge {
+    Github,
+    Forgejo,
+    Gitlab,
+    Git,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct RepoConfig {
+    pub url: String,
+    pub default_branch: String,
+    pub token: Secret,
+    pub forge: Forge,
+}
+
+// --- the file as written -------------------------------------------------------------
+
+type Spanned<T> = toml::Spanned<T>;
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    database: Option<RawDatabase>,
+    docker: Option<RawDocker>,
+    sessions: Option<RawSessions>,
+    #[serde(default)]
+    agents: BTreeMap<String, RawAgent>,
+    matrix: Option<RawMatrix>,
+    discord: Option<RawDiscord>,
+    metrics: Option<RawMetrics>,
+    gateway: Option<RawGateway>,
+    #[serde(default)]
+    repos: BTreeMap<String, RawRepo>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDatabase {
+    url: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDocker {
+    host: Option<String>,
+    instance: Option<Spanned<String>>,
+    network: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSessions {
+    default_agent: Option<Spanned<String>>,
+    idle_timeout: Option<Spanned<String>>,
+    max_lifetime: Option<Spanned<String>>,
+    max_running: Option<Spanned<i64>>,
+    max_running_per_user: Option<Spanned<i64>>,
+    #[serde(default)]
+    allowed_repo_hosts: Vec<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAgent {
+    image: Option<Spanned<String>>,
+    protocol: Option<ProtocolKind>,
+    model: Option<String>,
+    permission_mode: Option<String>,
+    memory: Option<Spanned<toml::Value>>,
+    cpus: Option<Spanned<f64>>,
+    pids_limit: Option<Spanned<i64>>,
+    #[serde(default)]
+    env: BTreeMap<String, String>,
+    #[serde(default)]
+    args: Vec<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawMatrix {
+    homeserver_url: Option<Spanned<String>>,
+    user_id: Option<Spanned<String>>,
+    password_env: Option<String>,
+    password_file: Option<String>,
+    access_token_env: Option<String>,
+    access_token_file: Option<String>,
+    store_path: Option<String>,
+    command_prefix: Option<Spanned<String>>,
+    #[serde(default)]
+    allowed_users: Vec<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDiscord {
+    token_env: Option<String>,
+    token_file: Option<String>,
+    #[serde(default)]
+    guild_ids: Vec<u64>,
+    #[serde(default)]
+    allowed_users: Vec<u64>,
+    #[serde(default)]
+    allowed_roles: Vec<u64>,
+    api_base_url: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawMetrics {
+    listen: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawGateway {
+    listen: Option<Spanned<String>>,
+    url: Option<String>,
+    anthropic: Option<RawUpstream>,
+    openai: Option<RawUpstream>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawUpstream {
+    upstream: Option<String>,
+    api_key_env: Option<String>,
+    api_key_file: Option<String>,
+    oauth_token_env: Option<String>,
+    oauth_token_file: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRepo {
+    url: Option<Spanned<String>>,
+    default_branch: Option<String>,
+    token_env: Option<String>,
+    token_file: Option<String>,
+    forge: Option<Forge>,
+}
+
+// --- loading --------------------------------------------------------------------------
+
+/// Builds errors that point into one file.
+struct Ctx<'a> {
+    file: String,
+    text: &'a str,
+    base_dir: PathBuf,
+}
+
+impl Ctx<'_> {
+    fn line_of(&self, offset: usize) -> usize {
+        self.text[..offset.min(self.text.len())].matches('\n').count() + 1
+    }
+
+    fn err(&self, span: Option<std::ops::Range<usize>>, message: impl Into<String>) -> ConfigError {
+        ConfigError::Invalid {
+            file: self.file.clone(),
+            line: span.map(|s| self.line_of(s.start)),
+            message: message.into(),
+        }
+    }
+
+    fn resolve_path(&self, p: &str) -> PathBuf {
+        let path = Path::new(p);
+        if path.is_absolute() {
+            path.to_path_buf()
+        } else {
+            self.base_dir.join(path)
+        }
+    }
+
+    fn secret(
+        &self,
+        table: &str,
+        key: &str,
+        env_name: Option<&String>,
+        file: Option<&String>,
+        env: EnvLookup,
+    ) -> Result<Secret, ConfigError> {
+        let source = match (env_name, file) {
+            (Some(_), Some(_)) => {
+                return Err(self.err(
+                    None,
+                    format!("[{table}] gives both {key}_env and {key}_file: keep one"),
+                ));
+            }
+            (Some(var), None) if var.trim().is_empty() => {
+                return Err(self.err(
+                    None,
+                    format!("[{table}] {key}_env is empty: expected the name of an environment variable"),
+                ));
+            }
+            (Some(var), None) => SecretSource::Env(var.clone()),
+            (None, Some(path)) => SecretSource::File(self.resolve_path(path)),
+            (None, None) => SecretSource::None,
+        };
+        Ok(Secret::resolve(source, env))
+    }
+}
+
+/// Parses a humantime duration, naming the key when it is not one.
+fn duration(ctx: &Ctx, key: &str, v: Option<&Spanned<String>>, default: Duration) -> Result<Duration, ConfigError> {
+    let Some(v) = v else { return Ok(default) };
+    match humantime::parse_duration(v.get_ref()) {
+        Ok(d) if !d.is_zero() => Ok(d),
+        Ok(_) => Err(ctx.err(Some(v.span()), format!("{key} must be longer than zero, like \"30m\""))),
+        Err(e) => Err(ctx.err(
+            Some(v.span()),
+            format!(
+                "{key} = {:?} is not a duration ({e}): expected a humantime duration like \"30m\", \"2h\" or \"90s\"",
+                v.get_ref()
+            ),
+        )),
+    }
+}
+
+fn positive(ctx: &Ctx, key: &str, v: Option<&Spanned<i64>>, default: i64) -> Result<i64, ConfigError> {
+    match v {
+        None => Ok(default),
+        Some(v) if *v.get_ref() >= 1 => Ok(*v.get_ref()),
+        Some(v) => Err(ctx.err(
+            Some(v.span()),
+            format!("{key} = {} must be at least 1", v.get_ref()),
+        )),
+    }
+}
+
+/// Parses a memory size: a number of bytes, or a number with a unit (`k`, `m`, `g`, with
+/// or without `b`/`ib`, case-insensitive; binary multiples as Docker reads them).
+pub fn parse_memory(s: &str) -> Option<i64> {
+    let s = s.trim().to_ascii_lowercase();
+    let split = s.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let num: f64 = num.parse().ok()?;
+    let mult: f64 = match unit.trim() {
+        "" | "b" => 1.0,
+        "k" | "kb" | "kib" => 1024.0,
+        "m" | "mb" | "mib" => 1024.0 * 1024.0,
+        "g" | "gb" | "gib" => 1024.0 * 1024.0 * 1024.0,
+        _ => return None,
+    };
+    let bytes = num * mult;
+    (bytes.is_finite() && bytes >= 1.0 && bytes < i64::MAX as f64).then_some(bytes as i64)
+}
+
+const MIN_MEMORY: i64 = 6 * 1024 * 1024; // Docker refuses less than 6 MiB.
+
+fn agent(ctx: &Ctx, name: &str, raw: RawAgent) -> Result<AgentConfig, ConfigError> {
+    let key = |k: &str| format!("agents.{name}.{k}");
+    let image = match raw.image {
+        Some(i) if !i.get_ref().trim().is_empty() => i.into_inner(),
+        Some(i) => return Err(ctx.err(Some(i.span()), format!("{} is empty: expected an image name like \"firstmate-worker:latest\"", key("image")))),
+        None => {
+            return Err(ctx.err(
+                None,
+                format!("[agents.{name}] has no image: add image = \"firstmate-worker:latest\" (or another worker image)"),
+            ));
+        }
+    };
+    let memory_bytes = match raw.memory {
+        None => 2 * 1024 * 1024 * 1024,
+        Some(m) => {
+            let parsed = match m.get_ref() {
+                toml::Value::Integer(i) => Some(*i),
+                toml::Value::String(s) => parse_memory(s),
+                _ => None,
+            };
+            match parsed {
+                Some(b) if b >= MIN_MEMORY => b,
+                _ => {
+                    return Err(ctx.err(
+                        Some(m.span()),
+                        format!(
+                            "{} = {} is not a memory size of at least 6m: expected bytes or a string like \"512m\" or \"2g\"",
+                            key("memory"),
+                            m.get_ref()
+                        ),
+                    ));
+                }
+            }
+        }
+    };
+    let nano_cpus = match raw.cpus {
+        None => 2_000_000_000,
+        Some(c) if *c.get_ref() > 0.0 && *c.get_ref() <= 1024.0 => (c.get_ref() * 1e9) as i64,
+        Some(c) => {
+            return Err(ctx.err(
+                Some(c.span()),
+                format!("{} = {} must be a number of CPUs above 0, like 2 or 0.5", key("cpus"), c.get_ref()),
+            ));
+        }
+    };
+    let pids_limit = positive(ctx, &key("pids_limit"), raw.pids_limit.as_ref(), 512)?;
+    for k in raw.env.keys() {
+        if k.is_empty() || k.contains('=') {
+            return Err(ctx.err(None, format!("{}: {k:?} is not an environment variable name", key("env"))));
+        }
+        let upper = k.to_ascii_uppercase();
+        if upper.contains("KEY") || upper.contains("TOKEN") || upper.contains("SECRET") || upper.contains("PASSWORD") {
+            return Err(ctx.err(
+                None,
+                format!(
+                    "{}.{k} looks like a secret: secrets never go into a worker container; the model gateway ([gateway]) holds the credentials",
+                    key("env")
+                ),
+            ));
+        }
+    }
+    Ok(AgentConfig {
+        name: name.to_string(),
+        image,
+        protocol: raw.protocol.unwrap_or(ProtocolKind::Claude),
+        model: raw.model.filter(|m| !m.is_empty()),
+        permission_mode: raw.permission_mode.unwrap_or_else(|| "bypassPermissions".into()),
+        memory_bytes,
+        nano_cpus,
+        pids_limit,
+        env: raw.env,
+        args: raw.args,
+    })
+}
+
+/// The agents every config has unless it defines its own `[agents.*]`.
+fn builtin_agents() -> BTreeMap<String, AgentConfig> {
+    let mk = |name: &str, image: &str, protocol| AgentConfig {
+        name: name.into(),
+        image: image.into(),
+        protocol,
+        model: None,
+        permission_mode: "bypassPermissions".into(),
+        memory_bytes: 2 * 1024 * 1024 * 1024,
+        nano_cpus: 2_000_000_000,
+        pids_limit: 512,
+        env: BTreeMap::new(),
+        args: Vec::new(),
+    };
+    [
+        mk("claude", "firstmate-worker:latest", ProtocolKind::Claude),
+        mk("codex", "firstmate-worker:latest", ProtocolKind::Codex),
+        mk("scripted", "firstmate-test-agent:latest", ProtocolKind::Claude),
+    ]
+    .into_iter()
+    .map(|a| (a.name.clone(), a))
+    .collect()
+}
+
+fn socket_addr(ctx: &Ctx, key: &str, v: Option<Spanned<String>>, default: &str) -> Result<SocketAddr, ConfigError> {
+    match v {
+        None => Ok(default.parse().expect("default address parses")),
+        Some(v) => v.get_ref().parse().map_err(|_| {
+            ctx.err(
+                Some(v.span()),
+                format!("{key} = {:?} is not an address: expected IP:PORT like \"{default}\"", v.get_ref()),
+            )
+        }),
+    }
+}
+
+fn http_url(ctx: &Ctx, key: &str, v: &str) -> Result<String, ConfigError> {
+    if v.starts_with("http://") || v.starts_with("https://") {
+        Ok(v.trim_end_matches('/').to_string())
+    } else {
+        Err(ctx.err(None, format!("{key} = {v:?} is not a URL: expected one starting with http:// or https://")))
+    }
+}
+
+fn database_url(ctx: &Ctx, v: Option<Spanned<String>>) -> Result<String, ConfigError> {
+    let Some(v) = v else {
+        return Ok(sqlite_url(&ctx.base_dir.join("firstmate.db")));
+    };
+    let url = v.get_ref();
+    if let Some(rest) = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:")) {
+        let (path, query) = rest.split_once('?').unwrap_or((rest, ""));
+        if path.is_empty() {
+            return Err(ctx.err(Some(v.span()), "database.url has no file: expected \"sqlite://firstmate.db\""));
+        }
+        if path == ":memory:" {
+            return Ok(url.clone());
+        }
+        let full = sqlite_url(&ctx.resolve_path(path));
+        return Ok(if query.is_empty() { full } else { format!("{full}?{query}") });
+    }
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        return Ok(url.clone());
+    }
+    Err(ctx.err(
+        Some(v.span()),
+        format!(
+            "database.url = {:?} is not supported: expected \"sqlite://PATH\" or \"postgres://USER@HOST/DB\"",
+            crate::store::redact_url(url)
+        ),
+    ))
+}
+
+fn sqlite_url(path: &Path) -> String {
+    format!("sqlite://{}", path.display())
+}
+
+/// Finds the `[table]` header above a line, for naming the full key of an unknown field.
+fn table_at(text: &str, line: usize) -> Option<String> {
+    text.lines()
+        .take(line)
+        .filter_map(|l| {
+            let l = l.trim();
+            let inner = l.strip_prefix("[[").and_then(|r| r.strip_suffix("]]"))
+                .or_else(|| l.strip_prefix('[').and_then(|r| r.strip_suffix(']')))?;
+            Some(inner.trim().to_string())
+        })
+        .last()
+}
+
+/// The key assigned on a line (`key = value`), if the line is an assignment.
+fn key_at(text: &str, line: usize) -> Option<String> {
+    let l = text.lines().nth(line.checked_sub(1)?)?;
+    let (key, _) = l.split_once('=')?;
+    let key = key.trim().trim_matches('"');
+    (!key.is_empty() && !key.starts_with('[')).then(|| key.to_string())
+}
+
+/// Replaces serde's internal type names ("struct RawSessions") with what the user wrote.
+fn friendly(message: &str) -> String {
+    let mut out = message.trim().to_string();
+    while let Some(i) = out.find("struct Raw") {
+        let end = out[i..].find(|c: char| !c.is_alphanumeric() && c != ' ').map_or(out.len(), |e| i + e);
+        out.replace_range(i..end, "a table");
+    }
+    out.replace("enum ProtocolKind", "\"claude\" or \"codex\"")
+        .replace("enum Forge", "a forge name")
+        .replace("expected i64", "expected an integer")
+        .replace("expected u64", "expected an integer")
+        .replace("expected f64", "expected a number")
+}
+
+/// Rewrites serde's "unknown field `x`, expected one of `a`, `b`" into a message that
+/// names the full key and suggests the closest known one.
+fn explain_unknown(message: &str, table: Option<&str>) -> Option<String> {
+    let rest = message.strip_prefix("unknown field `")?;
+    let (field, rest) = rest.split_once('`')?;
+    let known: Vec<&str> = rest.split('`').skip(1).step_by(2).collect();
+    let full = match table {
+        Some(t) => format!("{t}.{field}"),
+        None => field.to_string(),
+    };
+    let best = known
+        .iter()
+        .map(|k| (strsim::jaro_winkler(field, k), *k))
+        .filter(|(score, _)| *score > 0.8)
+        .max_by(|a, b| a.0.total_cmp(&b.0));
+    let mut out = format!("unknown key {full}");
+    match best {
+        Some((_, k)) => out.push_str(&format!(": did you mean {k}?")),
+        None if !known.is_empty() => out.push_str(&format!(": expected one of {}", known.join(", "))),
+        None => {}
+    }
+    Some(out)
+}
+
+impl Config {
+    /// Reads and validates the config file at `path`.
+    pub fn load(path: &Path, env: EnvLookup) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        let base_dir = path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| PathBuf::from("."));
+        let base_dir = std::fs::canonicalize(&base_dir).unwrap_or(base_dir);
+        let mut cfg = Config::from_str(&text, &path.display().to_string(), &base_dir, env)?;
+        cfg.path = Some(path.to_path_buf());
+        Ok(cfg)
+    }
+
+    /// The built-in configuration used when there is no config file: SQLite in
+    /// `base_dir`, the local Docker socket, the built-in agents.
+    pub fn defaults(base_dir: &Path, env: EnvLookup) -> Config {
+        Config::from_str("", "(built-in defaults)", base_dir, env).expect("the built-in defaults are valid")
+    }
+
+    /// Validates config text; `file` names it in errors, `base_dir` anchors relative paths.
+    pub fn from_str(text: &str, file: &str, base_dir: &Path, env: EnvLookup) -> Result<Config, ConfigError> {
+        let ctx = Ctx {
+            file: file.to_string(),
+            text,
+            base_dir: base_dir.to_path_buf(),
+        };
+        let raw: RawConfig = toml::from_str(text).map_err(|e| {
+            let line = e.span().map(|s| ctx.line_of(s.start));
+            let table = line.and_then(|l| table_at(text, l));
+            let message = explain_unknown(e.message(), table.as_deref()).unwrap_or_else(|| {
+                let m = friendly(e.message());
+                let key = line.and_then(|l| key_at(text, l));
+                match (&table, key) {
+                    (Some(t), Some(k)) => format!("{t}.{k}: {m}"),
+                    (None, Some(k)) => format!("{k}: {m}"),
+                    (Some(t), None) => format!("in [{t}]: {m}"),
+                    (None, None) => m,
+                }
+            });
+            ConfigError::Invalid {
+                file: file.to_string(),
+                line,
+                message,
+            }
+        })?;
+
+        let database_url = database_url(&ctx, raw.database.and_then(|d| d.url))?;
+
+        let docker = raw.docker.unwrap_or(RawDocker {
+            host: None,
+            instance: None,
+            network: None,
+        });
+        let instance = match docker.instance {
+            None => "default".to_string(),
+            Some(i) => {
+                let v = i.get_ref();
+                if v.is_empty() || !v.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) {
+                    return Err(ctx.err(
+                        Some(i.span()),
+                        format!("docker.instance = {v:?}: expected letters, digits, '-', '_' or '.'"),
+                    ));
+                }
+                i.into_inner()
+            }
+        };
+        let host = docker
+            .host
+            .filter(|h| !h.is_empty())
+            .or_else(|| env("DOCKER_HOST").filter(|h| !h.is_empty()))
+            .unwrap_or_else(|| "unix:///var/run/docker.sock".into());
+        if !["unix://", "tcp://", "http://", "https://"].iter().any(|p| host.starts_with(p)) {
+            return Err(ctx.err(
+                None,
+                format!("docker.host = {host:?}: expected \"unix:///var/run/docker.sock\" or \"tcp://HOST:PORT\""),
+            ));
+        }
+        let docker = DockerConfig {
+            host,
+            instance,
+            network: docker.network.filter(|n| !n.is_empty()),
+        };
+
+        let agents = if raw.agents.is_empty() {
+            builtin_agents()
+        } else {
+            let mut out = BTreeMap::new();
+            for (name, a) in raw.agents {
+                if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
+                    return Err(ctx.err(None, format!("[agents.{name}]: an agent name uses letters, digits, '-' and '_'")));
+                }
+                let a = agent(&ctx, &name, a)?;
+                out.insert(name, a);
+            }
+            out
+        };
+
+        let s = raw.sessions.unwrap_or(RawSessions {
+            default_agent: None,
+            idle_timeout: None,
+            max_lifetime: None,
+            max_running: None,
+            max_running_per_user: None,
+            allowed_repo_hosts: Vec::new(),
+        });
+        let default_agent = match &s.default_agent {
+            Some(a) => {
+                if !agents.contains_key(a.get_ref()) {
+                    return Err(ctx.err(
+                        Some(a.span()),
+                        format!(
+                            "sessions.default_agent = {:?} names no agent: expected one of {}",
+                            a.get_ref(),
+                            agents.keys().cloned().collect::<Vec<_>>().join(", ")
+                        ),
+                    ));
+                }
+                a.get_ref().clone()
+            }
+            None if agents.contains_key("claude") => "claude".into(),
+            None => agents.keys().next().cloned().unwrap_or_default(),
+        };
+        let sessions = SessionsConfig {
+            default_agent,
+            idle_timeout: duration(&ctx, "sessions.idle_timeout", s.idle_timeout.as_ref(), Duration::from_secs(30 * 60))?,
+            max_lifetime: duration(&ctx, "sessions.max_lifetime", s.max_lifetime.as_ref(), Duration::from_secs(8 * 3600))?,
+            max_running: positive(&ctx, "sessions.max_running", s.max_running.as_ref(), 10)? as usize,
+            max_running_per_user: positive(&ctx, "sessions.max_running_per_user", s.max_running_per_user.as_ref(), 3)?
+                as usize,
+            allowed_repo_hosts: s.allowed_repo_hosts,
+        };
+
+        let matrix = match raw.matrix {
+            None => None,
+            Some(m) => {
+                let required = |v: Option<Spanned<String>>, key: &str, example: &str| {
+                    v.map(Spanned::into_inner)
+                        .filter(|s| !s.is_empty())
+                        .ok_or_else(|| ctx.err(None, format!("[matrix] needs {key}, like {key} = \"{example}\"")))
+                };
+                let homeserver_url = required(m.homeserver_url, "homeserver_url", "https://matrix.example.org")?;
+                let homeserver_url = http_url(&ctx, "matrix.homeserver_url", &homeserver_url)?;
+                let user_id = required(m.user_id, "user_id", "@firstmate:example.org")?;
+                if !user_id.starts_with('@') || !user_id.contains(':') {
+                    return Err(ctx.err(None, format!("matrix.user_id = {user_id:?}: expected a full Matrix ID like \"@firstmate:example.org\"")));
+                }
+                let password = ctx.secret("matrix", "password", m.password_env.as_ref(), m.password_file.as_ref(), env)?;
+                let access_token =
+                    ctx.secret("matrix", "access_token", m.access_token_env.as_ref(), m.access_token_file.as_ref(), env)?;
+                if !password.is_configured() && !access_token.is_configured() {
+                    return Err(ctx.err(
+                        None,
+                        "[matrix] needs a credential: password_env, password_file, access_token_env or access_token_file",
+                    ));
+                }
+                let command_prefix = match m.command_prefix {
+                    None => "!fm".to_string(),
+                    Some(p) if p.get_ref().trim().is_empty() || p.get_ref().contains(char::is_whitespace) => {
+                        return Err(ctx.err(Some(p.span()), "matrix.command_prefix must be one word without spaces, like \"!fm\""));
+                    }
+                    Some(p) => p.into_inner(),
+                };
+                Some(MatrixConfig {
+                    homeserver_url,
+                    user_id,
+                    password,
+                    access_token,
+                    store_path: ctx.resolve_path(m.store_path.as_deref().unwrap_or("matrix-store")),
+                    command_prefix,
+                    allowed_users: m.allowed_users,
+                })
+            }
+        };
+
+        let discord = match raw.discord {
+            None => None,
+            Some(d) => {
+                let token = ctx.secret("discord", "token", d.token_env.as_ref(), d.token_file.as_ref(), env)?;
+                if !token.is_configured() {
+                    return Err(ctx.err(None, "[discord] needs token_env or token_file (the bot token)"));
+                }
+                let api_base_url = http_url(
+                    &ctx,
+                    "discord.api_base_url",
+                    d.api_base_url.as_deref().unwrap_or("https://discord.com"),
+                )?;
+                Some(DiscordConfig {
+                    token,
+                    guild_ids: d.guild_ids,
+                    allowed_users: d.allowed_users,
+                    allowed_roles: d.allowed_roles,
+                    api_base_url,
+                })
+            }
+        };
+
+        let metrics = match raw.metrics {
+            None => None,
+            Some(m) => Some(MetricsConfig {
+                listen: socket_addr(&ctx, "metrics.listen", m.listen, "127.0.0.1:9464")?,
+            }),
+        };
+
+        let gateway = match raw.gateway {
+            None => None,
+            Some(g) => {
+                let upstream = |name: &str, u: Option<RawUpstream>, default: &str| -> Result<Option<UpstreamConfig>, ConfigError> {
+                    let Some(u) = u else { return Ok(None) };
+                    let table = format!("gateway.{name}");
+                    Ok(Some(UpstreamConfig {
+                        upstream: http_url(&ctx, &format!("{table}.upstream"), u.upstream.as_deref().unwrap_or(default))?,
+                        api_key: ctx.secret(&table, "api_key", u.api_key_env.as_ref(), u.api_key_file.as_ref(), env)?,
+                        oauth_token: ctx.secret(&table, "oauth_token", u.oauth_token_env.as_ref(), u.oauth_token_file.as_ref(), env)?,
+                    }))
+                };
+                Some(GatewayConfig {
+                    listen: socket_addr(&ctx, "gateway.listen", g.listen, "0.0.0.0:8787")?,
+                    url: http_url(&ctx, "gateway.url", g.url.as_deref().unwrap_or("http://firstmate:8787"))?,
+                    anthropic: upstream("anthropic", g.anthropic, "https://api.anthropic.com")?,
+                    openai: upstream("openai", g.openai, "https://api.openai.com")?,
+                })
+            }
+        };
+
+        let mut repos = BTreeMap::new();
+        for (alias, r) in raw.repos {
+            let url = r
+                .url
+                .map(Spanned::into_inner)
+                .filter(|u| !u.is_empty())
+                .ok_or_else(|| ctx.err(None, format!("[repos.{alias}] needs url, like url = \"https://git.example.org/team/demo.git\"")))?;
+            let table = format!("repos.{alias}");
+            repos.insert(
+                alias.clone(),
+                RepoConfig {
+                    url,
+                    default_branch: r.default_branch.unwrap_or_else(|| "main".into()),
+                    token: ctx.secret(&table, "token", r.token_env.as_ref(), r.token_file.as_ref(), env)?,
+                    forge: r.forge.unwrap_or(Forge::Git),
+                },
+            );
+        }
+
+        Ok(Config {
+            path: None,
+            database_url,
+            docker,
+            sessions,
+            agents,
+            matrix,
+            discord,
+            metrics,
+            gateway,
+            repos,
+        })
+    }
+
+    /// The file name used in messages.
+    pub fn file_name(&self) -> String {
+        self.path
+            .as_ref()
+            .map(|p| p.display().to_string())
+            .unwrap_or_else(|| "(built-in defaults)".into())
+    }
+
+    /// Every referenced secret that is not set, each with how to fix it.
+    pub fn missing_secrets(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        let mut check = |s: &Secret, key: &str| {
+            if let Some(m) = s.missing(key) {
+                out.push(m);
+            }
+        };
+        if let Some(m) = &self.matrix {
+            check(&m.password, "matrix.password");
+            check(&m.access_token, "matrix.access_token");
+        }
+        if let Some(d) = &self.discord {
+            check(&d.token, "discord.token");
+        }
+        if let Some(g) = &self.gateway {
+            for (name, u) in [("anthropic", &g.anthropic), ("openai", &g.openai)] {
+                if let Some(u) = u {
+                    check(&u.api_key, &format!("gateway.{name}.api_key"));
+                    check(&u.oauth_token, &format!("gateway.{name}.oauth_token"));
+                }
+            }
+        }
+        for (alias, r) in &self.repos {
+            check(&r.token, &format!("repos.{alias}.token"));
+        }
+        out
+    }
+
+    /// Fails when a referenced secret is not set.
+    pub fn check_secrets(&self) -> Result<(), ConfigError> {
+        let missing = self.missing_secrets();
+        if missing.is_empty() {
+            Ok(())
+        } else {
+            Err(ConfigError::Secrets {
+                file: self.file_name(),
+                missing,
+            })
+        }
+    }
+
+    /// The effective configuration as TOML, secrets shown as `<set>` / `<unset: VAR>`.
+    pub fn render_effective(&self) -> String {
+        let body = toml::to_string(self).unwrap_or_else(|e| format!("# cannot render: {e}\n"));
+        format!(
+            "# effective configuration from {}\n[database]\nurl = {:?}\n\n{body}",
+            self.file_name(),
+            crate::store::redact_url(&self.database_url)
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn no_env(_: &str) -> Option<String> {
+        None
+    }
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::from_str(text, "bot.toml", Path::new("/etc/firstmate"), &no_env)
+    }
+
+    fn err(text: &str) -> String {
+        parse(text).expect_err("should be refused").to_string()
+    }
+
+    #[test]
+    fn empty_file_gives_the_defaults() {
+        let c = parse("").unwrap();
+        assert_eq!(c.database_url, "sqlite:///etc/firstmate/firstmate.db");
+        assert_eq!(c.docker.instance, "default");
+        assert_eq!(c.sessions.default_agent, "claude");
+        assert_eq!(c.sessions.idle_timeout, Duration::from_secs(1800));
+        assert_eq!(c.sessions.max_lifetime, Duration::from_secs(8 * 3600));
+        assert_eq!((c.sessions.max_running, c.sessions.max_running_per_user), (10, 3));
+        assert_eq!(
+            c.agents.keys().collect::<Vec<_>>(),
+            ["claude", "codex", "scripted"]
+        );
+        assert!(c.matrix.is_none() && c.discord.is_none());
+    }
+
+    #[test]
+    fn the_example_config_loads() {
+        let text = include_str!("../bot.example.toml");
+        let env = |k: &str| Some(format!("value-of-{k}"));
+        let c = Config::from_str(text, "bot.example.toml", Path::new("/srv"), &env).unwrap();
+        assert!(c.matrix.is_some() && c.discord.is_some() && c.gateway.is_some());
+        assert!(c.agents.contains_key("scripted"));
+        c.check_secrets().unwrap();
+    }
+
+    #[test]
+    fn unknown_keys_suggest_the_closest_and_name_the_line() {
+        let e = err("[docker]\ninstance = \"x\"\n\n[sessions]\nidel_timeout = \"30m\"\n");
+        assert!(e.contains("bot.toml:5"), "{e}");
+        assert!(e.contains("sessions.idel_timeout"), "{e}");
+        assert!(e.contains("did you mean idle_timeout?"), "{e}");
+        let e = err("[databse]\nurl = \"x\"\n");
+        assert!(e.contains("did you mean database?"), "{e}");
+        let e = err("[agents.a]\nimage = \"i\"\nzzz = 1\n");
+        assert!(e.contains("agents.a.zzz") && e.contains("expected one of"), "{e}");
+    }
+
+    #[test]
+    fn bad_durations_name_the_key() {
+        let e = err("[sessions]\nidle_timeout = \"30\"\n");
+        assert!(e.contains("bot.toml:2") && e.contains("sessions.idle_timeout"), "{e}");
+        assert!(e.contains("\"30m\""), "{e}");
+        assert_eq!(
+            parse("[sessions]\nmax_lifetime = \"2h 30m\"\n").unwrap().sessions.max_lifetime,
+            Duration::from_secs(9000)
+        );
+    }
+
+    #[test]
+    fn bad_values_are_explained() {
+        assert!(err("[agents.x]\nimage = \"i\"\nprotocol = \"telnet\"\n").contains("telnet"));
+        assert!(err("[agents.x]\nprotocol = \"claude\"\n").contains("has no image"));
+        assert!(err("[sessions]\nmax_running = 0\n").contains("sessions.max_running = 0"));
+        assert!(err("[sessions]\ndefault_agent = \"nope\"\n").contains("names no agent"));
+        assert!(err("[database]\nurl = \"mysql://x\"\n").contains("database.url"));
+        assert!(err("[agents.x]\nimage = \"i\"\nmemory = \"lots\"\n").contains("agents.x.memory"));
+        assert!(err("[agents.x]\nimage = \"i\"\nenv = { ANTHROPIC_API_KEY = \"sk\" }\n").contains("looks like a secret"));
+        assert!(err("[metrics]\nlisten = \"localhost\"\n").contains("metrics.listen"));
+        assert!(err("[matrix]\nhomeserver_url = \"https://m\"\nuser_id = \"@a:m\"\n").contains("needs a credential"));
+        assert!(err("[discord]\ntoken_env = \"A\"\ntoken_file = \"b\"\n").contains("both token_env and token_file"));
+        assert!(err("sessions = 3\n").contains("sessions"));
+    }
+
+    #[test]
+    fn agents_take_limits_and_defaults() {
+        let c = parse(
+            "[sessions]\ndefault_agent = \"s\"\n[agents.s]\nimage = \"img\"\nmemory = \"256m\"\ncpus = 0.5\npids_limit = 64\n",
+        )
+        .unwrap();
+        let a = &c.agents["s"];
+        assert_eq!(c.agents.len(), 1, "a config's own agents replace the built-in ones");
+        assert_eq!((a.memory_bytes, a.nano_cpus, a.pids_limit), (256 << 20, 500_000_000, 64));
+        assert_eq!(a.permission_mode, "bypassPermissions");
+        assert_eq!(a.protocol, ProtocolKind::Claude);
+        let c = parse("[agents.s]\nimage = \"img\"\n").unwrap();
+        assert_eq!(c.sessions.default_agent, "s");
+        assert_eq!(c.agents["s"].memory_bytes, 2 << 30);
+    }
+
+    #[test]
+    fn memory_sizes_parse_like_docker() {
+        assert_eq!(parse_memory("512m"), Some(512 << 20));
+        assert_eq!(parse_memory("2G"), Some(2 << 30));
+        assert_eq!(parse_memory("1.5GiB"), Some(3 << 29));
+        assert_eq!(parse_memory("1048576"), Some(1 << 20));
+        assert_eq!(parse_memory("12q"), None);
+        assert_eq!(parse_memory(""), None);
+        assert_eq!(parse_memory("-1m"), None);
+    }
+
+    #[test]
+    fn relative_paths_resolve_against_the_config_folder() {
+        let c = parse("[database]\nurl = \"sqlite://data/fm.db?mode=rwc\"\n").unwrap();
+        assert_eq!(c.database_url, "sqlite:///etc/firstmate/data/fm.db?mode=rwc");
+        let c = parse("[database]\nurl = \"sqlite:///var/lib/fm.db\"\n").unwrap();
+        assert_eq!(c.database_url, "sqlite:///var/lib/fm.db");
+        let c = parse("[database]\nurl = \"postgres://u@h/db\"\n").unwrap();
+        assert_eq!(c.database_url, "postgres://u@h/db");
+    }
+
+    #[test]
+    fn secrets_are_never_rendered() {
+        let env = |k: &str| (k == "TOK").then(|| "s3cr3t-value".to_string());
+        let text = "[discord]\ntoken_env = \"TOK\"\nguild_ids = [1]\n[gateway.anthropic]\napi_key_env = \"NOPE\"\n";
+        let c = Config::from_str(text, "bot.toml", Path::new("/"), &env).unwrap();
+        let shown = c.render_effective();
+        assert!(!shown.contains("s3cr3t-value"), "{shown}");
+        assert!(!format!("{c:?}").contains("s3cr3t-value"));
+        assert!(shown.contains("<set>") && shown.contains("<unset: NOPE>"), "{shown}");
+        assert_eq!(c.discord.as_ref().unwrap().token.value(), Some("s3cr3t-value"));
+        let e = c.check_secrets().unwrap_err().to_string();
+        assert!(e.contains("gateway.anthropic.api_key_env") && e.contains("NOPE"), "{e}");
+    }
+
+    #[test]
+    fn secret_files_are_read_and_trimmed() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("tok"), "abc\n").unwrap();
+        let c = Config::from_str("[discord]\ntoken_file = \"tok\"\n", "bot.toml", dir.path(), &no_env).unwrap();
+        assert_eq!(c.discord.unwrap().token.value(), Some("abc"));
+    }
+
+    #[test]
+    fn docker_host_comes_from_the_environment_when_unset() {
+        let env = |k: &str| (k == "DOCKER_HOST").then(|| "tcp://proxy:2375".to_string());
+        let c = Config::from_str("", "bot.toml", Path::new("/"), &env).unwrap();
+        assert_eq!(c.docker.host, "tcp://proxy:2375");
+        assert_eq!(parse("").unwrap().docker.host, "unix:///var/run/docker.sock");
+    }
+}
