@@ -48,8 +48,16 @@ fn main() {
         let t = Instant::now();
         let mut child = Command::new("docker")
             .args([
-                "run", "--rm", "-i", IMAGE, "claude", "-p", &format!("say floor-{i}"),
-                "--output-format", "stream-json", "--verbose",
+                "run",
+                "--rm",
+                "-i",
+                IMAGE,
+                "claude",
+                "-p",
+                &format!("say floor-{i}"),
+                "--output-format",
+                "stream-json",
+                "--verbose",
             ])
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
@@ -118,20 +126,49 @@ fn main() {
 
     // --- cleanup -------------------------------------------------------------------
     let ids = Command::new("docker")
-        .args(["ps", "-aq", "--filter", &format!("label=firstmate.instance={instance}")])
+        .args([
+            "ps",
+            "-aq",
+            "--filter",
+            &format!("label=firstmate.instance={instance}"),
+        ])
         .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).split_whitespace().map(str::to_string).collect::<Vec<_>>())
+        .map(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .split_whitespace()
+                .map(str::to_string)
+                .collect::<Vec<_>>()
+        })
         .unwrap_or_default();
     if !ids.is_empty() {
-        let _ = Command::new("docker").args(["rm", "-f"]).args(&ids).stdout(Stdio::null()).status();
+        let _ = Command::new("docker")
+            .args(["rm", "-f"])
+            .args(&ids)
+            .stdout(Stdio::null())
+            .status();
     }
     let vols = Command::new("docker")
-        .args(["volume", "ls", "-q", "--filter", &format!("label=firstmate.instance={instance}")])
+        .args([
+            "volume",
+            "ls",
+            "-q",
+            "--filter",
+            &format!("label=firstmate.instance={instance}"),
+        ])
         .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).split_whitespace().map(str::to_string).collect::<Vec<_>>())
+        .map(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .split_whitespace()
+                .map(str::to_string)
+                .collect::<Vec<_>>()
+        })
         .unwrap_or_default();
     if !vols.is_empty() {
-        let _ = Command::new("docker").args(["volume", "rm", "-f"]).args(&vols).stdout(Stdio::null()).status();
+        let _ = Command::new("docker")
+            .args(["volume", "rm", "-f"])
+            .args(&vols)
+            .stdout(Stdio::null())
+            .status();
     }
 
     println!("sessions: {n}");
@@ -160,7 +197,9 @@ fn ms(d: Duration) -> f64 {
 
 fn percentile(v: &mut [Duration], p: usize) -> Duration {
     v.sort();
-    let idx = ((v.len() * p).div_ceil(100)).saturating_sub(1).min(v.len() - 1);
+    let idx = ((v.len() * p).div_ceil(100))
+        .saturating_sub(1)
+        .min(v.len() - 1);
     v[idx]
 }
 

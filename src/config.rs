@@ -21,7 +21,10 @@ pub type EnvLookup<'a> = &'a dyn Fn(&str) -> Option<String>;
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read the config file {path}: {source}")]
-    Read { path: String, source: std::io::Error },
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("{file}{line}: {message}", line = line.map(|l| format!(":{l}")).unwrap_or_default())]
     Invalid {
         file: String,
@@ -390,7 +393,10 @@ struct Ctx<'a> {
 
 impl Ctx<'_> {
     fn line_of(&self, offset: usize) -> usize {
-        self.text[..offset.min(self.text.len())].matches('\n').count() + 1
+        self.text[..offset.min(self.text.len())]
+            .matches('\n')
+            .count()
+            + 1
     }
 
     fn err(&self, span: Option<std::ops::Range<usize>>, message: impl Into<String>) -> ConfigError {
@@ -428,7 +434,9 @@ impl Ctx<'_> {
             (Some(var), None) if var.trim().is_empty() => {
                 return Err(self.err(
                     None,
-                    format!("[{table}] {key}_env is empty: expected the name of an environment variable"),
+                    format!(
+                        "[{table}] {key}_env is empty: expected the name of an environment variable"
+                    ),
                 ));
             }
             (Some(var), None) => SecretSource::Env(var.clone()),
@@ -440,7 +448,12 @@ impl Ctx<'_> {
 }
 
 /// Parses a humantime duration, naming the key when it is not one.
-fn duration(ctx: &Ctx, key: &str, v: Option<&Spanned<String>>, default: Duration) -> Result<Duration, ConfigError> {
+fn duration(
+    ctx: &Ctx,
+    key: &str,
+    v: Option<&Spanned<String>>,
+    default: Duration,
+) -> Result<Duration, ConfigError> {
     let Some(v) = v else { return Ok(default) };
     match humantime::parse_duration(v.get_ref()) {
         Ok(d) if !d.is_zero() => Ok(d),
@@ -455,7 +468,12 @@ fn duration(ctx: &Ctx, key: &str, v: Option<&Spanned<String>>, default: Duration
     }
 }
 
-fn positive(ctx: &Ctx, key: &str, v: Option<&Spanned<i64>>, default: i64) -> Result<i64, ConfigError> {
+fn positive(
+    ctx: &Ctx,
+    key: &str,
+    v: Option<&Spanned<i64>>,
+    default: i64,
+) -> Result<i64, ConfigError> {
     match v {
         None => Ok(default),
         Some(v) if *v.get_ref() >= 1 => Ok(*v.get_ref()),
@@ -470,7 +488,9 @@ fn positive(ctx: &Ctx, key: &str, v: Option<&Spanned<i64>>, default: i64) -> Res
 /// or without `b`/`ib`, case-insensitive; binary multiples as Docker reads them).
 pub fn parse_memory(s: &str) -> Option<i64> {
     let s = s.trim().to_ascii_lowercase();
-    let split = s.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(s.len());
+    let split = s
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(s.len());
     let (num, unit) = s.split_at(split);
     let num: f64 = num.parse().ok()?;
     let mult: f64 = match unit.trim() {
@@ -490,7 +510,15 @@ fn agent(ctx: &Ctx, name: &str, raw: RawAgent) -> Result<AgentConfig, ConfigErro
     let key = |k: &str| format!("agents.{name}.{k}");
     let image = match raw.image {
         Some(i) if !i.get_ref().trim().is_empty() => i.into_inner(),
-        Some(i) => return Err(ctx.err(Some(i.span()), format!("{} is empty: expected an image name like \"firstmate-worker:latest\"", key("image")))),
+        Some(i) => {
+            return Err(ctx.err(
+                Some(i.span()),
+                format!(
+                    "{} is empty: expected an image name like \"firstmate-worker:latest\"",
+                    key("image")
+                ),
+            ));
+        }
         None => {
             return Err(ctx.err(
                 None,
@@ -527,17 +555,28 @@ fn agent(ctx: &Ctx, name: &str, raw: RawAgent) -> Result<AgentConfig, ConfigErro
         Some(c) => {
             return Err(ctx.err(
                 Some(c.span()),
-                format!("{} = {} must be a number of CPUs above 0, like 2 or 0.5", key("cpus"), c.get_ref()),
+                format!(
+                    "{} = {} must be a number of CPUs above 0, like 2 or 0.5",
+                    key("cpus"),
+                    c.get_ref()
+                ),
             ));
         }
     };
     let pids_limit = positive(ctx, &key("pids_limit"), raw.pids_limit.as_ref(), 512)?;
     for k in raw.env.keys() {
         if k.is_empty() || k.contains('=') {
-            return Err(ctx.err(None, format!("{}: {k:?} is not an environment variable name", key("env"))));
+            return Err(ctx.err(
+                None,
+                format!("{}: {k:?} is not an environment variable name", key("env")),
+            ));
         }
         let upper = k.to_ascii_uppercase();
-        if upper.contains("KEY") || upper.contains("TOKEN") || upper.contains("SECRET") || upper.contains("PASSWORD") {
+        if upper.contains("KEY")
+            || upper.contains("TOKEN")
+            || upper.contains("SECRET")
+            || upper.contains("PASSWORD")
+        {
             return Err(ctx.err(
                 None,
                 format!(
@@ -552,7 +591,9 @@ fn agent(ctx: &Ctx, name: &str, raw: RawAgent) -> Result<AgentConfig, ConfigErro
         image,
         protocol: raw.protocol.unwrap_or(ProtocolKind::Claude),
         model: raw.model.filter(|m| !m.is_empty()),
-        permission_mode: raw.permission_mode.unwrap_or_else(|| "bypassPermissions".into()),
+        permission_mode: raw
+            .permission_mode
+            .unwrap_or_else(|| "bypassPermissions".into()),
         memory_bytes,
         nano_cpus,
         pids_limit,
@@ -578,20 +619,32 @@ fn builtin_agents() -> BTreeMap<String, AgentConfig> {
     [
         mk("claude", "firstmate-worker:latest", ProtocolKind::Claude),
         mk("codex", "firstmate-worker:latest", ProtocolKind::Codex),
-        mk("scripted", "firstmate-test-agent:latest", ProtocolKind::Claude),
+        mk(
+            "scripted",
+            "firstmate-test-agent:latest",
+            ProtocolKind::Claude,
+        ),
     ]
     .into_iter()
     .map(|a| (a.name.clone(), a))
     .collect()
 }
 
-fn socket_addr(ctx: &Ctx, key: &str, v: Option<Spanned<String>>, default: &str) -> Result<SocketAddr, ConfigError> {
+fn socket_addr(
+    ctx: &Ctx,
+    key: &str,
+    v: Option<Spanned<String>>,
+    default: &str,
+) -> Result<SocketAddr, ConfigError> {
     match v {
         None => Ok(default.parse().expect("default address parses")),
         Some(v) => v.get_ref().parse().map_err(|_| {
             ctx.err(
                 Some(v.span()),
-                format!("{key} = {:?} is not an address: expected IP:PORT like \"{default}\"", v.get_ref()),
+                format!(
+                    "{key} = {:?} is not an address: expected IP:PORT like \"{default}\"",
+                    v.get_ref()
+                ),
             )
         }),
     }
@@ -601,7 +654,10 @@ fn http_url(ctx: &Ctx, key: &str, v: &str) -> Result<String, ConfigError> {
     if v.starts_with("http://") || v.starts_with("https://") {
         Ok(v.trim_end_matches('/').to_string())
     } else {
-        Err(ctx.err(None, format!("{key} = {v:?} is not a URL: expected one starting with http:// or https://")))
+        Err(ctx.err(
+            None,
+            format!("{key} = {v:?} is not a URL: expected one starting with http:// or https://"),
+        ))
     }
 }
 
@@ -610,16 +666,26 @@ fn database_url(ctx: &Ctx, v: Option<Spanned<String>>) -> Result<String, ConfigE
         return Ok(sqlite_url(&ctx.base_dir.join("firstmate.db")));
     };
     let url = v.get_ref();
-    if let Some(rest) = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:")) {
+    if let Some(rest) = url
+        .strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))
+    {
         let (path, query) = rest.split_once('?').unwrap_or((rest, ""));
         if path.is_empty() {
-            return Err(ctx.err(Some(v.span()), "database.url has no file: expected \"sqlite://firstmate.db\""));
+            return Err(ctx.err(
+                Some(v.span()),
+                "database.url has no file: expected \"sqlite://firstmate.db\"",
+            ));
         }
         if path == ":memory:" {
             return Ok(url.clone());
         }
         let full = sqlite_url(&ctx.resolve_path(path));
-        return Ok(if query.is_empty() { full } else { format!("{full}?{query}") });
+        return Ok(if query.is_empty() {
+            full
+        } else {
+            format!("{full}?{query}")
+        });
     }
     if url.starts_with("postgres://") || url.starts_with("postgresql://") {
         return Ok(url.clone());
@@ -643,7 +709,9 @@ fn table_at(text: &str, line: usize) -> Option<String> {
         .take(line)
         .filter_map(|l| {
             let l = l.trim();
-            let inner = l.strip_prefix("[[").and_then(|r| r.strip_suffix("]]"))
+            let inner = l
+                .strip_prefix("[[")
+                .and_then(|r| r.strip_suffix("]]"))
                 .or_else(|| l.strip_prefix('[').and_then(|r| r.strip_suffix(']')))?;
             Some(inner.trim().to_string())
         })
@@ -662,7 +730,9 @@ fn key_at(text: &str, line: usize) -> Option<String> {
 fn friendly(message: &str) -> String {
     let mut out = message.trim().to_string();
     while let Some(i) = out.find("struct Raw") {
-        let end = out[i..].find(|c: char| !c.is_alphanumeric() && c != ' ').map_or(out.len(), |e| i + e);
+        let end = out[i..]
+            .find(|c: char| !c.is_alphanumeric() && c != ' ')
+            .map_or(out.len(), |e| i + e);
         out.replace_range(i..end, "a table");
     }
     out.replace("enum ProtocolKind", "\"claude\" or \"codex\"")
@@ -690,7 +760,9 @@ fn explain_unknown(message: &str, table: Option<&str>) -> Option<String> {
     let mut out = format!("unknown key {full}");
     match best {
         Some((_, k)) => out.push_str(&format!(": did you mean {k}?")),
-        None if !known.is_empty() => out.push_str(&format!(": expected one of {}", known.join(", "))),
+        None if !known.is_empty() => {
+            out.push_str(&format!(": expected one of {}", known.join(", ")))
+        }
         None => {}
     }
     Some(out)
@@ -717,11 +789,17 @@ impl Config {
     /// The built-in configuration used when there is no config file: SQLite in
     /// `base_dir`, the local Docker socket, the built-in agents.
     pub fn defaults(base_dir: &Path, env: EnvLookup) -> Config {
-        Config::from_str("", "(built-in defaults)", base_dir, env).expect("the built-in defaults are valid")
+        Config::from_str("", "(built-in defaults)", base_dir, env)
+            .expect("the built-in defaults are valid")
     }
 
     /// Validates config text; `file` names it in errors, `base_dir` anchors relative paths.
-    pub fn from_str(text: &str, file: &str, base_dir: &Path, env: EnvLookup) -> Result<Config, ConfigError> {
+    pub fn from_str(
+        text: &str,
+        file: &str,
+        base_dir: &Path,
+        env: EnvLookup,
+    ) -> Result<Config, ConfigError> {
         let ctx = Ctx {
             file: file.to_string(),
             text,
@@ -758,10 +836,16 @@ impl Config {
             None => "default".to_string(),
             Some(i) => {
                 let v = i.get_ref();
-                if v.is_empty() || !v.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) {
+                if v.is_empty()
+                    || !v
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+                {
                     return Err(ctx.err(
                         Some(i.span()),
-                        format!("docker.instance = {v:?}: expected letters, digits, '-', '_' or '.'"),
+                        format!(
+                            "docker.instance = {v:?}: expected letters, digits, '-', '_' or '.'"
+                        ),
                     ));
                 }
                 i.into_inner()
@@ -772,7 +856,10 @@ impl Config {
             .filter(|h| !h.is_empty())
             .or_else(|| env("DOCKER_HOST").filter(|h| !h.is_empty()))
             .unwrap_or_else(|| "unix:///var/run/docker.sock".into());
-        if !["unix://", "tcp://", "http://", "https://"].iter().any(|p| host.starts_with(p)) {
+        if !["unix://", "tcp://", "http://", "https://"]
+            .iter()
+            .any(|p| host.starts_with(p))
+        {
             return Err(ctx.err(
                 None,
                 format!("docker.host = {host:?}: expected \"unix:///var/run/docker.sock\" or \"tcp://HOST:PORT\""),
@@ -789,8 +876,15 @@ impl Config {
         } else {
             let mut out = BTreeMap::new();
             for (name, a) in raw.agents {
-                if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
-                    return Err(ctx.err(None, format!("[agents.{name}]: an agent name uses letters, digits, '-' and '_'")));
+                if name.is_empty()
+                    || !name
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+                {
+                    return Err(ctx.err(
+                        None,
+                        format!("[agents.{name}]: an agent name uses letters, digits, '-' and '_'"),
+                    ));
                 }
                 let a = agent(&ctx, &name, a)?;
                 out.insert(name, a);
@@ -825,11 +919,26 @@ impl Config {
         };
         let sessions = SessionsConfig {
             default_agent,
-            idle_timeout: duration(&ctx, "sessions.idle_timeout", s.idle_timeout.as_ref(), Duration::from_secs(30 * 60))?,
-            max_lifetime: duration(&ctx, "sessions.max_lifetime", s.max_lifetime.as_ref(), Duration::from_secs(8 * 3600))?,
-            max_running: positive(&ctx, "sessions.max_running", s.max_running.as_ref(), 10)? as usize,
-            max_running_per_user: positive(&ctx, "sessions.max_running_per_user", s.max_running_per_user.as_ref(), 3)?
+            idle_timeout: duration(
+                &ctx,
+                "sessions.idle_timeout",
+                s.idle_timeout.as_ref(),
+                Duration::from_secs(30 * 60),
+            )?,
+            max_lifetime: duration(
+                &ctx,
+                "sessions.max_lifetime",
+                s.max_lifetime.as_ref(),
+                Duration::from_secs(8 * 3600),
+            )?,
+            max_running: positive(&ctx, "sessions.max_running", s.max_running.as_ref(), 10)?
                 as usize,
+            max_running_per_user: positive(
+                &ctx,
+                "sessions.max_running_per_user",
+                s.max_running_per_user.as_ref(),
+                3,
+            )? as usize,
             allowed_repo_hosts: s.allowed_repo_hosts,
         };
 
@@ -839,17 +948,37 @@ impl Config {
                 let required = |v: Option<Spanned<String>>, key: &str, example: &str| {
                     v.map(Spanned::into_inner)
                         .filter(|s| !s.is_empty())
-                        .ok_or_else(|| ctx.err(None, format!("[matrix] needs {key}, like {key} = \"{example}\"")))
+                        .ok_or_else(|| {
+                            ctx.err(
+                                None,
+                                format!("[matrix] needs {key}, like {key} = \"{example}\""),
+                            )
+                        })
                 };
-                let homeserver_url = required(m.homeserver_url, "homeserver_url", "https://matrix.example.org")?;
+                let homeserver_url = required(
+                    m.homeserver_url,
+                    "homeserver_url",
+                    "https://matrix.example.org",
+                )?;
                 let homeserver_url = http_url(&ctx, "matrix.homeserver_url", &homeserver_url)?;
                 let user_id = required(m.user_id, "user_id", "@firstmate:example.org")?;
                 if !user_id.starts_with('@') || !user_id.contains(':') {
                     return Err(ctx.err(None, format!("matrix.user_id = {user_id:?}: expected a full Matrix ID like \"@firstmate:example.org\"")));
                 }
-                let password = ctx.secret("matrix", "password", m.password_env.as_ref(), m.password_file.as_ref(), env)?;
-                let access_token =
-                    ctx.secret("matrix", "access_token", m.access_token_env.as_ref(), m.access_token_file.as_ref(), env)?;
+                let password = ctx.secret(
+                    "matrix",
+                    "password",
+                    m.password_env.as_ref(),
+                    m.password_file.as_ref(),
+                    env,
+                )?;
+                let access_token = ctx.secret(
+                    "matrix",
+                    "access_token",
+                    m.access_token_env.as_ref(),
+                    m.access_token_file.as_ref(),
+                    env,
+                )?;
                 if !password.is_configured() && !access_token.is_configured() {
                     return Err(ctx.err(
                         None,
@@ -858,8 +987,14 @@ impl Config {
                 }
                 let command_prefix = match m.command_prefix {
                     None => "!fm".to_string(),
-                    Some(p) if p.get_ref().trim().is_empty() || p.get_ref().contains(char::is_whitespace) => {
-                        return Err(ctx.err(Some(p.span()), "matrix.command_prefix must be one word without spaces, like \"!fm\""));
+                    Some(p)
+                        if p.get_ref().trim().is_empty()
+                            || p.get_ref().contains(char::is_whitespace) =>
+                    {
+                        return Err(ctx.err(
+                            Some(p.span()),
+                            "matrix.command_prefix must be one word without spaces, like \"!fm\"",
+                        ));
                     }
                     Some(p) => p.into_inner(),
                 };
@@ -878,9 +1013,18 @@ impl Config {
         let discord = match raw.discord {
             None => None,
             Some(d) => {
-                let token = ctx.secret("discord", "token", d.token_env.as_ref(), d.token_file.as_ref(), env)?;
+                let token = ctx.secret(
+                    "discord",
+                    "token",
+                    d.token_env.as_ref(),
+                    d.token_file.as_ref(),
+                    env,
+                )?;
                 if !token.is_configured() {
-                    return Err(ctx.err(None, "[discord] needs token_env or token_file (the bot token)"));
+                    return Err(ctx.err(
+                        None,
+                        "[discord] needs token_env or token_file (the bot token)",
+                    ));
                 }
                 let api_base_url = http_url(
                     &ctx,
@@ -907,18 +1051,41 @@ impl Config {
         let gateway = match raw.gateway {
             None => None,
             Some(g) => {
-                let upstream = |name: &str, u: Option<RawUpstream>, default: &str| -> Result<Option<UpstreamConfig>, ConfigError> {
+                let upstream = |name: &str,
+                                u: Option<RawUpstream>,
+                                default: &str|
+                 -> Result<Option<UpstreamConfig>, ConfigError> {
                     let Some(u) = u else { return Ok(None) };
                     let table = format!("gateway.{name}");
                     Ok(Some(UpstreamConfig {
-                        upstream: http_url(&ctx, &format!("{table}.upstream"), u.upstream.as_deref().unwrap_or(default))?,
-                        api_key: ctx.secret(&table, "api_key", u.api_key_env.as_ref(), u.api_key_file.as_ref(), env)?,
-                        oauth_token: ctx.secret(&table, "oauth_token", u.oauth_token_env.as_ref(), u.oauth_token_file.as_ref(), env)?,
+                        upstream: http_url(
+                            &ctx,
+                            &format!("{table}.upstream"),
+                            u.upstream.as_deref().unwrap_or(default),
+                        )?,
+                        api_key: ctx.secret(
+                            &table,
+                            "api_key",
+                            u.api_key_env.as_ref(),
+                            u.api_key_file.as_ref(),
+                            env,
+                        )?,
+                        oauth_token: ctx.secret(
+                            &table,
+                            "oauth_token",
+                            u.oauth_token_env.as_ref(),
+                            u.oauth_token_file.as_ref(),
+                            env,
+                        )?,
                     }))
                 };
                 Some(GatewayConfig {
                     listen: socket_addr(&ctx, "gateway.listen", g.listen, "0.0.0.0:8787")?,
-                    url: http_url(&ctx, "gateway.url", g.url.as_deref().unwrap_or("http://firstmate:8787"))?,
+                    url: http_url(
+                        &ctx,
+                        "gateway.url",
+                        g.url.as_deref().unwrap_or("http://firstmate:8787"),
+                    )?,
                     anthropic: upstream("anthropic", g.anthropic, "https://api.anthropic.com")?,
                     openai: upstream("openai", g.openai, "https://api.openai.com")?,
                 })
@@ -938,7 +1105,13 @@ impl Config {
                 RepoConfig {
                     url,
                     default_branch: r.default_branch.unwrap_or_else(|| "main".into()),
-                    token: ctx.secret(&table, "token", r.token_env.as_ref(), r.token_file.as_ref(), env)?,
+                    token: ctx.secret(
+                        &table,
+                        "token",
+                        r.token_env.as_ref(),
+                        r.token_file.as_ref(),
+                        env,
+                    )?,
                     forge: r.forge.unwrap_or(Forge::Git),
                 },
             );
@@ -1043,7 +1216,10 @@ mod tests {
         assert_eq!(c.sessions.default_agent, "claude");
         assert_eq!(c.sessions.idle_timeout, Duration::from_secs(1800));
         assert_eq!(c.sessions.max_lifetime, Duration::from_secs(8 * 3600));
-        assert_eq!((c.sessions.max_running, c.sessions.max_running_per_user), (10, 3));
+        assert_eq!(
+            (c.sessions.max_running, c.sessions.max_running_per_user),
+            (10, 3)
+        );
         assert_eq!(
             c.agents.keys().collect::<Vec<_>>(),
             ["claude", "codex", "scripted"]
@@ -1070,16 +1246,25 @@ mod tests {
         let e = err("[databse]\nurl = \"x\"\n");
         assert!(e.contains("did you mean database?"), "{e}");
         let e = err("[agents.a]\nimage = \"i\"\nzzz = 1\n");
-        assert!(e.contains("agents.a.zzz") && e.contains("expected one of"), "{e}");
+        assert!(
+            e.contains("agents.a.zzz") && e.contains("expected one of"),
+            "{e}"
+        );
     }
 
     #[test]
     fn bad_durations_name_the_key() {
         let e = err("[sessions]\nidle_timeout = \"30\"\n");
-        assert!(e.contains("bot.toml:2") && e.contains("sessions.idle_timeout"), "{e}");
+        assert!(
+            e.contains("bot.toml:2") && e.contains("sessions.idle_timeout"),
+            "{e}"
+        );
         assert!(e.contains("\"30m\""), "{e}");
         assert_eq!(
-            parse("[sessions]\nmax_lifetime = \"2h 30m\"\n").unwrap().sessions.max_lifetime,
+            parse("[sessions]\nmax_lifetime = \"2h 30m\"\n")
+                .unwrap()
+                .sessions
+                .max_lifetime,
             Duration::from_secs(9000)
         );
     }
@@ -1092,10 +1277,19 @@ mod tests {
         assert!(err("[sessions]\ndefault_agent = \"nope\"\n").contains("names no agent"));
         assert!(err("[database]\nurl = \"mysql://x\"\n").contains("database.url"));
         assert!(err("[agents.x]\nimage = \"i\"\nmemory = \"lots\"\n").contains("agents.x.memory"));
-        assert!(err("[agents.x]\nimage = \"i\"\nenv = { ANTHROPIC_API_KEY = \"sk\" }\n").contains("looks like a secret"));
+        assert!(
+            err("[agents.x]\nimage = \"i\"\nenv = { ANTHROPIC_API_KEY = \"sk\" }\n")
+                .contains("looks like a secret")
+        );
         assert!(err("[metrics]\nlisten = \"localhost\"\n").contains("metrics.listen"));
-        assert!(err("[matrix]\nhomeserver_url = \"https://m\"\nuser_id = \"@a:m\"\n").contains("needs a credential"));
-        assert!(err("[discord]\ntoken_env = \"A\"\ntoken_file = \"b\"\n").contains("both token_env and token_file"));
+        assert!(
+            err("[matrix]\nhomeserver_url = \"https://m\"\nuser_id = \"@a:m\"\n")
+                .contains("needs a credential")
+        );
+        assert!(
+            err("[discord]\ntoken_env = \"A\"\ntoken_file = \"b\"\n")
+                .contains("both token_env and token_file")
+        );
         assert!(err("sessions = 3\n").contains("sessions"));
     }
 
@@ -1106,8 +1300,15 @@ mod tests {
         )
         .unwrap();
         let a = &c.agents["s"];
-        assert_eq!(c.agents.len(), 1, "a config's own agents replace the built-in ones");
-        assert_eq!((a.memory_bytes, a.nano_cpus, a.pids_limit), (256 << 20, 500_000_000, 64));
+        assert_eq!(
+            c.agents.len(),
+            1,
+            "a config's own agents replace the built-in ones"
+        );
+        assert_eq!(
+            (a.memory_bytes, a.nano_cpus, a.pids_limit),
+            (256 << 20, 500_000_000, 64)
+        );
         assert_eq!(a.permission_mode, "bypassPermissions");
         assert_eq!(a.protocol, ProtocolKind::Claude);
         let c = parse("[agents.s]\nimage = \"img\"\n").unwrap();
@@ -1129,7 +1330,10 @@ mod tests {
     #[test]
     fn relative_paths_resolve_against_the_config_folder() {
         let c = parse("[database]\nurl = \"sqlite://data/fm.db?mode=rwc\"\n").unwrap();
-        assert_eq!(c.database_url, "sqlite:///etc/firstmate/data/fm.db?mode=rwc");
+        assert_eq!(
+            c.database_url,
+            "sqlite:///etc/firstmate/data/fm.db?mode=rwc"
+        );
         let c = parse("[database]\nurl = \"sqlite:///var/lib/fm.db\"\n").unwrap();
         assert_eq!(c.database_url, "sqlite:///var/lib/fm.db");
         let c = parse("[database]\nurl = \"postgres://u@h/db\"\n").unwrap();
@@ -1144,17 +1348,32 @@ mod tests {
         let shown = c.render_effective();
         assert!(!shown.contains("s3cr3t-value"), "{shown}");
         assert!(!format!("{c:?}").contains("s3cr3t-value"));
-        assert!(shown.contains("<set>") && shown.contains("<unset: NOPE>"), "{shown}");
-        assert_eq!(c.discord.as_ref().unwrap().token.value(), Some("s3cr3t-value"));
+        assert!(
+            shown.contains("<set>") && shown.contains("<unset: NOPE>"),
+            "{shown}"
+        );
+        assert_eq!(
+            c.discord.as_ref().unwrap().token.value(),
+            Some("s3cr3t-value")
+        );
         let e = c.check_secrets().unwrap_err().to_string();
-        assert!(e.contains("gateway.anthropic.api_key_env") && e.contains("NOPE"), "{e}");
+        assert!(
+            e.contains("gateway.anthropic.api_key_env") && e.contains("NOPE"),
+            "{e}"
+        );
     }
 
     #[test]
     fn secret_files_are_read_and_trimmed() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("tok"), "abc\n").unwrap();
-        let c = Config::from_str("[discord]\ntoken_file = \"tok\"\n", "bot.toml", dir.path(), &no_env).unwrap();
+        let c = Config::from_str(
+            "[discord]\ntoken_file = \"tok\"\n",
+            "bot.toml",
+            dir.path(),
+            &no_env,
+        )
+        .unwrap();
         assert_eq!(c.discord.unwrap().token.value(), Some("abc"));
     }
 
@@ -1163,6 +1382,9 @@ mod tests {
         let env = |k: &str| (k == "DOCKER_HOST").then(|| "tcp://proxy:2375".to_string());
         let c = Config::from_str("", "bot.toml", Path::new("/"), &env).unwrap();
         assert_eq!(c.docker.host, "tcp://proxy:2375");
-        assert_eq!(parse("").unwrap().docker.host, "unix:///var/run/docker.sock");
+        assert_eq!(
+            parse("").unwrap().docker.host,
+            "unix:///var/run/docker.sock"
+        );
     }
 }

@@ -31,7 +31,9 @@ const STOP_GRACE: Duration = Duration::from_secs(3);
 
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
-    #[error("unknown agent `{agent}`; the agents are: {known}. Use --agent with one of them, or add [agents.{agent}] to the config")]
+    #[error(
+        "unknown agent `{agent}`; the agents are: {known}. Use --agent with one of them, or add [agents.{agent}] to the config"
+    )]
     UnknownAgent { agent: String, known: String },
     #[error("no session {0}; `list` shows the sessions here")]
     NoSession(String),
@@ -74,7 +76,9 @@ enum Msg {
     /// A prompt was stored: look at the queue.
     Prompt,
     Interrupt,
-    Stop { reason: String },
+    Stop {
+        reason: String,
+    },
 }
 
 struct Inner {
@@ -159,10 +163,13 @@ impl Engine {
             .agent
             .clone()
             .unwrap_or_else(|| cfg.sessions.default_agent.clone());
-        let agent = cfg.agents.get(&agent_name).ok_or_else(|| EngineError::UnknownAgent {
-            agent: agent_name.clone(),
-            known: cfg.agents.keys().cloned().collect::<Vec<_>>().join(", "),
-        })?;
+        let agent = cfg
+            .agents
+            .get(&agent_name)
+            .ok_or_else(|| EngineError::UnknownAgent {
+                agent: agent_name.clone(),
+                known: cfg.agents.keys().cloned().collect::<Vec<_>>().join(", "),
+            })?;
         if req.repo.is_some() || req.branch.is_some() {
             return Err(EngineError::NotBuilt("--repo and --branch"));
         }
@@ -202,7 +209,7 @@ impl Engine {
         self.publish(evs);
         info!(session = %s.id, agent = %s.agent, owner = %s.owner, "session created");
         self.schedule().await?;
-        Ok(self.session(&s.id).await?)
+        self.session(&s.id).await
     }
 
     pub async fn session(&self, id: &str) -> Result<SessionRecord> {
@@ -245,7 +252,12 @@ impl Engine {
     pub async fn stop(&self, id: &str, by: &str) -> Result<()> {
         let mut s = self.session(id).await?;
         let reason = format!("stopped by {by}");
-        if self.send(id, Msg::Stop { reason: reason.clone() }) {
+        if self.send(
+            id,
+            Msg::Stop {
+                reason: reason.clone(),
+            },
+        ) {
             return Ok(());
         }
         match s.state {
@@ -397,10 +409,7 @@ impl Engine {
                 warn!(session = %id, error = %e, "session task failed");
                 task.fail(format!("{e}")).await;
             }
-            engine
-                .inner
-                .live
-                .remove_if(&id, |_, v| v.same_channel(&tx));
+            engine.inner.live.remove_if(&id, |_, v| v.same_channel(&tx));
             if let Err(e) = engine.schedule().await {
                 warn!(error = %e, "scheduling after a session ended failed");
             }
@@ -459,18 +468,21 @@ impl SessionTask {
     }
 
     fn worker_spec(&self) -> Result<WorkerSpec> {
-        let agent = self.agent.as_ref().ok_or_else(|| EngineError::UnknownAgent {
-            agent: self.s.agent.clone(),
-            known: self
-                .engine
-                .inner
-                .config
-                .agents
-                .keys()
-                .cloned()
-                .collect::<Vec<_>>()
-                .join(", "),
-        })?;
+        let agent = self
+            .agent
+            .as_ref()
+            .ok_or_else(|| EngineError::UnknownAgent {
+                agent: self.s.agent.clone(),
+                known: self
+                    .engine
+                    .inner
+                    .config
+                    .agents
+                    .keys()
+                    .cloned()
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            })?;
         if agent.protocol != ProtocolKind::Claude {
             return Err(EngineError::NotBuilt("the codex protocol"));
         }
@@ -501,9 +513,9 @@ impl SessionTask {
         let name = container_name(&self.s.id);
         let status = self.runtime().inspect(&name).await?;
         let reattach = self.s.state != SessionState::Starting
-            && status.as_ref().is_some_and(|st| {
-                self.s.container_id.as_deref() == Some(st.id.as_str())
-            });
+            && status
+                .as_ref()
+                .is_some_and(|st| self.s.container_id.as_deref() == Some(st.id.as_str()));
         if reattach {
             self.cursor = LogCursor::new(self.s.log_cursor_ns, self.s.log_cursor_count);
             self.turn_active = self.s.state == SessionState::Running;
@@ -585,9 +597,9 @@ impl SessionTask {
     }
 
     fn idle_timeout_ms(&self) -> i64 {
-        self.s.idle_timeout_ms.unwrap_or_else(|| {
-            self.engine.inner.config.sessions.idle_timeout.as_millis() as i64
-        })
+        self.s
+            .idle_timeout_ms
+            .unwrap_or_else(|| self.engine.inner.config.sessions.idle_timeout.as_millis() as i64)
     }
 
     /// When the session is waiting with nothing queued, the moment it goes idle.
@@ -598,9 +610,9 @@ impl SessionTask {
 
     fn lifetime_deadline(&self) -> Option<i64> {
         let start = self.s.started_at?;
-        self.stopping.is_none().then(|| {
-            start + self.engine.inner.config.sessions.max_lifetime.as_millis() as i64
-        })
+        self.stopping
+            .is_none()
+            .then(|| start + self.engine.inner.config.sessions.max_lifetime.as_millis() as i64)
     }
 
     /// Sends the oldest stored prompt when no turn runs.
@@ -754,7 +766,8 @@ impl SessionTask {
         // Someone else (`firstmate sessions stop`) may have stopped it and said so.
         let recorded = self.store().session(&self.s.id).await?;
         if let Some(r) = recorded.filter(|r| r.state == SessionState::Stopped) {
-            self.stopping.get_or_insert(r.state_detail.unwrap_or_default());
+            self.stopping
+                .get_or_insert(r.state_detail.unwrap_or_default());
         }
         if let Some(reason) = self.stopping.take() {
             self.set_state(SessionState::Stopped, Some(reason));

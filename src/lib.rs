@@ -21,3 +21,72 @@ pub mod frontend;
 pub mod protocol;
 pub mod runtime;
 pub mod store;
+
+/// The architecture invariants of ARCHITECTURE.md, checked on the source text.
+#[cfg(test)]
+mod invariants {
+    use std::path::{Path, PathBuf};
+
+    fn sources(dir: &Path, out: &mut Vec<PathBuf>) {
+        for entry in std::fs::read_dir(dir).expect("read src") {
+            let path = entry.expect("entry").path();
+            if path.is_dir() {
+                sources(&path, out);
+            } else if path.extension().is_some_and(|e| e == "rs") && !path.ends_with("src/lib.rs") {
+                // lib.rs holds only the module map (and these checks, which name the needles).
+                out.push(path);
+            }
+        }
+    }
+
+    /// Files under `src/` (relative, with `/`) whose code mentions `needle`.
+    fn users_of(needle: &str) -> Vec<String> {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+        let mut files = Vec::new();
+        sources(&root, &mut files);
+        let mut users: Vec<String> = files
+            .iter()
+            .filter(|f| {
+                std::fs::read_to_string(f)
+                    .expect("read source")
+                    .lines()
+                    .filter(|l| !l.trim_start().starts_with("//"))
+                    .any(|l| l.contains(needle))
+            })
+            .map(|f| {
+                f.strip_prefix(&root)
+                    .expect("under src")
+                    .to_string_lossy()
+                    .replace('\\', "/")
+            })
+            .collect();
+        users.sort();
+        users
+    }
+
+    #[test]
+    fn only_the_runtime_imports_bollard() {
+        assert_eq!(users_of("bollard::"), ["runtime.rs"]);
+    }
+
+    #[test]
+    fn only_the_store_runs_sql() {
+        assert_eq!(users_of("sqlx::"), ["store.rs"]);
+    }
+
+    #[test]
+    fn front_ends_know_no_docker_and_the_engine_no_chat() {
+        for f in users_of("runtime::") {
+            assert!(
+                !f.starts_with("frontend/"),
+                "{f} reaches into the Docker runtime"
+            );
+        }
+        for f in users_of("frontend::") {
+            assert!(
+                f.starts_with("frontend/") || f == "main.rs",
+                "{f} depends on a front end"
+            );
+        }
+    }
+}

@@ -17,7 +17,11 @@ use firstmate::runtime::{DockerRuntime, container_name};
 use firstmate::store::{SessionRecord, Store, now_ms};
 
 #[derive(Parser)]
-#[command(name = "firstmate", version, about = "Run AI coding agents in isolated Docker containers and drive them from chat")]
+#[command(
+    name = "firstmate",
+    version,
+    about = "Run AI coding agents in isolated Docker containers and drive them from chat"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Cmd,
@@ -42,7 +46,11 @@ enum Cmd {
         #[arg(long, value_name = "ADDR")]
         listen: String,
         /// The Docker socket to guard
-        #[arg(long, default_value = "unix:///var/run/docker.sock", value_name = "URL")]
+        #[arg(
+            long,
+            default_value = "unix:///var/run/docker.sock",
+            value_name = "URL"
+        )]
         upstream: String,
     },
     /// Check the config, the database, Docker and the worker images
@@ -104,7 +112,10 @@ struct UsageError(String);
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("firstmate: cannot start the async runtime: {e}");
@@ -114,7 +125,8 @@ fn main() -> ExitCode {
     match rt.block_on(run(cli)) {
         Ok(code) => code,
         Err(e) => {
-            let usage = e.downcast_ref::<ConfigError>().is_some() || e.downcast_ref::<UsageError>().is_some();
+            let usage = e.downcast_ref::<ConfigError>().is_some()
+                || e.downcast_ref::<UsageError>().is_some();
             eprintln!("firstmate: {e:#}");
             ExitCode::from(if usage { 2 } else { 1 })
         }
@@ -157,7 +169,12 @@ async fn open_store(cfg: &Config) -> anyhow::Result<Store> {
 }
 
 async fn connect_docker(cfg: &Config) -> anyhow::Result<DockerRuntime> {
-    Ok(DockerRuntime::connect(&cfg.docker.host, &cfg.docker.instance, cfg.docker.network.as_deref()).await?)
+    Ok(DockerRuntime::connect(
+        &cfg.docker.host,
+        &cfg.docker.instance,
+        cfg.docker.network.as_deref(),
+    )
+    .await?)
 }
 
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
@@ -173,7 +190,10 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let cfg = load_config(&arg)?;
             let store = open_store(&cfg).await?;
             store.close().await;
-            println!("migrations applied to {}", firstmate::store::redact_url(&cfg.database_url));
+            println!(
+                "migrations applied to {}",
+                firstmate::store::redact_url(&cfg.database_url)
+            );
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Console(arg) => {
@@ -202,9 +222,13 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 .into());
             }
             let engine = start_engine(cfg).await?;
-            tracing::info!("firstmate is running; stop it with Ctrl-C or SIGTERM (sessions keep running)");
+            tracing::info!(
+                "firstmate is running; stop it with Ctrl-C or SIGTERM (sessions keep running)"
+            );
             shutdown_signal().await;
-            tracing::info!("shutting down; containers keep running and are picked up on the next start");
+            tracing::info!(
+                "shutting down; containers keep running and are picked up on the next start"
+            );
             engine.store().close().await;
             Ok(ExitCode::SUCCESS)
         }
@@ -254,7 +278,14 @@ async fn doctor(arg: &ConfigArg) -> anyhow::Result<ExitCode> {
     };
     let cfg = match load_config(arg) {
         Ok(c) => {
-            line(true, "config", c.path.as_ref().map(|p| p.display().to_string()).unwrap_or_else(|| "built-in defaults (no bot.toml)".into()));
+            line(
+                true,
+                "config",
+                c.path
+                    .as_ref()
+                    .map(|p| p.display().to_string())
+                    .unwrap_or_else(|| "built-in defaults (no bot.toml)".into()),
+            );
             c
         }
         Err(e) => {
@@ -268,7 +299,11 @@ async fn doctor(arg: &ConfigArg) -> anyhow::Result<ExitCode> {
     }
     match Store::connect(&cfg.database_url).await {
         Ok(s) => {
-            line(true, "database", firstmate::store::redact_url(&cfg.database_url));
+            line(
+                true,
+                "database",
+                firstmate::store::redact_url(&cfg.database_url),
+            );
             s.close().await;
         }
         Err(e) => line(false, "database", e.to_string()),
@@ -276,11 +311,16 @@ async fn doctor(arg: &ConfigArg) -> anyhow::Result<ExitCode> {
     match connect_docker(&cfg).await {
         Ok(rt) => {
             line(true, "docker", cfg.docker.host.clone());
-            let mut images: Vec<(&String, &String)> = cfg.agents.iter().map(|(n, a)| (n, &a.image)).collect();
+            let mut images: Vec<(&String, &String)> =
+                cfg.agents.iter().map(|(n, a)| (n, &a.image)).collect();
             images.sort();
             for (name, image) in images {
                 match rt.image_home(image).await {
-                    Ok(_) => line(true, &format!("agent {name}"), format!("image {image} is present")),
+                    Ok(_) => line(
+                        true,
+                        &format!("agent {name}"),
+                        format!("image {image} is present"),
+                    ),
                     Err(e) => line(false, &format!("agent {name}"), e.to_string()),
                 }
             }
@@ -288,12 +328,24 @@ async fn doctor(arg: &ConfigArg) -> anyhow::Result<ExitCode> {
         Err(e) => line(false, "docker", format!("{e:#}")),
     }
     if cfg.matrix.is_some() {
-        line(false, "matrix", "the Matrix front end is not built yet in this version".into());
+        line(
+            false,
+            "matrix",
+            "the Matrix front end is not built yet in this version".into(),
+        );
     }
     if cfg.discord.is_some() {
-        line(false, "discord", "the Discord front end is not built yet in this version".into());
+        line(
+            false,
+            "discord",
+            "the Discord front end is not built yet in this version".into(),
+        );
     }
-    Ok(if ok { ExitCode::SUCCESS } else { ExitCode::from(1) })
+    Ok(if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
 }
 
 fn session_json(s: &SessionRecord) -> serde_json::Value {
@@ -347,14 +399,26 @@ async fn sessions(cmd: SessionsCmd) -> anyhow::Result<ExitCode> {
             let states: &[SessionState] = if all {
                 &[]
             } else {
-                &[SessionState::Queued, SessionState::Starting, SessionState::Running, SessionState::Waiting]
+                &[
+                    SessionState::Queued,
+                    SessionState::Starting,
+                    SessionState::Running,
+                    SessionState::Waiting,
+                ]
             };
             let list = store.sessions(&cfg.docker.instance, states).await?;
             if json {
                 let v: Vec<_> = list.iter().map(session_json).collect();
                 println!("{}", serde_json::to_string_pretty(&v)?);
             } else if list.is_empty() {
-                println!("no sessions{}", if all { "" } else { " running (--all shows every one)" });
+                println!(
+                    "no sessions{}",
+                    if all {
+                        ""
+                    } else {
+                        " running (--all shows every one)"
+                    }
+                );
             } else {
                 for s in &list {
                     println!("{}", render::list_line(s));
@@ -366,7 +430,12 @@ async fn sessions(cmd: SessionsCmd) -> anyhow::Result<ExitCode> {
             if json {
                 println!("{}", serde_json::to_string_pretty(&session_json(&s))?);
             } else {
-                println!("session: {}\n{}\ncontainer: {}", s.id, render::status_text(&s), container_name(&s.id));
+                println!(
+                    "session: {}\n{}\ncontainer: {}",
+                    s.id,
+                    render::status_text(&s),
+                    container_name(&s.id)
+                );
             }
         }
         SessionsCmd::Logs { id, .. } => {
@@ -381,11 +450,16 @@ async fn sessions(cmd: SessionsCmd) -> anyhow::Result<ExitCode> {
             }
             if s.state.is_live() {
                 let rt = connect_docker(&cfg).await?;
-                rt.stop(&s.id, &container_name(&s.id), Duration::from_secs(3)).await?;
+                rt.stop(&s.id, &container_name(&s.id), Duration::from_secs(3))
+                    .await?;
                 // An engine that runs the session records the stop; give it a moment.
                 for _ in 0..20 {
                     tokio::time::sleep(Duration::from_millis(100)).await;
-                    if store.session(&s.id).await?.is_some_and(|r| r.state.is_ended()) {
+                    if store
+                        .session(&s.id)
+                        .await?
+                        .is_some_and(|r| r.state.is_ended())
+                    {
                         println!("session {} stopped", s.id);
                         return Ok(ExitCode::SUCCESS);
                     }
@@ -397,7 +471,13 @@ async fn sessions(cmd: SessionsCmd) -> anyhow::Result<ExitCode> {
             s.state_detail = Some(reason.clone());
             s.ended_at = Some(now_ms());
             store
-                .commit(&mut s, vec![EventBody::State { state: SessionState::Stopped, detail: Some(reason) }])
+                .commit(
+                    &mut s,
+                    vec![EventBody::State {
+                        state: SessionState::Stopped,
+                        detail: Some(reason),
+                    }],
+                )
                 .await?;
             println!("session {} stopped", s.id);
         }

@@ -11,15 +11,13 @@ use std::pin::Pin;
 use std::time::{Duration, UNIX_EPOCH};
 
 use bollard::Docker;
-use bollard::models::{
-    ContainerCreateBody, HostConfig, Mount, MountType, VolumeCreateRequest,
-};
+use bollard::container::LogOutput;
+use bollard::models::{ContainerCreateBody, HostConfig, Mount, MountType, VolumeCreateRequest};
 use bollard::query_parameters::{
     AttachContainerOptionsBuilder, CreateContainerOptionsBuilder, InspectContainerOptions,
     ListContainersOptionsBuilder, LogsOptionsBuilder, RemoveContainerOptionsBuilder,
     StopContainerOptionsBuilder,
 };
-use bollard::container::LogOutput;
 use futures_util::StreamExt;
 use tokio::io::AsyncWrite;
 use tokio::sync::mpsc;
@@ -289,7 +287,11 @@ impl DockerRuntime {
     /// Follows the container's output from `since_ns` (whole seconds are what Docker
     /// takes, so lines of that second come again: the caller skips what it has). The
     /// channel closes when the container stops or the log breaks (`Err`).
-    pub fn follow_logs(&self, container: &str, since_ns: i64) -> mpsc::Receiver<Result<LogLine, String>> {
+    pub fn follow_logs(
+        &self,
+        container: &str,
+        since_ns: i64,
+    ) -> mpsc::Receiver<Result<LogLine, String>> {
         let (tx, rx) = mpsc::channel(1024);
         let opts = LogsOptionsBuilder::default()
             .follow(true)

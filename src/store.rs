@@ -397,9 +397,8 @@ impl Store {
         rows.iter()
             .map(|r| {
                 let body: String = r.try_get("body")?;
-                let body = serde_json::from_str(&body).map_err(|e| {
-                    StoreError::Corrupt(format!("event of session {session}: {e}"))
-                })?;
+                let body = serde_json::from_str(&body)
+                    .map_err(|e| StoreError::Corrupt(format!("event of session {session}: {e}")))?;
                 Ok(SessionEvent {
                     session: session.to_string(),
                     seq: r.try_get("seq")?,
@@ -530,13 +529,12 @@ impl Store {
         frontend: &str,
         thread_ref: &str,
     ) -> Result<Option<String>> {
-        let row = sqlx::query(
-            "SELECT session_id FROM bindings WHERE frontend = $1 AND thread_ref = $2",
-        )
-        .bind(frontend)
-        .bind(thread_ref)
-        .fetch_optional(&self.pool)
-        .await?;
+        let row =
+            sqlx::query("SELECT session_id FROM bindings WHERE frontend = $1 AND thread_ref = $2")
+                .bind(frontend)
+                .bind(thread_ref)
+                .fetch_optional(&self.pool)
+                .await?;
         Ok(row.map(|r| r.try_get(0)).transpose()?)
     }
 
@@ -681,8 +679,14 @@ mod tests {
         assert_eq!(after1.len(), 1);
         assert_eq!(after1[0].body, EventBody::Notice { text: "n".into() });
 
-        let p1 = store.enqueue_prompt("abc", "one", "alice").await.expect("p1");
-        let p2 = store.enqueue_prompt("abc", "two", "alice").await.expect("p2");
+        let p1 = store
+            .enqueue_prompt("abc", "one", "alice")
+            .await
+            .expect("p1");
+        let p2 = store
+            .enqueue_prompt("abc", "two", "alice")
+            .await
+            .expect("p2");
         assert!(p2 > p1);
         let next = store.next_pending_prompt("abc").await.expect("next");
         assert_eq!(next.map(|p| p.body), Some("one".to_string()));
@@ -690,10 +694,23 @@ mod tests {
         assert_eq!(store.pending_prompts("abc").await.expect("count"), 1);
         assert_eq!(store.cancel_pending_prompts("abc").await.expect("c"), 1);
 
-        store.bind_thread("abc", "console", "t1", 0).await.expect("bind");
-        store.set_delivered("abc", "console", 2).await.expect("deliv");
-        store.set_delivered("abc", "console", 1).await.expect("never back");
-        let b = store.binding("abc", "console").await.expect("b").expect("some");
+        store
+            .bind_thread("abc", "console", "t1", 0)
+            .await
+            .expect("bind");
+        store
+            .set_delivered("abc", "console", 2)
+            .await
+            .expect("deliv");
+        store
+            .set_delivered("abc", "console", 1)
+            .await
+            .expect("never back");
+        let b = store
+            .binding("abc", "console")
+            .await
+            .expect("b")
+            .expect("some");
         assert_eq!(b.delivered_seq, 2);
         assert_eq!(
             store.session_for_thread("console", "t1").await.expect("t"),

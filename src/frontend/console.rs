@@ -60,12 +60,7 @@ impl Console {
         let events = self.engine.subscribe();
         let (done_tx, done_rx) = mpsc::channel::<()>(1);
         let (flush_tx, flush_rx) = mpsc::channel::<tokio::sync::oneshot::Sender<()>>(1);
-        let printer = tokio::spawn(print_events(
-            self.engine.clone(),
-            events,
-            flush_rx,
-            done_rx,
-        ));
+        let printer = tokio::spawn(print_events(self.engine.clone(), events, flush_rx, done_rx));
 
         // The current session of a console started again: its newest one.
         let mine = self.my_sessions().await?;
@@ -213,7 +208,11 @@ impl Console {
                 match self.engine.new_session(req).await {
                     Ok(s) => {
                         // Bind first, so the printer shows everything from seq 1.
-                        let bound = self.engine.store().bind_thread(&s.id, FRONTEND, &s.id, 0).await;
+                        let bound = self
+                            .engine
+                            .store()
+                            .bind_thread(&s.id, FRONTEND, &s.id, 0)
+                            .await;
                         self.current = Some(s.id.clone());
                         bound.map_err(EngineError::from)
                     }
@@ -222,11 +221,26 @@ impl Console {
             }
             Command::Use { session } => match self.engine.session(&session).await {
                 Ok(s) => {
-                    if self.engine.store().binding(&s.id, FRONTEND).await.ok().flatten().is_none() {
-                        let _ = self.engine.store().bind_thread(&s.id, FRONTEND, &s.id, s.next_seq - 1).await;
+                    if self
+                        .engine
+                        .store()
+                        .binding(&s.id, FRONTEND)
+                        .await
+                        .ok()
+                        .flatten()
+                        .is_none()
+                    {
+                        let _ = self
+                            .engine
+                            .store()
+                            .bind_thread(&s.id, FRONTEND, &s.id, s.next_seq - 1)
+                            .await;
                     }
                     self.current = Some(s.id.clone());
-                    self.reply(Some(&s.id), &format!("now using session {} ({})", s.id, s.state));
+                    self.reply(
+                        Some(&s.id),
+                        &format!("now using session {} ({})", s.id, s.state),
+                    );
                     Ok(())
                 }
                 Err(e) => Err(e),
@@ -237,7 +251,11 @@ impl Console {
                     Ok(())
                 }
                 Ok(list) => {
-                    let text = list.iter().map(render::list_line).collect::<Vec<_>>().join("\n");
+                    let text = list
+                        .iter()
+                        .map(render::list_line)
+                        .collect::<Vec<_>>()
+                        .join("\n");
                     self.reply(None, &text);
                     Ok(())
                 }
@@ -282,11 +300,19 @@ impl Console {
     async fn write_transcript(&self, id: &str) -> Result<(), EngineError> {
         let s = self.engine.session(id).await?;
         let text = render::transcript(self.engine.store(), &s).await?;
-        let path = self.transcript_dir.join(format!("firstmate-{id}-transcript.md"));
+        let path = self
+            .transcript_dir
+            .join(format!("firstmate-{id}-transcript.md"));
         std::fs::write(&path, text).map_err(|e| {
-            EngineError::Other(format!("cannot write the transcript to {}: {e}", path.display()))
+            EngineError::Other(format!(
+                "cannot write the transcript to {}: {e}",
+                path.display()
+            ))
         })?;
-        self.reply(Some(id), &format!("transcript written to {}", path.display()));
+        self.reply(
+            Some(id),
+            &format!("transcript written to {}", path.display()),
+        );
         Ok(())
     }
 }

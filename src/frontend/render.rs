@@ -45,9 +45,7 @@ fn agent_lines(event: &AgentEvent) -> Vec<String> {
             }
             lines
         }
-        AgentEvent::TurnEnd {
-            outcome, usage, ..
-        } => {
+        AgentEvent::TurnEnd { outcome, usage, .. } => {
             let tokens = format!(
                 "{} in, {} out",
                 usage.input_tokens + usage.cache_read_tokens + usage.cache_write_tokens,
@@ -73,7 +71,14 @@ fn age(s: &SessionRecord) -> String {
 
 /// One line of `list`.
 pub fn list_line(s: &SessionRecord) -> String {
-    let prompt: String = s.first_prompt.lines().next().unwrap_or("").chars().take(40).collect();
+    let prompt: String = s
+        .first_prompt
+        .lines()
+        .next()
+        .unwrap_or("")
+        .chars()
+        .take(40)
+        .collect();
     format!("{}  {}  {}  {}  {}", s.id, s.state, s.agent, age(s), prompt)
 }
 

@@ -18,7 +18,11 @@ fn a_bad_command_names_the_flag_exits_2_and_starts_nothing() {
     ] {
         let out = env.console(input);
         assert_eq!(out.status.code(), Some(2), "{input:?}: {}", text(&out));
-        assert!(stderr(&out).contains(needle), "{input:?} does not name {needle}: {}", text(&out));
+        assert!(
+            stderr(&out).contains(needle),
+            "{input:?} does not name {needle}: {}",
+            text(&out)
+        );
         assert!(env.containers().is_empty(), "{input:?} started a container");
     }
 }
@@ -29,17 +33,37 @@ fn a_bad_config_names_the_key_and_exits_2() {
     let bad = env.path().join("bad.toml");
     for (toml, needle) in [
         ("[sessions]\nidel_timeout = \"30m\"\n", "idle_timeout"),
-        ("[sessions]\nidle_timeout = \"30\"\n", "sessions.idle_timeout"),
-        ("[agents.x]\nimage = \"i\"\nprotocol = \"telnet\"\n", "protocol"),
+        (
+            "[sessions]\nidle_timeout = \"30\"\n",
+            "sessions.idle_timeout",
+        ),
+        (
+            "[agents.x]\nimage = \"i\"\nprotocol = \"telnet\"\n",
+            "protocol",
+        ),
     ] {
         std::fs::write(&bad, toml).expect("write");
         let path = bad.to_string_lossy().to_string();
-        for cmd in [vec!["config", "--config", &path], vec!["console", "--config", &path]] {
+        for cmd in [
+            vec!["config", "--config", &path],
+            vec!["console", "--config", &path],
+        ] {
             let out = env.firstmate(&cmd);
-            assert_eq!(out.status.code(), Some(2), "{cmd:?} with {toml:?}: {}", text(&out));
+            assert_eq!(
+                out.status.code(),
+                Some(2),
+                "{cmd:?} with {toml:?}: {}",
+                text(&out)
+            );
             let err = stderr(&out);
-            assert!(err.contains(needle), "{toml:?}: message does not name {needle}: {err}");
-            assert!(err.contains("bad.toml"), "{toml:?}: message does not name the file: {err}");
+            assert!(
+                err.contains(needle),
+                "{toml:?}: message does not name {needle}: {err}"
+            );
+            assert!(
+                err.contains("bad.toml"),
+                "{toml:?}: message does not name the file: {err}"
+            );
         }
     }
     assert!(env.containers().is_empty());
@@ -59,7 +83,12 @@ fn config_prints_the_effective_config_without_secrets() {
     )
     .expect("write");
     let out = env.firstmate(&["config", "--config", &with_secret.to_string_lossy()]);
-    assert_ne!(out.status.code(), Some(0), "an unset secret passed: {}", text(&out));
+    assert_ne!(
+        out.status.code(),
+        Some(0),
+        "an unset secret passed: {}",
+        text(&out)
+    );
     assert!(
         stdout(&out).contains("<unset: FIRSTMATE_TEST_UNSET_TOKEN>"),
         "{}",
@@ -104,10 +133,17 @@ fn sessions_list_show_logs_work_from_the_database() {
     assert_eq!(v[0]["id"], id.as_str());
     assert_eq!(v[0]["state"], "stopped");
     let live = env.firstmate(&["sessions", "list"]);
-    assert!(!stdout(&live).contains(&id), "a stopped session listed as live");
+    assert!(
+        !stdout(&live).contains(&id),
+        "a stopped session listed as live"
+    );
     let logs = env.firstmate(&["sessions", "logs", &id]);
     assert!(stdout(&logs).contains("listed"), "{}", text(&logs));
     let missing = env.firstmate(&["sessions", "show", "nosuchsession"]);
     assert_eq!(missing.status.code(), Some(2));
-    assert!(stderr(&missing).contains("sessions list"), "{}", text(&missing));
+    assert!(
+        stderr(&missing).contains("sessions list"),
+        "{}",
+        text(&missing)
+    );
 }

@@ -52,13 +52,22 @@ fn say_run_stop_leaves_a_stopped_hardened_labelled_container() {
     for m in c["Mounts"].as_array().cloned().unwrap_or_default() {
         assert_eq!(m["Type"], "volume", "a non-volume mount: {m}");
     }
-    assert_eq!(c["Config"]["User"], "agent", "the worker does not run as the image's user");
+    assert_eq!(
+        c["Config"]["User"], "agent",
+        "the worker does not run as the image's user"
+    );
 
     let s = env.session(&id);
     assert_eq!(s["state"], "stopped");
     assert_eq!(s["turns"], 2);
-    assert!(s["input_tokens"].as_i64().unwrap_or(0) > 0, "no tokens counted: {s}");
-    assert!(s["cost_usd"].as_f64().unwrap_or(0.0) > 0.0, "no cost counted: {s}");
+    assert!(
+        s["input_tokens"].as_i64().unwrap_or(0) > 0,
+        "no tokens counted: {s}"
+    );
+    assert!(
+        s["cost_usd"].as_f64().unwrap_or(0.0) > 0.0,
+        "no cost counted: {s}"
+    );
 }
 
 #[test]
@@ -110,7 +119,10 @@ fn malformed_agent_output_is_reported_and_the_session_goes_on() {
             .any(|l| l.starts_with("! unreadable agent output") && l.contains("this is not json")),
         "the malformed line is not reported:\n{all}"
     );
-    assert!(lines.iter().any(|l| l == "fine"), "the session stopped working:\n{all}");
+    assert!(
+        lines.iter().any(|l| l == "fine"),
+        "the session stopped working:\n{all}"
+    );
 }
 
 #[test]
@@ -174,7 +186,10 @@ fn resume_continues_the_same_conversation() {
     let all = stdout(&out);
     let id = only_session(&all);
     let lines = lines_of(&all, &id);
-    assert!(lines.iter().any(|l| l == "two"), "no output after resume:\n{all}");
+    assert!(
+        lines.iter().any(|l| l == "two"),
+        "no output after resume:\n{all}"
+    );
     let s = env.session(&id);
     assert_eq!(s["turns"], 2);
     assert!(s["agent_session_id"].is_string(), "{s:#}");
@@ -194,7 +209,12 @@ fn resume_continues_the_same_conversation() {
         .output()
         .expect("docker run");
     let files = String::from_utf8_lossy(&ls.stdout).lines().count();
-    assert_eq!(files, 1, "resume started a new conversation: {}", String::from_utf8_lossy(&ls.stdout));
+    assert_eq!(
+        files,
+        1,
+        "resume started a new conversation: {}",
+        String::from_utf8_lossy(&ls.stdout)
+    );
 }
 
 /// A console killed with SIGKILL mid-turn: the turn goes on in the container; the next
@@ -234,7 +254,13 @@ fn a_console_killed_mid_turn_loses_nothing_and_repeats_nothing() {
     let second = stdout(&out2);
     let all = format!("{seen}{second}");
     for expected in ["start", "missed-output", "queued prompt ran"] {
-        let n = lines_of(&all, &id).iter().filter(|l| *l == expected).count();
-        assert_eq!(n, 1, "`{expected}` appears {n} times:\n--- first console\n{seen}--- second console\n{second}");
+        let n = lines_of(&all, &id)
+            .iter()
+            .filter(|l| *l == expected)
+            .count();
+        assert_eq!(
+            n, 1,
+            "`{expected}` appears {n} times:\n--- first console\n{seen}--- second console\n{second}"
+        );
     }
 }

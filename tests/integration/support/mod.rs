@@ -239,7 +239,9 @@ fn postgres_db(instance: &str) -> String {
         "cannot create the test database: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let (prefix, _) = base.rsplit_once('/').expect("FIRSTMATE_TEST_PG_URL ends in /DATABASE");
+    let (prefix, _) = base
+        .rsplit_once('/')
+        .expect("FIRSTMATE_TEST_PG_URL ends in /DATABASE");
     format!("{prefix}/{name}")
 }
 
