@@ -28,6 +28,8 @@ use crate::store::{SessionRecord, Store, StoreError, now_ms};
 const BATCH_LINES: usize = 512;
 /// How long `stop` lets the agent end before Docker kills it.
 const STOP_GRACE: Duration = Duration::from_secs(3);
+/// How long `stop` waits for the session's end to be recorded.
+const STOP_WAIT: Duration = Duration::from_secs(60);
 
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
@@ -43,6 +45,11 @@ pub enum EngineError {
         state: SessionState,
         hint: &'static str,
     },
+    #[error(
+        "session {session} did not stop within {}; `firstmate sessions show {session}` shows its state, `docker stop firstmate-{session}` stops its container",
+        humantime::format_duration(*waited)
+    )]
+    StopTimeout { session: String, waited: Duration },
     #[error("{0} is not available yet in this version of firstmate")]
     NotBuilt(&'static str),
     #[error("{0}")]
@@ -200,16 +207,44 @@ impl Engine {
             .store
             .commit(
                 &mut s2,
-                vec![EventBody::State {
-                    state: SessionState::Queued,
-                    detail: None,
-                }],
+                vec![
+                    EventBody::Notice {
+                        text: format!("session {}: agent {}, image {}", s.id, s.agent, s.image),
+                    },
+                    EventBody::State {
+                        state: SessionState::Queued,
+                        detail: None,
+                    },
+                ],
             )
             .await?;
         self.publish(evs);
         info!(session = %s.id, agent = %s.agent, owner = %s.owner, "session created");
         self.schedule().await?;
-        self.session(&s.id).await
+        // Under the scheduler's lock: only the scheduler moves a session out of `queued`.
+        let _guard = self.inner.schedule.lock().await;
+        let mut s = self.session(&s.id).await?;
+        if s.state == SessionState::Queued {
+            // Say why it waits; it starts when a session ends.
+            let limits = &cfg.sessions;
+            let detail = format!(
+                "waiting for a free slot (sessions.max_running = {}, sessions.max_running_per_user = {}); it starts when another session ends",
+                limits.max_running, limits.max_running_per_user
+            );
+            let evs = self
+                .inner
+                .store
+                .commit(
+                    &mut s,
+                    vec![EventBody::State {
+                        state: SessionState::Queued,
+                        detail: Some(detail),
+                    }],
+                )
+                .await?;
+            self.publish(evs);
+        }
+        Ok(s)
     }
 
     pub async fn session(&self, id: &str) -> Result<SessionRecord> {
@@ -250,32 +285,27 @@ impl Engine {
 
     /// Stops a session's container.
     pub async fn stop(&self, id: &str, by: &str) -> Result<()> {
-        let mut s = self.session(id).await?;
         let reason = format!("stopped by {by}");
+        let mut events = self.subscribe();
+        // Under the scheduler's lock: only the scheduler moves a session out of `queued`
+        // and registers its task.
+        let guard = self.inner.schedule.lock().await;
+        let mut s = self.session(id).await?;
         if self.send(
             id,
             Msg::Stop {
                 reason: reason.clone(),
             },
         ) {
-            return Ok(());
+            drop(guard);
+            self.wait_ended(id, &mut events, STOP_WAIT).await?;
+            // The slot is free now: a queued session starts before `stop` returns.
+            return self.schedule().await;
         }
         match s.state {
             SessionState::Queued => {
-                s.state = SessionState::Stopped;
-                s.state_detail = Some(reason.clone());
-                s.ended_at = Some(now_ms());
-                let evs = self
-                    .inner
-                    .store
-                    .commit(
-                        &mut s,
-                        vec![EventBody::State {
-                            state: SessionState::Stopped,
-                            detail: Some(reason),
-                        }],
-                    )
-                    .await?;
+                let evs = self.record_stopped(&mut s, reason).await?;
+                drop(guard);
                 self.publish(evs);
                 Ok(())
             }
@@ -284,14 +314,74 @@ impl Engine {
                 state: st,
                 hint: "it is not running",
             }),
-            // Live in the database but no task: another engine runs it, or it is
-            // between tasks. Stop the container; its task (if any) records the end.
+            // Live in the database but no task here: another engine runs it. Stop the
+            // container; that engine records the end, or (when none runs) we do.
             _ => {
+                drop(guard);
                 self.inner
                     .runtime
                     .stop(id, &container_name(id), STOP_GRACE)
                     .await?;
+                let waited = self
+                    .wait_ended(id, &mut events, Duration::from_secs(3))
+                    .await;
+                if let Err(EngineError::StopTimeout { .. }) = waited {
+                    let mut s = self.session(id).await?;
+                    if !s.state.is_ended() {
+                        let evs = self.record_stopped(&mut s, reason).await?;
+                        self.publish(evs);
+                    }
+                }
                 Ok(())
+            }
+        }
+    }
+
+    async fn record_stopped(
+        &self,
+        s: &mut SessionRecord,
+        reason: String,
+    ) -> Result<Vec<SessionEvent>> {
+        s.state = SessionState::Stopped;
+        s.state_detail = Some(reason.clone());
+        s.ended_at = Some(now_ms());
+        let evs = self
+            .inner
+            .store
+            .commit(
+                s,
+                vec![EventBody::State {
+                    state: SessionState::Stopped,
+                    detail: Some(reason),
+                }],
+            )
+            .await?;
+        self.inner.store.cancel_pending_prompts(&s.id).await?;
+        Ok(evs)
+    }
+
+    /// Waits until a session has ended (stopped or failed), at most `limit`.
+    async fn wait_ended(
+        &self,
+        id: &str,
+        events: &mut broadcast::Receiver<SessionEvent>,
+        limit: Duration,
+    ) -> Result<SessionRecord> {
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            let s = self.session(id).await?;
+            if s.state.is_ended() {
+                return Ok(s);
+            }
+            tokio::select! {
+                _ = events.recv() => {}
+                _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+                _ = tokio::time::sleep_until(deadline) => {
+                    return Err(EngineError::StopTimeout {
+                        session: id.to_string(),
+                        waited: limit,
+                    });
+                }
             }
         }
     }
@@ -623,7 +713,6 @@ impl SessionTask {
         let Some(p) = self.store().next_pending_prompt(&self.s.id).await? else {
             return Ok(());
         };
-        self.store().set_prompt_status(p.id, "sent").await?;
         self.turn_active = true;
         self.interrupt_requested = false;
         self.s.last_activity_at = now_ms();
@@ -632,7 +721,14 @@ impl SessionTask {
             author: p.author.clone(),
         });
         self.set_state(SessionState::Running, None);
-        self.commit().await?;
+        let events = std::mem::take(&mut self.pending);
+        let evs = self
+            .engine
+            .inner
+            .store
+            .commit_taking_prompt(&mut self.s, events, p.id)
+            .await?;
+        self.engine.publish(evs);
         let line = claude::encode_prompt(&p.body);
         self.write_stdin(line.as_bytes()).await
     }
@@ -765,9 +861,11 @@ impl SessionTask {
         let status = self.runtime().inspect(container).await?;
         // Someone else (`firstmate sessions stop`) may have stopped it and said so.
         let recorded = self.store().session(&self.s.id).await?;
-        if let Some(r) = recorded.filter(|r| r.state == SessionState::Stopped) {
-            self.stopping
-                .get_or_insert(r.state_detail.unwrap_or_default());
+        if let Some(r) = recorded.filter(|r| r.state.is_ended()) {
+            // Its end is recorded already: take that record (and its event numbering).
+            self.s = r;
+            self.stopping = None;
+            return Ok(());
         }
         if let Some(reason) = self.stopping.take() {
             self.set_state(SessionState::Stopped, Some(reason));
@@ -785,6 +883,14 @@ impl SessionTask {
                 None => "the container was removed".to_string(),
             };
             self.set_state(SessionState::Failed, Some(detail));
+        }
+        let dropped = self.store().cancel_pending_prompts(&self.s.id).await?;
+        if dropped > 0 {
+            self.pending.push(EventBody::Notice {
+                text: format!(
+                    "{dropped} queued prompt(s) did not run because the session ended; send them again after `resume`"
+                ),
+            });
         }
         self.commit().await
     }

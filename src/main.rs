@@ -4,17 +4,16 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 
 use firstmate::config::{Config, ConfigError};
 use firstmate::engine::Engine;
-use firstmate::event::{EventBody, SessionState};
+use firstmate::event::SessionState;
 use firstmate::frontend::{console, render};
 use firstmate::runtime::{DockerRuntime, container_name};
-use firstmate::store::{SessionRecord, Store, now_ms};
+use firstmate::store::{SessionRecord, Store};
 
 #[derive(Parser)]
 #[command(
@@ -443,43 +442,17 @@ async fn sessions(cmd: SessionsCmd) -> anyhow::Result<ExitCode> {
             print!("{}", render::transcript(&store, &s).await?);
         }
         SessionsCmd::Stop { id, .. } => {
-            let mut s = get(id).await?;
+            let s = get(id).await?;
             if s.state.is_ended() {
                 println!("session {} is already {}", s.id, s.state);
-                return Ok(ExitCode::SUCCESS);
-            }
-            if s.state.is_live() {
+            } else {
+                // The engine's own stop, without taking over the other sessions: an
+                // engine that runs this session records the end, else this one does.
                 let rt = connect_docker(&cfg).await?;
-                rt.stop(&s.id, &container_name(&s.id), Duration::from_secs(3))
-                    .await?;
-                // An engine that runs the session records the stop; give it a moment.
-                for _ in 0..20 {
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    if store
-                        .session(&s.id)
-                        .await?
-                        .is_some_and(|r| r.state.is_ended())
-                    {
-                        println!("session {} stopped", s.id);
-                        return Ok(ExitCode::SUCCESS);
-                    }
-                }
-                s = get(s.id.clone()).await?;
+                let engine = Engine::new(store.clone(), rt, Arc::new(cfg));
+                engine.stop(&s.id, "`firstmate sessions stop`").await?;
+                println!("session {} stopped", s.id);
             }
-            let reason = "stopped with `firstmate sessions stop`".to_string();
-            s.state = SessionState::Stopped;
-            s.state_detail = Some(reason.clone());
-            s.ended_at = Some(now_ms());
-            store
-                .commit(
-                    &mut s,
-                    vec![EventBody::State {
-                        state: SessionState::Stopped,
-                        detail: Some(reason),
-                    }],
-                )
-                .await?;
-            println!("session {} stopped", s.id);
         }
     }
     store.close().await;

@@ -323,8 +323,35 @@ impl Store {
         s: &mut SessionRecord,
         events: Vec<EventBody>,
     ) -> Result<Vec<SessionEvent>> {
+        self.commit_inner(s, events, None).await
+    }
+
+    /// Like [`Store::commit`], and marks the prompt `prompt_id` sent in the same
+    /// transaction: a prompt is never seen both taken and not running.
+    pub async fn commit_taking_prompt(
+        &self,
+        s: &mut SessionRecord,
+        events: Vec<EventBody>,
+        prompt_id: i64,
+    ) -> Result<Vec<SessionEvent>> {
+        self.commit_inner(s, events, Some(prompt_id)).await
+    }
+
+    async fn commit_inner(
+        &self,
+        s: &mut SessionRecord,
+        events: Vec<EventBody>,
+        prompt_id: Option<i64>,
+    ) -> Result<Vec<SessionEvent>> {
         let mut tx = self.pool.begin().await?;
         let at = now_ms();
+        if let Some(id) = prompt_id {
+            sqlx::query("UPDATE prompts SET status = 'sent', sent_at = $2 WHERE id = $1")
+                .bind(id)
+                .bind(at)
+                .execute(&mut *tx)
+                .await?;
+        }
         let mut out = Vec::with_capacity(events.len());
         for body in events {
             let json = serde_json::to_string(&body)

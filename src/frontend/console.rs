@@ -66,44 +66,50 @@ impl Console {
         let mine = self.my_sessions().await?;
         self.current = mine.first().map(|s| s.id.clone());
 
-        // Read input on its own task, so `interrupt` can act while a turn runs.
-        let (line_tx, mut line_rx) = mpsc::unbounded_channel::<String>();
-        let (intr_tx, mut intr_rx) = mpsc::unbounded_channel::<()>();
+        // Read input on its own task, so `interrupt` can act while a turn runs. Every
+        // line goes to `lines`, in order; an interrupt is also announced on `interrupts`
+        // at once, for the main loop to act on while it waits for a turn.
+        let (line_tx, mut line_rx) = mpsc::unbounded_channel::<(usize, String)>();
+        let (intr_tx, mut intr_rx) = mpsc::unbounded_channel::<usize>();
         tokio::spawn(async move {
             let mut lines = BufReader::new(input).lines();
+            let mut index = 0;
             while let Ok(Some(line)) = lines.next_line().await {
                 if matches!(command::parse_line(&line), Ok(Command::Interrupt)) {
-                    let _ = intr_tx.send(());
+                    let _ = intr_tx.send(index);
                 }
-                if line_tx.send(line).is_err() {
+                if line_tx.send((index, line)).is_err() {
                     break;
                 }
+                index += 1;
             }
         });
 
-        loop {
-            tokio::select! {
-                biased;
-                Some(()) = intr_rx.recv() => {
-                    self.interrupt_now().await;
+        // Interrupts already acted on while waiting for a turn, by line index.
+        let mut done = std::collections::HashSet::new();
+        while let Some((index, line)) = line_rx.recv().await {
+            let parsed = command::parse_line(&line);
+            match parsed {
+                Ok(Command::Interrupt) => {
+                    if !done.remove(&index) {
+                        self.interrupt_now().await;
+                    }
                 }
-                line = line_rx.recv() => {
-                    let Some(line) = line else { break };
-                    if matches!(command::parse_line(&line), Ok(Command::Interrupt)) {
-                        continue; // acted on when read
-                    }
-                    // A prompt is stored at once (the engine runs it when the turn
-                    // before it ends); every other command waits for the turn.
-                    if !matches!(command::parse_line(&line), Ok(Command::Prompt(_))) {
-                        self.wait_idle().await?;
-                    }
+                // A prompt is stored at once (the engine runs it when the turn before
+                // it ends); every other command waits for the turn, but an interrupt
+                // read meanwhile acts at once.
+                Ok(Command::Prompt(_)) => self.handle(&line).await,
+                _ => {
+                    self.wait_idle(index, &mut intr_rx, &mut done).await?;
                     self.handle(&line).await;
-                    // Let the printer show what the command caused before the next line.
-                    flush(&flush_tx).await;
                 }
             }
+            // Let the printer show what the line caused before the next one.
+            flush(&flush_tx).await;
         }
-        self.wait_idle().await?;
+        let mut none = std::collections::HashSet::new();
+        let (_, mut closed) = mpsc::unbounded_channel();
+        self.wait_idle(usize::MAX, &mut closed, &mut none).await?;
         flush(&flush_tx).await;
         drop(done_tx);
         let _ = printer.await;
@@ -124,8 +130,14 @@ impl Console {
 
     /// Waits while a session of this console works (starting, running, or holding a
     /// prompt not yet taken). A queued session does not count: it may wait for a slot
-    /// that only a later line frees.
-    async fn wait_idle(&self) -> anyhow::Result<()> {
+    /// that only a later line frees. An interrupt read after line `index` acts at once
+    /// and is noted in `done`.
+    async fn wait_idle(
+        &mut self,
+        index: usize,
+        interrupts: &mut mpsc::UnboundedReceiver<usize>,
+        done: &mut std::collections::HashSet<usize>,
+    ) -> anyhow::Result<()> {
         let mut events = self.engine.subscribe();
         loop {
             let mut busy = false;
@@ -139,6 +151,13 @@ impl Console {
                 return Ok(());
             }
             tokio::select! {
+                Some(k) = interrupts.recv() => {
+                    // Interrupts before this line were handled in order already.
+                    if k > index {
+                        done.insert(k);
+                        self.interrupt_now().await;
+                    }
+                }
                 _ = events.recv() => {}
                 _ = tokio::time::sleep(Duration::from_millis(250)) => {}
             }
@@ -166,6 +185,31 @@ impl Console {
             self.error("no session to interrupt; start one with `new PROMPT`");
             return;
         };
+        // The interrupt is for the turn of the last prompt taken before it: let the
+        // prompts stored earlier start first.
+        let mut events = self.engine.subscribe();
+        loop {
+            let state = match self.engine.session(&id).await {
+                Ok(s) => s.state,
+                Err(e) => return self.error(e),
+            };
+            let pending = match self.engine.store().pending_prompts(&id).await {
+                Ok(n) => n,
+                Err(e) => return self.error(e),
+            };
+            if pending == 0
+                || !matches!(
+                    state,
+                    SessionState::Running | SessionState::Waiting | SessionState::Starting
+                )
+            {
+                break;
+            }
+            tokio::select! {
+                _ = events.recv() => {}
+                _ = tokio::time::sleep(Duration::from_millis(250)) => {}
+            }
+        }
         if let Err(e) = self.engine.interrupt(&id).await {
             self.error(e);
         }

@@ -11,12 +11,19 @@ use crate::store::{SessionRecord, Store, StoreError, now_ms};
 pub fn console_lines(body: &EventBody) -> Vec<String> {
     match body {
         EventBody::State { state, detail } => {
-            let mut l = format!("-- {state}");
-            if let Some(d) = detail.as_deref().filter(|d| !d.is_empty()) {
-                l.push_str(": ");
-                l.push_str(d);
+            let detail = detail.as_deref().filter(|d| !d.is_empty());
+            match (state, detail) {
+                // The prompt line and the turn's end already say these.
+                (
+                    SessionState::Queued
+                    | SessionState::Starting
+                    | SessionState::Running
+                    | SessionState::Waiting,
+                    None,
+                ) => Vec::new(),
+                (_, Some(d)) => vec![format!("-- {state}: {d}")],
+                (_, None) => vec![format!("-- {state}")],
             }
-            vec![l]
         }
         EventBody::Prompt { text, .. } => text.lines().map(|l| format!("> {l}")).collect(),
         EventBody::Agent { event } => agent_lines(event),
