@@ -142,12 +142,24 @@ impl Console {
         loop {
             let mut busy = false;
             for s in self.my_sessions().await? {
-                let working = matches!(s.state, SessionState::Starting | SessionState::Running)
-                    || (s.state == SessionState::Waiting
-                        && self.engine.store().pending_prompts(&s.id).await? > 0);
+                let working = match s.state {
+                    SessionState::Starting | SessionState::Running => true,
+                    // A prompt is taken and its turn recorded in one transaction: when
+                    // none is pending any more, read the state again, after the count.
+                    SessionState::Waiting => {
+                        self.engine.store().pending_prompts(&s.id).await? > 0
+                            || matches!(
+                                self.engine.session(&s.id).await?.state,
+                                SessionState::Starting | SessionState::Running
+                            )
+                    }
+                    _ => false,
+                };
+                tracing::trace!(session = %s.id, state = %s.state, working, "waiting for the turn");
                 busy |= working;
             }
             if !busy {
+                tracing::debug!(line = index, "no session of this console is working");
                 return Ok(());
             }
             tokio::select! {
