@@ -110,6 +110,20 @@ enum SessionsCmd {
 struct UsageError(String);
 
 fn main() -> ExitCode {
+    #[cfg(unix)]
+    // SAFETY: first thing in main, before any other thread exists. Restores the default
+    // action, so `firstmate sessions list | head` ends quietly like other tools.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+    std::panic::set_hook(Box::new(|info| {
+        eprintln!(
+            "firstmate: internal error: {info}\nThis is a bug; please report it with the command you ran. Sessions and their containers are kept."
+        );
+        if std::env::var_os("RUST_BACKTRACE").is_some() {
+            eprintln!("{}", std::backtrace::Backtrace::force_capture());
+        }
+    }));
     let cli = Cli::parse();
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
