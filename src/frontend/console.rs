@@ -101,6 +101,8 @@ impl Console {
                 Ok(Command::Prompt(_)) => self.handle(&line).await,
                 _ => {
                     self.wait_idle(index, &mut intr_rx, &mut done).await?;
+                    // What the turn printed comes before this command's answer.
+                    flush(&flush_tx).await;
                     self.handle(&line).await;
                 }
             }
@@ -302,17 +304,8 @@ impl Console {
                 Err(e) => Err(e),
             },
             Command::List => match self.my_sessions().await {
-                Ok(list) if list.is_empty() => {
-                    self.reply(None, "no sessions yet; start one with `new PROMPT`");
-                    Ok(())
-                }
                 Ok(list) => {
-                    let text = list
-                        .iter()
-                        .map(render::list_line)
-                        .collect::<Vec<_>>()
-                        .join("\n");
-                    self.reply(None, &text);
+                    self.reply(None, &render::list_text(&list));
                     Ok(())
                 }
                 Err(e) => Err(EngineError::Other(e.to_string())),

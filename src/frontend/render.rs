@@ -89,6 +89,33 @@ pub fn list_line(s: &SessionRecord) -> String {
     format!("{}  {}  {}  {}  {}", s.id, s.state, s.agent, age(s), prompt)
 }
 
+/// Ended sessions `list` shows after the live ones.
+const LIST_ENDED: usize = 5;
+
+/// The answer to `list`: every live session, then the most recent ended ones, newest
+/// first; older ended sessions are counted, not listed.
+pub fn list_text(sessions: &[SessionRecord]) -> String {
+    if sessions.is_empty() {
+        return "no sessions yet; start one with `new PROMPT`".into();
+    }
+    let mut sorted: Vec<&SessionRecord> = sessions.iter().collect();
+    sorted.sort_by(|a, b| b.created_at.cmp(&a.created_at).then(b.id.cmp(&a.id)));
+    let (ended, live): (Vec<&SessionRecord>, Vec<&SessionRecord>) =
+        sorted.into_iter().partition(|s| s.state.is_ended());
+    let mut lines: Vec<String> = live.iter().map(|s| list_line(s)).collect();
+    if live.is_empty() {
+        lines.push("no live sessions".into());
+    }
+    lines.extend(ended.iter().take(LIST_ENDED).map(|s| list_line(s)));
+    if ended.len() > LIST_ENDED {
+        lines.push(format!(
+            "and {} older ended sessions (`firstmate sessions list --all`)",
+            ended.len() - LIST_ENDED
+        ));
+    }
+    lines.join("\n")
+}
+
 /// The answer to `status`: one fact a line, narrow enough for a phone.
 pub fn status_text(s: &SessionRecord) -> String {
     let mut out = vec![format!("state: {}", s.state)];
@@ -245,5 +272,51 @@ mod tests {
     fn fences_are_never_closed_by_their_content() {
         assert_eq!(fence("a"), "```\na\n```\n\n");
         assert_eq!(fence("x ``` y"), "````\nx ``` y\n````\n\n");
+    }
+
+    #[test]
+    fn list_shows_live_sessions_then_a_few_ended_ones() {
+        let mk = |id: &str, state: SessionState, at: i64| {
+            let mut s = SessionRecord::new_queued(
+                id.into(),
+                "i".into(),
+                "scripted".into(),
+                "claude".into(),
+                "img".into(),
+                "me".into(),
+                "console".into(),
+                "console".into(),
+                format!("prompt of {id}"),
+            );
+            s.state = state;
+            s.created_at = at;
+            s
+        };
+        assert!(list_text(&[]).starts_with("no sessions yet"));
+        let mut all = vec![
+            mk("live1", SessionState::Running, 1),
+            mk("live2", SessionState::Waiting, 50),
+        ];
+        for i in 0..8 {
+            all.push(mk(&format!("old{i}"), SessionState::Stopped, 10 + i));
+        }
+        let text = list_text(&all);
+        let ids: Vec<&str> = text
+            .lines()
+            .map(|l| l.split_whitespace().next().unwrap_or(""))
+            .collect();
+        assert_eq!(
+            ids,
+            [
+                "live2", "live1", "old7", "old6", "old5", "old4", "old3", "and"
+            ],
+            "{text}"
+        );
+        assert!(
+            text.ends_with("and 3 older ended sessions (`firstmate sessions list --all`)"),
+            "{text}"
+        );
+        let ended_only = list_text(&[mk("x", SessionState::Failed, 1)]);
+        assert_eq!(ended_only.lines().next(), Some("no live sessions"));
     }
 }
