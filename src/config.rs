@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize, Serializer};
 
+use crate::gateway::usage::{Price, default_prices};
 use crate::protocol::ProtocolKind;
 
 /// Looks up an environment variable; injected so tests do not touch the process env.
@@ -226,6 +227,19 @@ pub struct MetricsConfig {
 pub struct GatewayConfig {
     pub listen: SocketAddr,
     pub url: String,
+    /// A session is stopped when what it spent reaches this (USD).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub session_limit_usd: Option<f64>,
+    /// A user's sessions are stopped when what they spent within `user_limit_window`
+    /// reaches this (USD).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub user_limit_usd: Option<f64>,
+    #[serde(serialize_with = "ser_duration")]
+    pub user_limit_window: Duration,
+    /// USD per million tokens, by model name prefix: the built-in table with the
+    /// config's `[gateway.prices.*]` over it.
+    #[serde(skip)]
+    pub prices: BTreeMap<String, Price>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub anthropic: Option<UpstreamConfig>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -358,6 +372,11 @@ struct RawMetrics {
 struct RawGateway {
     listen: Option<Spanned<String>>,
     url: Option<String>,
+    session_limit_usd: Option<Spanned<f64>>,
+    user_limit_usd: Option<Spanned<f64>>,
+    user_limit_window: Option<Spanned<String>>,
+    #[serde(default)]
+    prices: BTreeMap<String, Price>,
     anthropic: Option<RawUpstream>,
     openai: Option<RawUpstream>,
 }
@@ -1079,6 +1098,40 @@ impl Config {
                         )?,
                     }))
                 };
+                let limit =
+                    |key: &str, v: Option<Spanned<f64>>| -> Result<Option<f64>, ConfigError> {
+                        match v {
+                            None => Ok(None),
+                            Some(v) if *v.get_ref() > 0.0 && v.get_ref().is_finite() => {
+                                Ok(Some(*v.get_ref()))
+                            }
+                            Some(v) => Err(ctx.err(
+                                Some(v.span()),
+                                format!(
+                                    "{key} = {} must be a positive number of dollars, like 5.0",
+                                    v.get_ref()
+                                ),
+                            )),
+                        }
+                    };
+                let mut prices = default_prices();
+                for (model, price) in g.prices {
+                    let bad = [
+                        price.input,
+                        price.output,
+                        price.cache_read,
+                        price.cache_write,
+                    ]
+                    .iter()
+                    .any(|p| !p.is_finite() || *p < 0.0);
+                    if bad {
+                        return Err(ctx.err(
+                            None,
+                            format!("[gateway.prices.\"{model}\"]: prices are dollars per million tokens, 0 or more"),
+                        ));
+                    }
+                    prices.insert(model, price);
+                }
                 Some(GatewayConfig {
                     listen: socket_addr(&ctx, "gateway.listen", g.listen, "0.0.0.0:8787")?,
                     url: http_url(
@@ -1086,6 +1139,15 @@ impl Config {
                         "gateway.url",
                         g.url.as_deref().unwrap_or("http://firstmate:8787"),
                     )?,
+                    session_limit_usd: limit("gateway.session_limit_usd", g.session_limit_usd)?,
+                    user_limit_usd: limit("gateway.user_limit_usd", g.user_limit_usd)?,
+                    user_limit_window: duration(
+                        &ctx,
+                        "gateway.user_limit_window",
+                        g.user_limit_window.as_ref(),
+                        Duration::from_secs(24 * 3600),
+                    )?,
+                    prices,
                     anthropic: upstream("anthropic", g.anthropic, "https://api.anthropic.com")?,
                     openai: upstream("openai", g.openai, "https://api.openai.com")?,
                 })

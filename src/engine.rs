@@ -17,6 +17,7 @@ use tracing::{info, warn};
 
 use crate::config::{AgentConfig, Config};
 use crate::event::{EventBody, SessionEvent, SessionState};
+use crate::gateway::{Gateway, LimitReached};
 use crate::protocol::{AgentEvent, ProtocolKind, TurnOutcome, claude};
 use crate::runtime::{
     DockerRuntime, LogCursor, LogLine, LogStream, RuntimeError, StdinWriter, WorkerSpec,
@@ -58,6 +59,8 @@ pub enum EngineError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Runtime(#[from] RuntimeError),
+    #[error(transparent)]
+    Gateway(#[from] crate::gateway::GatewayError),
 }
 
 pub type Result<T, E = EngineError> = std::result::Result<T, E>;
@@ -95,6 +98,9 @@ struct Inner {
     live: DashMap<String, mpsc::UnboundedSender<Msg>>,
     events: broadcast::Sender<SessionEvent>,
     schedule: Mutex<()>,
+    /// The model gateway, when `[gateway]` is configured: workers get a session token
+    /// and its address instead of a credential.
+    gateway: Option<Gateway>,
 }
 
 /// The engine. Cheap to clone.
@@ -110,6 +116,16 @@ fn new_session_id() -> String {
 
 impl Engine {
     pub fn new(store: Store, runtime: DockerRuntime, config: Arc<Config>) -> Engine {
+        Engine::with_gateway(store, runtime, config, None)
+    }
+
+    /// An engine whose workers reach the model APIs through `gateway`.
+    pub fn with_gateway(
+        store: Store,
+        runtime: DockerRuntime,
+        config: Arc<Config>,
+        gateway: Option<Gateway>,
+    ) -> Engine {
         let (events, _) = broadcast::channel(4096);
         Engine {
             inner: Arc::new(Inner {
@@ -119,8 +135,27 @@ impl Engine {
                 live: DashMap::new(),
                 events,
                 schedule: Mutex::new(()),
+                gateway,
             }),
         }
+    }
+
+    /// Stops the sessions the gateway reports over their spending limit.
+    pub fn enforce_limits(&self, mut limits: mpsc::UnboundedReceiver<LimitReached>) {
+        let engine = self.clone();
+        tokio::spawn(async move {
+            while let Some(l) = limits.recv().await {
+                match engine.session(&l.session).await {
+                    Ok(s) if s.state.is_ended() => continue,
+                    Err(_) => continue,
+                    Ok(_) => {}
+                }
+                warn!(session = %l.session, reason = %l.reason, "stopping a session over its spending limit");
+                if let Err(e) = engine.stop_with_reason(&l.session, l.reason).await {
+                    warn!(session = %l.session, error = %e, "cannot stop a session over its limit");
+                }
+            }
+        });
     }
 
     pub fn store(&self) -> &Store {
@@ -247,6 +282,16 @@ impl Engine {
         Ok(s)
     }
 
+    /// A session as `status` and `sessions show` report it: when the gateway metered
+    /// its model calls, the tokens and cost are the gateway's count, not the agent's.
+    pub async fn session_report(&self, id: &str) -> Result<SessionRecord> {
+        self.inner
+            .store
+            .session_report(id)
+            .await?
+            .ok_or_else(|| EngineError::NoSession(id.to_string()))
+    }
+
     pub async fn session(&self, id: &str) -> Result<SessionRecord> {
         self.inner
             .store
@@ -285,7 +330,11 @@ impl Engine {
 
     /// Stops a session's container.
     pub async fn stop(&self, id: &str, by: &str) -> Result<()> {
-        let reason = format!("stopped by {by}");
+        self.stop_with_reason(id, format!("stopped by {by}")).await
+    }
+
+    /// Stops a session's container; `reason` is what the thread and `status` say.
+    pub async fn stop_with_reason(&self, id: &str, reason: String) -> Result<()> {
         let mut events = self.subscribe();
         // Under the scheduler's lock: only the scheduler moves a session out of `queued`
         // and registers its task.
@@ -549,7 +598,17 @@ impl SessionTask {
         self.pending.push(EventBody::State { state, detail });
     }
 
+    /// Revokes the session's gateway tokens: an ended session calls no model.
+    async fn revoke_tokens(&mut self) {
+        if let Some(gw) = &self.engine.inner.gateway
+            && let Err(e) = gw.revoke(&self.s.id).await
+        {
+            warn!(session = %self.s.id, error = %e, "cannot revoke the session's gateway tokens");
+        }
+    }
+
     async fn fail(&mut self, detail: String) {
+        self.revoke_tokens().await;
         self.pending.clear();
         self.set_state(SessionState::Failed, Some(detail));
         if let Err(e) = self.commit().await {
@@ -557,7 +616,7 @@ impl SessionTask {
         }
     }
 
-    fn worker_spec(&self) -> Result<WorkerSpec> {
+    async fn worker_spec(&mut self) -> Result<WorkerSpec> {
         let agent = self
             .agent
             .as_ref()
@@ -582,12 +641,16 @@ impl SessionTask {
             self.s.agent_session_id.as_deref(),
             &agent.args,
         );
-        let env = agent
+        let mut env: Vec<String> = agent
             .env
             .iter()
             .map(|(k, v)| format!("{k}={v}"))
             .chain([format!("FIRSTMATE_SESSION={}", self.s.id)])
             .collect();
+        if let Some(gw) = &self.engine.inner.gateway {
+            // A token of this container's own; the real credential stays in the gateway.
+            env.extend(gw.issue(&self.s.id, &self.s.owner, agent.protocol).await?);
+        }
         Ok(WorkerSpec {
             session_id: self.s.id.clone(),
             image: self.s.image.clone(),
@@ -620,12 +683,16 @@ impl SessionTask {
             .await;
             return Ok(());
         } else {
-            let spec = self.worker_spec()?;
+            let spec = self.worker_spec().await?;
             let id = self.runtime().create(&spec).await?;
             self.s.container_id = Some(id.clone());
             self.s.log_cursor_ns = 0;
             self.s.log_cursor_count = 0;
-            self.s.agent_cost_usd = 0.0;
+            // Claude Code's total_cost_usd runs on across `--resume` (it reads the
+            // conversation's cost back): only a fresh conversation starts from zero.
+            if self.s.agent_session_id.is_none() {
+                self.s.agent_cost_usd = 0.0;
+            }
             self.cursor = LogCursor::new(0, 0);
             // Attach before start, so no input is missed and the agent sees stdin open.
             self.stdin = Some(self.runtime().attach_stdin(&self.s.id, &id).await?);
@@ -858,6 +925,7 @@ impl SessionTask {
     /// The container's log ended: the container stopped. Records how.
     async fn ended(&mut self, container: &str) -> Result<()> {
         self.stdin = None;
+        self.revoke_tokens().await;
         let status = self.runtime().inspect(container).await?;
         // Someone else (`firstmate sessions stop`) may have stopped it and said so.
         let recorded = self.store().session(&self.s.id).await?;

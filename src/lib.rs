@@ -11,6 +11,8 @@
 //! - [`runtime`]: Docker through bollard; the only module that imports bollard.
 //! - [`engine`]: sessions, the queue, timeouts, re-attach; no chat and no Docker I/O of
 //!   its own.
+//! - [`gateway`]: the model gateway: per-session tokens swapped for the real credential,
+//!   responses streamed through and metered; the only holder of model credentials.
 //! - [`frontend`]: the console front end and the renderer the front ends share.
 
 pub mod command;
@@ -18,6 +20,7 @@ pub mod config;
 pub mod engine;
 pub mod event;
 pub mod frontend;
+pub mod gateway;
 pub mod protocol;
 pub mod runtime;
 pub mod store;

@@ -256,7 +256,22 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 async fn start_engine(cfg: Arc<Config>) -> anyhow::Result<Engine> {
     let store = open_store(&cfg).await?;
     let runtime = connect_docker(&cfg).await?;
-    let engine = Engine::new(store, runtime, cfg);
+    // The gateway listens before any session starts, so no worker calls into nothing.
+    let (gateway, limits) = match &cfg.gateway {
+        Some(g) => {
+            cfg.check_secrets()?;
+            let (gw, limits) = firstmate::gateway::Gateway::new(g.clone(), store.clone())?;
+            let listener = gw.bind().await?;
+            tracing::info!(listen = %g.listen, url = %g.url, "model gateway listening");
+            tokio::spawn(gw.clone().serve(listener));
+            (Some(gw), Some(limits))
+        }
+        None => (None, None),
+    };
+    let engine = Engine::with_gateway(store, runtime, cfg, gateway);
+    if let Some(limits) = limits {
+        engine.enforce_limits(limits);
+    }
     engine.recover().await?;
     Ok(engine)
 }
@@ -440,6 +455,7 @@ async fn sessions(cmd: SessionsCmd) -> anyhow::Result<ExitCode> {
         }
         SessionsCmd::Show { id, json, .. } => {
             let s = get(id).await?;
+            let s = store.session_report(&s.id).await?.unwrap_or(s);
             if json {
                 println!("{}", serde_json::to_string_pretty(&session_json(&s))?);
             } else {

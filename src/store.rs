@@ -166,13 +166,42 @@ fn migrations(backend: Backend) -> Vec<Migration> {
         Backend::Sqlite => include_str!("../migrations/sqlite/0001_init.sql"),
         Backend::Postgres => include_str!("../migrations/postgres/0001_init.sql"),
     };
-    vec![Migration::new(
-        1,
-        Cow::Borrowed("init"),
-        MigrationType::Simple,
-        init.into_sql_str(),
-        false,
-    )]
+    let gateway = match backend {
+        Backend::Sqlite => include_str!("../migrations/sqlite/0002_gateway.sql"),
+        Backend::Postgres => include_str!("../migrations/postgres/0002_gateway.sql"),
+    };
+    vec![
+        Migration::new(
+            1,
+            Cow::Borrowed("init"),
+            MigrationType::Simple,
+            init.into_sql_str(),
+            false,
+        ),
+        Migration::new(
+            2,
+            Cow::Borrowed("gateway"),
+            MigrationType::Simple,
+            gateway.into_sql_str(),
+            false,
+        ),
+    ]
+}
+
+/// A gateway token and whose it is.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TokenRecord {
+    pub session_id: String,
+    pub owner: String,
+    pub revoked: bool,
+}
+
+/// What the model APIs reported for a session (or a user), summed.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ApiUsage {
+    pub calls: i64,
+    pub usage: Usage,
+    pub cost_usd: f64,
 }
 
 impl Store {
@@ -401,6 +430,142 @@ impl Store {
         .await?;
         tx.commit().await?;
         Ok(out)
+    }
+
+    // --- the model gateway --------------------------------------------------------
+
+    pub async fn insert_gateway_token(
+        &self,
+        token: &str,
+        session: &str,
+        owner: &str,
+    ) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO gateway_tokens (token, session_id, owner, created_at) VALUES ($1, $2, $3, $4)",
+        )
+        .bind(token)
+        .bind(session)
+        .bind(owner)
+        .bind(now_ms())
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    pub async fn gateway_token(&self, token: &str) -> Result<Option<TokenRecord>> {
+        let row = sqlx::query(
+            "SELECT session_id, owner, revoked_at FROM gateway_tokens WHERE token = $1",
+        )
+        .bind(token)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|r| {
+            Ok(TokenRecord {
+                session_id: r.try_get("session_id")?,
+                owner: r.try_get("owner")?,
+                revoked: r.try_get::<Option<i64>, _>("revoked_at")?.is_some(),
+            })
+        })
+        .transpose()
+    }
+
+    /// Revokes every token of a session; returns the tokens revoked.
+    pub async fn revoke_gateway_tokens(&self, session: &str) -> Result<Vec<String>> {
+        let rows = sqlx::query(
+            "SELECT token FROM gateway_tokens WHERE session_id = $1 AND revoked_at IS NULL",
+        )
+        .bind(session)
+        .fetch_all(&self.pool)
+        .await?;
+        sqlx::query(
+            "UPDATE gateway_tokens SET revoked_at = $2 WHERE session_id = $1 AND revoked_at IS NULL",
+        )
+        .bind(session)
+        .bind(now_ms())
+        .execute(&self.pool)
+        .await?;
+        rows.iter().map(|r| Ok(r.try_get("token")?)).collect()
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub async fn record_api_usage(
+        &self,
+        session: &str,
+        owner: &str,
+        api: &str,
+        model: Option<&str>,
+        usage: &Usage,
+        cost_usd: f64,
+    ) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO api_usage (session_id, owner, at, api, model, input_tokens, output_tokens, \
+             cache_read_tokens, cache_write_tokens, cost_usd) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+        )
+        .bind(session)
+        .bind(owner)
+        .bind(now_ms())
+        .bind(api)
+        .bind(model)
+        .bind(usage.input_tokens)
+        .bind(usage.output_tokens)
+        .bind(usage.cache_read_tokens)
+        .bind(usage.cache_write_tokens)
+        .bind(cost_usd)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn sum_api_usage(&self, filter: &str, key: &str, since: i64) -> Result<ApiUsage> {
+        let sql = format!(
+            "SELECT COUNT(*) AS calls, \
+             CAST(COALESCE(SUM(input_tokens), 0) AS BIGINT) AS i, \
+             CAST(COALESCE(SUM(output_tokens), 0) AS BIGINT) AS o, \
+             CAST(COALESCE(SUM(cache_read_tokens), 0) AS BIGINT) AS cr, \
+             CAST(COALESCE(SUM(cache_write_tokens), 0) AS BIGINT) AS cw, \
+             CAST(COALESCE(SUM(cost_usd), 0) AS DOUBLE PRECISION) AS cost \
+             FROM api_usage WHERE {filter} = $1 AND at >= $2"
+        );
+        let r = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(key)
+            .bind(since)
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(ApiUsage {
+            calls: r.try_get("calls")?,
+            usage: Usage {
+                input_tokens: r.try_get("i")?,
+                output_tokens: r.try_get("o")?,
+                cache_read_tokens: r.try_get("cr")?,
+                cache_write_tokens: r.try_get("cw")?,
+            },
+            cost_usd: r.try_get("cost")?,
+        })
+    }
+
+    /// What the model APIs used for a session, as the gateway counted it.
+    pub async fn session_api_usage(&self, session: &str) -> Result<ApiUsage> {
+        self.sum_api_usage("session_id", session, 0).await
+    }
+
+    /// A session as `status` reports it: when the gateway metered its model calls, the
+    /// tokens and cost are the gateway's count, not what the agent said.
+    pub async fn session_report(&self, id: &str) -> Result<Option<SessionRecord>> {
+        let Some(mut s) = self.session(id).await? else {
+            return Ok(None);
+        };
+        let api = self.session_api_usage(id).await?;
+        if api.calls > 0 {
+            s.usage = api.usage;
+            s.cost_usd = api.cost_usd;
+        }
+        Ok(Some(s))
+    }
+
+    /// What a user's sessions used since `since_ms`.
+    pub async fn user_api_usage(&self, owner: &str, since_ms: i64) -> Result<ApiUsage> {
+        self.sum_api_usage("owner", owner, since_ms).await
     }
 
     // --- events -----------------------------------------------------------------
@@ -742,6 +907,89 @@ mod tests {
         assert_eq!(
             store.session_for_thread("console", "t1").await.expect("t"),
             Some("abc".to_string())
+        );
+        store.close().await;
+    }
+
+    #[tokio::test]
+    async fn gateway_tokens_and_api_usage_on_sqlite() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let url = format!("sqlite://{}", dir.path().join("g.db").display());
+        let store = Store::connect(&url).await.expect("connect");
+        store
+            .insert_gateway_token("t1", "s1", "alice")
+            .await
+            .expect("token");
+        store
+            .insert_gateway_token("t2", "s2", "alice")
+            .await
+            .expect("token");
+        assert_eq!(
+            store.gateway_token("t1").await.expect("get"),
+            Some(TokenRecord {
+                session_id: "s1".into(),
+                owner: "alice".into(),
+                revoked: false
+            })
+        );
+        assert_eq!(store.gateway_token("nope").await.expect("get"), None);
+        assert_eq!(
+            store.revoke_gateway_tokens("s1").await.expect("revoke"),
+            ["t1"]
+        );
+        assert!(
+            store
+                .gateway_token("t1")
+                .await
+                .expect("get")
+                .expect("row")
+                .revoked
+        );
+        assert!(
+            !store
+                .gateway_token("t2")
+                .await
+                .expect("get")
+                .expect("row")
+                .revoked
+        );
+
+        let u = Usage {
+            input_tokens: 10,
+            output_tokens: 5,
+            cache_read_tokens: 100,
+            cache_write_tokens: 1,
+        };
+        assert_eq!(
+            store.session_api_usage("s1").await.expect("sum"),
+            ApiUsage::default()
+        );
+        store
+            .record_api_usage("s1", "alice", "anthropic", Some("m"), &u, 0.25)
+            .await
+            .expect("rec");
+        store
+            .record_api_usage("s1", "alice", "anthropic", None, &u, 0.5)
+            .await
+            .expect("rec");
+        store
+            .record_api_usage("s2", "alice", "openai", None, &u, 1.0)
+            .await
+            .expect("rec");
+        let s1 = store.session_api_usage("s1").await.expect("sum");
+        assert_eq!(s1.calls, 2);
+        assert_eq!(s1.usage.input_tokens, 20);
+        assert_eq!(s1.usage.cache_read_tokens, 200);
+        assert!((s1.cost_usd - 0.75).abs() < 1e-9);
+        let alice = store.user_api_usage("alice", 0).await.expect("sum");
+        assert!((alice.cost_usd - 1.75).abs() < 1e-9);
+        assert_eq!(
+            store
+                .user_api_usage("alice", now_ms() + 60_000)
+                .await
+                .expect("sum")
+                .calls,
+            0
         );
         store.close().await;
     }

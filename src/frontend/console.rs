@@ -324,7 +324,7 @@ impl Console {
                 None => Ok(()),
             },
             Command::Status => match self.current() {
-                Some(id) => match self.engine.session(&id).await {
+                Some(id) => match self.engine.session_report(&id).await {
                     Ok(s) => {
                         self.reply(Some(&id), &render::status_text(&s));
                         Ok(())

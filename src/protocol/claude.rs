@@ -2,10 +2,25 @@
 //! --output-format stream-json --verbose`, Claude Code 2.1.x): stdout lines turned into
 //! [`AgentEvent`]s, and the stdin lines that send a prompt or ask for an interrupt.
 //!
-//! Facts this relies on: every stdout line is one JSON object with a string `type`;
-//! each content block of an assistant message comes as its own `assistant` line
-//! (several lines share one `message.id`); tool results come back as `user` lines;
-//! every turn ends with its own `result` line. Pure code, no I/O; never panics.
+//! Facts this relies on: every stdout line is one JSON object with a string `type`
+//! (its keys in any order: `result` lines do not start with `type`); each content
+//! block of an assistant message comes as its own `assistant` line (several lines
+//! share one `message.id`); tool results come back as `user` lines; every turn ends
+//! with its own `result` line. Pure code, no I/O; never panics.
+//!
+//! Checked against the real CLI (2.1.330; captures in `tests/fixtures/claude/real/`):
+//! - A `system`/`init` line starts every turn, not only the first: each gives a
+//!   [`AgentEvent::Started`] with the same session id (and `--resume` keeps the id).
+//! - `total_cost_usd` of a `result` is the running total of the CLI process (after
+//!   `--resume`, of the conversation so far), while its `usage` is the turn's own.
+//! - An API error (and "Not logged in") comes as an `assistant` line of the CLI's own
+//!   (`"is_api_error_message": true`, model `<synthetic>`) whose text the `result`
+//!   repeats (`is_error: true`, `api_error_status`): only the turn end reports it.
+//!   Retries come as `system`/`api_retry` lines (kept as unknown).
+//! - An interrupt is answered by a `control_response`, then the text streamed so far
+//!   (as a normal `assistant` line), a `user` line "[Request interrupted by user]" and a
+//!   `result` with `is_error: true`, subtype `error_during_execution` and
+//!   `terminal_reason` `aborted_streaming` (or `aborted_tools` when a tool was running).
 
 use serde_json::{Map, Value};
 
@@ -115,9 +130,14 @@ fn system(obj: &Object, line: &str) -> Result<Vec<AgentEvent>, String> {
     }])
 }
 
-/// `assistant` lines: text and tool calls; thinking is not shown.
+/// `assistant` lines: text and tool calls; thinking is not shown. A line the CLI made
+/// itself to report an API error gives nothing: the `result` after it carries the
+/// message.
 fn assistant(obj: &Object, line: &str) -> Result<Vec<AgentEvent>, String> {
     let message = req_obj(obj, "message", "assistant")?;
+    if opt_bool(obj, "is_api_error_message", "assistant")?.unwrap_or(false) {
+        return Ok(Vec::new());
+    }
     let blocks = match message.get("content") {
         Some(Value::Array(blocks)) => blocks,
         Some(Value::String(text)) => return Ok(text_event(text).into_iter().collect()),
@@ -235,12 +255,17 @@ fn tool_output(content: Option<&Value>) -> Result<String, String> {
     }
 }
 
-/// `result` lines: the end of a turn.
+/// `result` lines: the end of a turn. A turn cut short by an interrupt
+/// (`terminal_reason` `aborted_streaming`, `aborted_tools`, ...) is interrupted, not
+/// failed.
 fn result(obj: &Object) -> Result<Vec<AgentEvent>, String> {
     let ctx = "result";
     let subtype = opt_str(obj, "subtype", ctx)?.unwrap_or_default();
     let is_error = opt_bool(obj, "is_error", ctx)?.unwrap_or(false);
-    let outcome = if is_error {
+    let aborted = opt_str(obj, "terminal_reason", ctx)?.is_some_and(|r| r.starts_with("aborted"));
+    let outcome = if aborted {
+        TurnOutcome::Interrupted
+    } else if is_error {
         TurnOutcome::Error {
             message: error_message(obj, subtype)?,
         }
@@ -271,8 +296,20 @@ fn result(obj: &Object) -> Result<Vec<AgentEvent>, String> {
 }
 
 /// Why a turn failed: the `result` text, else the `errors` list, else the subtype in
-/// words.
+/// words; with the API's HTTP status when the CLI gives one and the text does not say
+/// it ("Invalid API key · Fix external API key (HTTP 401)").
 fn error_message(obj: &Object, subtype: &str) -> Result<String, String> {
+    let mut message = error_text(obj, subtype)?;
+    if let Some(status) = obj.get("api_error_status").and_then(Value::as_u64) {
+        let status = status.to_string();
+        if !message.contains(&status) {
+            message = format!("{message} (HTTP {status})");
+        }
+    }
+    Ok(message)
+}
+
+fn error_text(obj: &Object, subtype: &str) -> Result<String, String> {
     let ctx = "result";
     if let Some(r) = opt_str(obj, "result", ctx)?.filter(|r| !r.trim().is_empty()) {
         return Ok(r.to_string());
@@ -428,6 +465,12 @@ mod tests {
     const ERROR_RESULT: &str = include_str!("../../tests/fixtures/claude/error_result.jsonl");
     const UNKNOWN_AND_MALFORMED: &str =
         include_str!("../../tests/fixtures/claude/unknown_and_malformed.jsonl");
+    // Captured from the real CLI (see tests/fixtures/claude/README.md).
+    const REAL_TWO_TURNS_TOOL: &str =
+        include_str!("../../tests/fixtures/claude/real/two_turns_tool.jsonl");
+    const REAL_RESUME: &str = include_str!("../../tests/fixtures/claude/real/resume.jsonl");
+    const REAL_API_ERROR: &str = include_str!("../../tests/fixtures/claude/real/api_error.jsonl");
+    const REAL_INTERRUPT: &str = include_str!("../../tests/fixtures/claude/real/interrupt.jsonl");
 
     fn parse_all(text: &str) -> Vec<AgentEvent> {
         text.lines().flat_map(parse_line).collect()
@@ -593,6 +636,238 @@ mod tests {
                 );
             }
         }
+    }
+
+    /// The session id of a capture's first (`system`/`init`) line.
+    fn session_of(capture: &str) -> String {
+        let first: Value =
+            serde_json::from_str(capture.lines().next().unwrap_or_default()).unwrap_or_default();
+        assert_eq!(first["subtype"], "init", "a capture starts with init");
+        first["session_id"].as_str().unwrap_or_default().to_string()
+    }
+
+    /// Each event in one line, the session id written `S`, for comparing whole captures.
+    fn describe(capture: &str) -> Vec<String> {
+        let sid = session_of(capture);
+        let events = parse_all(capture);
+        events
+            .iter()
+            .map(|e| {
+                let line = match e {
+                    AgentEvent::Started {
+                        agent_session_id,
+                        model,
+                    } => format!(
+                        "started {agent_session_id} {}",
+                        model.as_deref().unwrap_or("-")
+                    ),
+                    AgentEvent::Text { text } => format!("text {text}"),
+                    AgentEvent::ToolUse {
+                        id, name, summary, ..
+                    } => format!("tool {id} {name}: {summary}"),
+                    AgentEvent::ToolResult {
+                        tool_use_id,
+                        output,
+                        is_error,
+                    } => format!(
+                        "result {tool_use_id} {}: {output}",
+                        if *is_error { "error" } else { "ok" }
+                    ),
+                    AgentEvent::TurnEnd {
+                        outcome,
+                        usage,
+                        cost_usd,
+                        agent_session_id,
+                    } => format!(
+                        "end {outcome:?} {}/{}/{}/{} ${:.5} {}",
+                        usage.input_tokens,
+                        usage.output_tokens,
+                        usage.cache_read_tokens,
+                        usage.cache_write_tokens,
+                        cost_usd.unwrap_or(-1.0),
+                        agent_session_id.as_deref().unwrap_or("-")
+                    ),
+                    AgentEvent::Unknown { kind, .. } => format!("unknown {kind}"),
+                    AgentEvent::Malformed { error, .. } => format!("malformed {error}"),
+                };
+                line.replace(&sid, "S")
+            })
+            .collect()
+    }
+
+    #[test]
+    fn real_two_turns_with_a_tool() {
+        assert_eq!(
+            describe(REAL_TWO_TURNS_TOOL),
+            [
+                "started S claude-opus-5-5",
+                "text I'll compute that with the shell.",
+                "tool toolu_01Stub000000000000000003 Bash: echo $((6*7)) | tee answer.txt; id -un",
+                "result toolu_01Stub000000000000000003 ok: 42\nagent",
+                "text The answer is 42.",
+                "end Done 240/60/0/0 $0.00216 S",
+                // Every turn starts with its own init line.
+                "started S claude-opus-5-5",
+                "text You asked me to compute 6*7.",
+                // The usage is the turn's, the cost the process's running total.
+                "end Done 120/30/0/0 $0.00324 S",
+            ]
+        );
+        // The tool call's input is kept whole.
+        let tool = parse_all(REAL_TWO_TURNS_TOOL)
+            .into_iter()
+            .find(|e| matches!(e, AgentEvent::ToolUse { .. }));
+        match tool {
+            Some(AgentEvent::ToolUse { input, .. }) => assert_eq!(
+                input,
+                json!({"command": "echo $((6*7)) | tee answer.txt; id -un", "description": "Run the command"})
+            ),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn real_resume_keeps_the_session_and_its_running_cost() {
+        assert_eq!(session_of(REAL_RESUME), session_of(REAL_TWO_TURNS_TOOL));
+        assert_eq!(
+            describe(REAL_RESUME),
+            [
+                "started S claude-opus-5-5",
+                "text Reading it back.",
+                "tool toolu_01Stub000000000000000010 Bash: cat answer.txt",
+                "result toolu_01Stub000000000000000010 ok: 42",
+                "text It still says 42.",
+                // 0.00324 of the first container, and this turn's 0.00216.
+                "end Done 240/60/0/0 $0.00540 S",
+            ]
+        );
+    }
+
+    #[test]
+    fn real_api_errors() {
+        let described = describe(REAL_API_ERROR);
+        let overloaded = described[5].clone();
+        assert!(
+            overloaded.starts_with(
+                "end Error { message: \"API Error: 529 Overloaded. This is a server-side issue"
+            ),
+            "{overloaded}"
+        );
+        assert!(!overloaded.contains("(HTTP 529)"), "{overloaded}");
+        assert_eq!(
+            described,
+            [
+                "started S claude-opus-5-5",
+                "unknown system/api_retry",
+                // Not the CLI's own assistant line with the same text: the turn end only.
+                "end Error { message: \"Invalid API key · Fix external API key (HTTP 401)\" } 0/0/0/0 $0.00000 S",
+                "started S claude-opus-5-5",
+                "unknown system/api_retry",
+                &overloaded,
+                "started S claude-opus-5-5",
+                "text Recovered.",
+                "end Done 120/30/0/0 $0.00108 S",
+            ]
+        );
+    }
+
+    #[test]
+    fn real_interrupts() {
+        let described = describe(REAL_INTERRUPT);
+        let refused = described[6].clone();
+        assert!(
+            refused.starts_with(
+                "result toolu_01Stub000000000000000005 error: The user doesn't want to proceed"
+            ),
+            "{refused}"
+        );
+        assert_eq!(
+            described,
+            [
+                "started S claude-opus-5-5",
+                // The control_response gives nothing; the text streamed so far is kept.
+                "text tick tick tick tick tick ",
+                // An interrupted stream: no usage, but the estimate is in the cost.
+                "end Interrupted 0/0/0/0 $0.00064 S",
+                "started S claude-opus-5-5",
+                "text Waiting for it.",
+                "tool toolu_01Stub000000000000000005 Bash: timeout 120 tail -f /dev/null; echo finished",
+                &refused,
+                "end Interrupted 120/30/0/0 $0.00172 S",
+                "started S claude-opus-5-5",
+                "text Still here after two interrupts.",
+                "end Done 120/30/0/0 $0.00280 S",
+            ]
+        );
+    }
+
+    #[test]
+    fn real_lines_are_never_malformed_and_every_turn_ends() {
+        for capture in [
+            REAL_TWO_TURNS_TOOL,
+            REAL_RESUME,
+            REAL_API_ERROR,
+            REAL_INTERRUPT,
+        ] {
+            let results = capture
+                .lines()
+                .filter(|l| serde_json::from_str::<Value>(l).is_ok_and(|v| v["type"] == "result"))
+                .count();
+            let events = parse_all(capture);
+            let ends = events
+                .iter()
+                .filter(|e| matches!(e, AgentEvent::TurnEnd { .. }))
+                .count();
+            assert_eq!(results, ends);
+            assert!(results > 0);
+            for e in events {
+                assert!(!matches!(e, AgentEvent::Malformed { .. }), "{e:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn api_error_lines_of_the_cli_give_nothing() {
+        let line = r#"{"type":"assistant","message":{"id":"x","model":"<synthetic>","role":"assistant","content":[{"type":"text","text":"Not logged in · Please run /login"}]},"session_id":"s","error":"authentication_failed","is_api_error_message":true}"#;
+        assert_eq!(parse_line(line), vec![]);
+        let line = r#"{"type":"assistant","message":{"content":[{"type":"text","text":"hi"}]},"is_api_error_message":false}"#;
+        assert_eq!(one(line), AgentEvent::Text { text: "hi".into() });
+        let line = r#"{"type":"assistant","message":{"content":[]},"is_api_error_message":"yes"}"#;
+        assert!(
+            matches!(one(line), AgentEvent::Malformed { error, .. } if error.contains("not a boolean"))
+        );
+    }
+
+    #[test]
+    fn aborted_turns_are_interrupted() {
+        for reason in ["aborted_streaming", "aborted_tools"] {
+            let line = json!({"type": "result", "subtype": "error_during_execution", "is_error": true,
+                "errors": ["[ede_diagnostic] result_type=user"], "terminal_reason": reason, "session_id": "s"})
+            .to_string();
+            assert!(
+                matches!(
+                    one(&line),
+                    AgentEvent::TurnEnd {
+                        outcome: TurnOutcome::Interrupted,
+                        ..
+                    }
+                ),
+                "{line}"
+            );
+        }
+        let line =
+            r#"{"type":"result","is_error":true,"result":"x","terminal_reason":"api_error"}"#;
+        assert!(matches!(
+            one(line),
+            AgentEvent::TurnEnd {
+                outcome: TurnOutcome::Error { .. },
+                ..
+            }
+        ));
+        let line = r#"{"type":"result","terminal_reason":7}"#;
+        assert!(
+            matches!(one(line), AgentEvent::Malformed { error, .. } if error.contains("not a string"))
+        );
     }
 
     #[test]
@@ -856,6 +1131,14 @@ mod tests {
                 "API Error: 500",
             ),
             (
+                json!({"subtype": "success", "is_error": true, "result": "API Error: 500 x", "api_error_status": 500}),
+                "API Error: 500 x",
+            ),
+            (
+                json!({"subtype": "success", "is_error": true, "result": "Invalid API key", "api_error_status": 401}),
+                "Invalid API key (HTTP 401)",
+            ),
+            (
                 json!({"subtype": "error_max_turns", "is_error": true}),
                 "the agent reached its maximum number of turns",
             ),
@@ -1044,6 +1327,8 @@ mod tests {
             .lines()
             .chain(ERROR_RESULT.lines())
             .chain(UNKNOWN_AND_MALFORMED.lines())
+            .chain(REAL_API_ERROR.lines())
+            .chain(REAL_INTERRUPT.lines())
         {
             for (i, _) in line.char_indices() {
                 let _ = parse_line(&line[..i]);

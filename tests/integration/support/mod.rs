@@ -9,6 +9,8 @@
 
 #![allow(dead_code)]
 
+pub mod anthropic;
+
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};

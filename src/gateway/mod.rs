@@ -1,0 +1,631 @@
+//! The model gateway: worker containers reach the model APIs only through it, with a
+//! per-session token; it puts the real credential on the way out, streams the response
+//! back unbuffered, and counts what each call used.
+//!
+//! Invariants: the real credential is read from the config only here and is never
+//! logged, stored or passed to a container; a token works only while its session is
+//! live; a session (or user) over its spending limit gets no further call through, and
+//! the engine is told to stop it.
+
+pub mod usage;
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use dashmap::DashMap;
+use futures_util::StreamExt;
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Full, Limited, StreamBody};
+use hyper::body::{Frame, Incoming};
+use hyper::header::{HeaderMap, HeaderName, HeaderValue};
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpListener;
+use tokio::sync::mpsc;
+use tracing::{debug, info, warn};
+
+use crate::config::{GatewayConfig, UpstreamConfig};
+use crate::protocol::ProtocolKind;
+use crate::store::{Store, StoreError, TokenRecord, now_ms};
+use usage::{Api, Meter, SseScanner, price_of};
+
+/// The largest request body the gateway forwards.
+const MAX_REQUEST: usize = 32 * 1024 * 1024;
+/// How much of a non-streamed response is kept to read its usage.
+const MAX_METERED_BODY: usize = 8 * 1024 * 1024;
+
+#[derive(Debug, thiserror::Error)]
+pub enum GatewayError {
+    #[error("cannot listen on gateway.listen = {addr}: {source}; pick a free address in [gateway]")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("cannot set up the gateway's HTTP client: {0}")]
+    Client(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// A session went over a spending limit: the engine stops it with `reason`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LimitReached {
+    pub session: String,
+    pub reason: String,
+}
+
+type Body = BoxBody<Bytes, std::io::Error>;
+
+#[derive(Clone)]
+pub struct Gateway {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    config: GatewayConfig,
+    store: Store,
+    client: reqwest::Client,
+    /// Tokens seen valid, by token (a cache of the store's `gateway_tokens`).
+    tokens: DashMap<String, TokenRecord>,
+    limits: mpsc::UnboundedSender<LimitReached>,
+}
+
+impl Gateway {
+    /// A gateway and the stream of sessions it wants stopped for their spending.
+    pub fn new(
+        config: GatewayConfig,
+        store: Store,
+    ) -> Result<(Gateway, mpsc::UnboundedReceiver<LimitReached>), GatewayError> {
+        let client = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(30))
+            .no_gzip()
+            .build()
+            .map_err(|e| GatewayError::Client(e.to_string()))?;
+        let (tx, rx) = mpsc::unbounded_channel();
+        let gw = Gateway {
+            inner: Arc::new(Inner {
+                config,
+                store,
+                client,
+                tokens: DashMap::new(),
+                limits: tx,
+            }),
+        };
+        Ok((gw, rx))
+    }
+
+    pub async fn bind(&self) -> Result<TcpListener, GatewayError> {
+        let addr = self.inner.config.listen;
+        TcpListener::bind(addr)
+            .await
+            .map_err(|source| GatewayError::Bind { addr, source })
+    }
+
+    /// Serves requests on `listener` until the task is dropped.
+    pub async fn serve(self, listener: TcpListener) {
+        loop {
+            let (stream, peer) = match listener.accept().await {
+                Ok(c) => c,
+                Err(e) => {
+                    warn!(error = %e, "gateway: accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            };
+            let inner = self.inner.clone();
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(move |req| {
+                    let inner = inner.clone();
+                    async move { Ok::<_, Infallible>(handle(inner, req).await) }
+                });
+                if let Err(e) = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await
+                {
+                    debug!(%peer, error = %e, "gateway: connection ended");
+                }
+            });
+        }
+    }
+
+    /// A fresh token for a session's new container (earlier ones are revoked), and the
+    /// environment that points the agent at the gateway with it.
+    pub async fn issue(
+        &self,
+        session: &str,
+        owner: &str,
+        protocol: ProtocolKind,
+    ) -> Result<Vec<String>, GatewayError> {
+        self.revoke(session).await?;
+        let token = format!(
+            "fm-{}{}",
+            uuid::Uuid::new_v4().simple(),
+            uuid::Uuid::new_v4().simple()
+        );
+        self.inner
+            .store
+            .insert_gateway_token(&token, session, owner)
+            .await?;
+        let url = &self.inner.config.url;
+        Ok(match protocol {
+            ProtocolKind::Claude => vec![
+                format!("ANTHROPIC_BASE_URL={url}/anthropic"),
+                format!("ANTHROPIC_API_KEY={token}"),
+            ],
+            ProtocolKind::Codex => vec![
+                format!("OPENAI_BASE_URL={url}/openai/v1"),
+                format!("OPENAI_API_KEY={token}"),
+            ],
+        })
+    }
+
+    /// Revokes a session's tokens: the gateway answers them 401 from now on.
+    pub async fn revoke(&self, session: &str) -> Result<(), GatewayError> {
+        for t in self.inner.store.revoke_gateway_tokens(session).await? {
+            self.inner.tokens.remove(&t);
+        }
+        Ok(())
+    }
+}
+
+fn json_error(status: StatusCode, kind: &str, message: &str) -> Response<Body> {
+    let body = serde_json::json!({
+        "type": "error",
+        "error": { "type": kind, "message": format!("firstmate gateway: {message}") },
+    });
+    let mut resp = Response::new(full(Bytes::from(body.to_string())));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(
+        hyper::header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    resp
+}
+
+fn full(b: Bytes) -> Body {
+    Full::new(b).map_err(|never| match never {}).boxed()
+}
+
+/// Headers that belong to one hop, or that the gateway sets itself.
+fn is_dropped_header(name: &HeaderName) -> bool {
+    matches!(
+        name.as_str(),
+        "connection"
+            | "keep-alive"
+            | "proxy-authenticate"
+            | "proxy-authorization"
+            | "proxy-connection"
+            | "te"
+            | "trailer"
+            | "transfer-encoding"
+            | "upgrade"
+            | "host"
+            | "content-length"
+            | "accept-encoding"
+            | "x-api-key"
+            | "authorization"
+    )
+}
+
+fn bearer(headers: &HeaderMap) -> Option<String> {
+    if let Some(v) = headers.get("x-api-key").and_then(|v| v.to_str().ok()) {
+        return Some(v.trim().to_string());
+    }
+    let auth = headers.get("authorization")?.to_str().ok()?;
+    let (scheme, token) = auth.split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim().to_string())
+}
+
+async fn handle(inner: Arc<Inner>, req: Request<Incoming>) -> Response<Body> {
+    let path = req.uri().path().to_string();
+    if path == "/healthz" {
+        return Response::new(full(Bytes::from_static(b"ok\n")));
+    }
+    let (api, rest, upstream) = if let Some(rest) = path.strip_prefix("/anthropic/") {
+        (Api::Anthropic, rest, inner.config.anthropic.as_ref())
+    } else if let Some(rest) = path.strip_prefix("/openai/") {
+        (Api::OpenAi, rest, inner.config.openai.as_ref())
+    } else {
+        return json_error(
+            StatusCode::NOT_FOUND,
+            "not_found_error",
+            "unknown path: the gateway serves /anthropic/... and /openai/...",
+        );
+    };
+    let api_name = match api {
+        Api::Anthropic => "anthropic",
+        Api::OpenAi => "openai",
+    };
+
+    // Who is calling.
+    let Some(token) = bearer(req.headers()) else {
+        return json_error(
+            StatusCode::UNAUTHORIZED,
+            "authentication_error",
+            "no session token",
+        );
+    };
+    let record = match lookup(&inner, &token).await {
+        Ok(Some(r)) => r,
+        Ok(None) => {
+            warn!(
+                api = api_name,
+                "gateway: refused an unknown or revoked token"
+            );
+            return json_error(
+                StatusCode::UNAUTHORIZED,
+                "authentication_error",
+                "unknown or revoked session token",
+            );
+        }
+        Err(e) => {
+            warn!(error = %e, "gateway: token lookup failed");
+            return json_error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "api_error",
+                "the gateway cannot read its database",
+            );
+        }
+    };
+    let Some(upstream) = upstream else {
+        return json_error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "api_error",
+            &format!("no upstream for {api_name}: add [gateway.{api_name}] to the config"),
+        );
+    };
+    if let Some(reason) = over_limit(&inner, &record).await {
+        let _ = inner.limits.send(LimitReached {
+            session: record.session_id.clone(),
+            reason: reason.clone(),
+        });
+        return json_error(StatusCode::FORBIDDEN, "permission_error", &reason);
+    }
+
+    // The request, with the real credential instead of the token.
+    let (parts, body) = req.into_parts();
+    let body = match Limited::new(body, MAX_REQUEST).collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(e) => {
+            return json_error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "invalid_request_error",
+                &format!("cannot read the request body (at most {MAX_REQUEST} bytes): {e}"),
+            );
+        }
+    };
+    let requested_model = serde_json::from_slice::<serde_json::Value>(&body)
+        .ok()
+        .and_then(|v| v.get("model")?.as_str().map(str::to_string));
+    let mut url = format!("{}/{}", upstream.upstream, rest);
+    if let Some(q) = parts.uri.query() {
+        url.push('?');
+        url.push_str(q);
+    }
+    let mut headers = HeaderMap::new();
+    for (name, value) in &parts.headers {
+        if !is_dropped_header(name) {
+            headers.append(name.clone(), value.clone());
+        }
+    }
+    if let Err(msg) = put_credential(api, upstream, &mut headers) {
+        return json_error(StatusCode::SERVICE_UNAVAILABLE, "api_error", &msg);
+    }
+    let started = std::time::Instant::now();
+    let resp = match inner
+        .client
+        .request(parts.method.clone(), &url)
+        .headers(headers)
+        .body(body)
+        .send()
+        .await
+    {
+        Ok(r) => r,
+        Err(e) => {
+            let e = e.without_url();
+            warn!(session = %record.session_id, api = api_name, error = %e, "gateway: upstream unreachable");
+            return json_error(
+                StatusCode::BAD_GATEWAY,
+                "api_error",
+                &format!(
+                    "cannot reach the {api_name} upstream {}: {e}",
+                    upstream.upstream
+                ),
+            );
+        }
+    };
+
+    let status = resp.status();
+    let streamed = resp
+        .headers()
+        .get(hyper::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ct| ct.starts_with("text/event-stream"));
+    let mut out = Response::builder().status(status);
+    for (name, value) in resp.headers() {
+        if !is_dropped_header(name) {
+            out = out.header(name, value);
+        }
+    }
+    debug!(session = %record.session_id, api = api_name, %status, ms = started.elapsed().as_millis() as u64, "gateway: upstream answered");
+
+    // Stream the body through, counting as it passes; record when it ends.
+    let (tx, rx) = mpsc::channel::<Result<Frame<Bytes>, std::io::Error>>(16);
+    let mut chunks = resp.bytes_stream();
+    let method = parts.method.to_string();
+    tokio::spawn(async move {
+        let mut meter = Meter::default();
+        let mut scanner = SseScanner::default();
+        let mut whole = Vec::new();
+        let mut client_gone = false;
+        while let Some(chunk) = chunks.next().await {
+            match chunk {
+                Ok(bytes) => {
+                    if streamed {
+                        for ev in scanner.push(&bytes) {
+                            meter.event(api, &ev.data);
+                        }
+                    } else if whole.len() + bytes.len() <= MAX_METERED_BODY {
+                        whole.extend_from_slice(&bytes);
+                    }
+                    if !client_gone && tx.send(Ok(Frame::data(bytes))).await.is_err() {
+                        // The agent hung up; keep reading to count what was used.
+                        client_gone = true;
+                    }
+                }
+                Err(e) => {
+                    let _ = tx
+                        .send(Err(std::io::Error::other(e.without_url().to_string())))
+                        .await;
+                    break;
+                }
+            }
+        }
+        drop(tx);
+        if !streamed {
+            meter.json_body(api, &whole);
+        }
+        record_call(
+            &inner,
+            &record,
+            api_name,
+            &method,
+            &rest_of(&url),
+            requested_model,
+            meter,
+            status,
+        )
+        .await;
+    });
+    let body = StreamBody::new(futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|item| (item, rx))
+    }));
+    out.body(BodyExt::boxed(body)).unwrap_or_else(|e| {
+        json_error(
+            StatusCode::BAD_GATEWAY,
+            "api_error",
+            &format!("cannot relay the upstream's answer: {e}"),
+        )
+    })
+}
+
+fn rest_of(url: &str) -> String {
+    url.split_once("://")
+        .and_then(|(_, r)| r.split_once('/'))
+        .map(|(_, p)| format!("/{}", p.split('?').next().unwrap_or("")))
+        .unwrap_or_default()
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn record_call(
+    inner: &Inner,
+    who: &TokenRecord,
+    api_name: &str,
+    method: &str,
+    path: &str,
+    requested_model: Option<String>,
+    meter: Meter,
+    status: StatusCode,
+) {
+    let model = meter.model.clone().or(requested_model);
+    let u = meter.usage;
+    let used = u.input_tokens + u.output_tokens + u.cache_read_tokens + u.cache_write_tokens;
+    let cost = match model
+        .as_deref()
+        .and_then(|m| price_of(&inner.config.prices, m))
+    {
+        Some(p) => p.cost(&u),
+        None => {
+            if used > 0 {
+                warn!(model = ?model, "gateway: no price for this model; add [gateway.prices.\"<model>\"] to count its cost");
+            }
+            0.0
+        }
+    };
+    info!(
+        session = %who.session_id,
+        api = api_name,
+        %method,
+        %path,
+        status = status.as_u16(),
+        model = model.as_deref().unwrap_or("-"),
+        input = u.input_tokens,
+        output = u.output_tokens,
+        cache_read = u.cache_read_tokens,
+        cache_write = u.cache_write_tokens,
+        cost_usd = cost,
+        "gateway: call"
+    );
+    if used == 0 && cost == 0.0 {
+        return;
+    }
+    if let Err(e) = inner
+        .store
+        .record_api_usage(
+            &who.session_id,
+            &who.owner,
+            api_name,
+            model.as_deref(),
+            &u,
+            cost,
+        )
+        .await
+    {
+        warn!(session = %who.session_id, error = %e, "gateway: cannot record usage");
+        return;
+    }
+    if let Some(reason) = over_limit(inner, who).await {
+        let _ = inner.limits.send(LimitReached {
+            session: who.session_id.clone(),
+            reason,
+        });
+    }
+}
+
+fn put_credential(
+    api: Api,
+    upstream: &UpstreamConfig,
+    headers: &mut HeaderMap,
+) -> Result<(), String> {
+    let header = |v: &str| {
+        HeaderValue::from_str(v)
+            .map_err(|_| "the credential is not a valid header value".to_string())
+    };
+    match (api, upstream.api_key.value(), upstream.oauth_token.value()) {
+        (Api::Anthropic, Some(key), _) => {
+            headers.insert("x-api-key", header(key)?);
+        }
+        (Api::Anthropic, None, Some(token)) => {
+            headers.insert("authorization", header(&format!("Bearer {token}"))?);
+            let beta = match headers.get("anthropic-beta").and_then(|v| v.to_str().ok()) {
+                Some(b) if b.contains("oauth-2025-04-20") => b.to_string(),
+                Some(b) if !b.is_empty() => format!("{b},oauth-2025-04-20"),
+                _ => "oauth-2025-04-20".to_string(),
+            };
+            headers.insert("anthropic-beta", header(&beta)?);
+        }
+        (Api::OpenAi, Some(key), _) | (Api::OpenAi, None, Some(key)) => {
+            headers.insert("authorization", header(&format!("Bearer {key}"))?);
+        }
+        (api, None, None) => {
+            let name = if api == Api::Anthropic {
+                "anthropic"
+            } else {
+                "openai"
+            };
+            return Err(format!(
+                "no credential for {name}: set api_key_env (or oauth_token_env) in [gateway.{name}]"
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The token's owner and session, when the token is known, not revoked, and its
+/// session is live.
+async fn lookup(inner: &Inner, token: &str) -> Result<Option<TokenRecord>, StoreError> {
+    let record = match inner.tokens.get(token) {
+        Some(r) => r.clone(),
+        None => match inner.store.gateway_token(token).await? {
+            Some(r) if !r.revoked => r,
+            _ => return Ok(None),
+        },
+    };
+    let live = inner
+        .store
+        .session(&record.session_id)
+        .await?
+        .is_some_and(|s| s.state.is_live());
+    if !live {
+        inner.tokens.remove(token);
+        return Ok(None);
+    }
+    inner.tokens.insert(token.to_string(), record.clone());
+    Ok(Some(record))
+}
+
+/// Why a session may not call any more, if it may not.
+async fn over_limit(inner: &Inner, who: &TokenRecord) -> Option<String> {
+    let cfg = &inner.config;
+    if let Some(limit) = cfg.session_limit_usd {
+        match inner.store.session_api_usage(&who.session_id).await {
+            Ok(u) if u.cost_usd >= limit => {
+                return Some(format!(
+                    "the session reached its spending limit: ${:.2} of ${limit:.2} (gateway.session_limit_usd)",
+                    u.cost_usd
+                ));
+            }
+            Ok(_) => {}
+            Err(e) => warn!(error = %e, "gateway: cannot read the session's spending"),
+        }
+    }
+    if let Some(limit) = cfg.user_limit_usd {
+        let since = now_ms() - cfg.user_limit_window.as_millis() as i64;
+        match inner.store.user_api_usage(&who.owner, since).await {
+            Ok(u) if u.cost_usd >= limit => {
+                return Some(format!(
+                    "{} reached the spending limit: ${:.2} of ${limit:.2} within {} (gateway.user_limit_usd)",
+                    who.owner,
+                    u.cost_usd,
+                    humantime::format_duration(cfg.user_limit_window)
+                ));
+            }
+            Ok(_) => {}
+            Err(e) => warn!(error = %e, "gateway: cannot read the user's spending"),
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_come_from_x_api_key_or_bearer() {
+        let mut h = HeaderMap::new();
+        assert_eq!(bearer(&h), None);
+        h.insert("authorization", HeaderValue::from_static("Bearer fm-abc"));
+        assert_eq!(bearer(&h).as_deref(), Some("fm-abc"));
+        h.insert("x-api-key", HeaderValue::from_static("fm-key"));
+        assert_eq!(bearer(&h).as_deref(), Some("fm-key"));
+        let mut h = HeaderMap::new();
+        h.insert("authorization", HeaderValue::from_static("Basic xyz"));
+        assert_eq!(bearer(&h), None);
+    }
+
+    #[test]
+    fn the_token_never_goes_upstream() {
+        for name in [
+            "x-api-key",
+            "authorization",
+            "host",
+            "content-length",
+            "connection",
+        ] {
+            assert!(is_dropped_header(&HeaderName::from_static(name)), "{name}");
+        }
+        for name in [
+            "anthropic-version",
+            "anthropic-beta",
+            "content-type",
+            "x-stainless-arch",
+        ] {
+            assert!(!is_dropped_header(&HeaderName::from_static(name)), "{name}");
+        }
+    }
+
+    #[test]
+    fn paths_for_the_log_keep_no_query() {
+        assert_eq!(rest_of("http://h:1/v1/messages?beta=true"), "/v1/messages");
+        assert_eq!(
+            rest_of("https://api.openai.com/v1/responses"),
+            "/v1/responses"
+        );
+    }
+}
