@@ -115,6 +115,8 @@ impl Gateway {
                     continue;
                 }
             };
+            // Small writes (headers, then each event) must not wait for delayed ACKs.
+            let _ = stream.set_nodelay(true);
             let inner = self.inner.clone();
             tokio::spawn(async move {
                 let service = hyper::service::service_fn(move |req| {
@@ -355,7 +357,7 @@ async fn handle(inner: Arc<Inner>, req: Request<Incoming>) -> Response<Body> {
     debug!(session = %record.session_id, api = api_name, %status, ms = started.elapsed().as_millis() as u64, "gateway: upstream answered");
 
     // Stream the body through, counting as it passes; record when it ends.
-    let (tx, rx) = mpsc::channel::<Result<Frame<Bytes>, std::io::Error>>(16);
+    let (tx, rx) = mpsc::channel::<Result<Frame<Bytes>, std::io::Error>>(64);
     let mut chunks = resp.bytes_stream();
     let method = parts.method.to_string();
     tokio::spawn(async move {

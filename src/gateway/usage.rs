@@ -27,17 +27,20 @@ pub struct SseScanner {
 impl SseScanner {
     pub fn push(&mut self, chunk: &[u8]) -> Vec<SseEvent> {
         let mut out = Vec::new();
-        for &b in chunk {
-            if b != b'\n' {
-                self.line.push(b);
-                continue;
-            }
-            let mut line = std::mem::take(&mut self.line);
-            if line.last() == Some(&b'\r') {
-                line.pop();
-            }
-            self.take_line(&String::from_utf8_lossy(&line), &mut out);
+        let mut rest = chunk;
+        while let Some(nl) = rest.iter().position(|&b| b == b'\n') {
+            let (head, tail) = rest.split_at(nl);
+            rest = &tail[1..];
+            let line: std::borrow::Cow<'_, [u8]> = if self.line.is_empty() {
+                std::borrow::Cow::Borrowed(head)
+            } else {
+                self.line.extend_from_slice(head);
+                std::borrow::Cow::Owned(std::mem::take(&mut self.line))
+            };
+            let line = line.strip_suffix(b"\r").unwrap_or(&line);
+            self.take_line(&String::from_utf8_lossy(line), &mut out);
         }
+        self.line.extend_from_slice(rest);
         out
     }
 
@@ -85,6 +88,18 @@ fn int(v: &Value, key: &str) -> Option<i64> {
 impl Meter {
     /// Takes one server-sent event's data.
     pub fn event(&mut self, api: Api, data: &str) {
+        // Only a few events carry usage: skip parsing the many text deltas.
+        let wanted = match api {
+            Api::Anthropic => data.contains("message_start") || data.contains("message_delta"),
+            Api::OpenAi => {
+                data.contains("response.completed")
+                    || data.contains("response.failed")
+                    || data.contains("response.incomplete")
+            }
+        };
+        if !wanted {
+            return;
+        }
         let Ok(v) = serde_json::from_str::<Value>(data) else {
             return;
         };
