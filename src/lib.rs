@@ -14,6 +14,7 @@
 //! - [`gateway`]: the model gateway: per-session tokens swapped for the real credential,
 //!   responses streamed through and metered; the only holder of model credentials.
 //! - [`frontend`]: the console front end and the renderer the front ends share.
+//! - [`proxy`]: `firstmate socket-proxy`, the Docker socket guard (hyper, no bollard).
 
 pub mod command;
 pub mod config;
@@ -22,6 +23,7 @@ pub mod event;
 pub mod frontend;
 pub mod gateway;
 pub mod protocol;
+pub mod proxy;
 pub mod runtime;
 pub mod store;
 

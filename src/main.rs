@@ -12,6 +12,7 @@ use firstmate::config::{Config, ConfigError};
 use firstmate::engine::Engine;
 use firstmate::event::SessionState;
 use firstmate::frontend::{console, render};
+use firstmate::proxy;
 use firstmate::runtime::{DockerRuntime, container_name};
 use firstmate::store::{SessionRecord, Store};
 
@@ -39,9 +40,9 @@ enum Cmd {
     Run(ConfigArg),
     /// A terminal front end with the chat command grammar: commands on stdin, output on stdout
     Console(ConfigArg),
-    /// The Docker socket proxy (not built yet)
+    /// The Docker socket proxy: lets through only what firstmate needs (SPEC section 6)
     SocketProxy {
-        /// Address to listen on, e.g. 127.0.0.1:2375
+        /// Address to listen on: IP:PORT (e.g. 127.0.0.1:2375) or unix:///PATH
         #[arg(long, value_name = "ADDR")]
         listen: String,
         /// The Docker socket to guard
@@ -245,9 +246,14 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             engine.store().close().await;
             Ok(ExitCode::SUCCESS)
         }
-        Cmd::SocketProxy { .. } => Err(anyhow::anyhow!(
-            "the socket proxy is not built yet in this version; point docker.host at the Docker socket directly for now"
-        )),
+        Cmd::SocketProxy { listen, upstream } => {
+            init_logging("info");
+            let listen = proxy::Listen::parse(&listen).map_err(|e| UsageError(e.to_string()))?;
+            let upstream =
+                proxy::Upstream::parse(&upstream).map_err(|e| UsageError(e.to_string()))?;
+            proxy::run(listen, upstream, shutdown_signal()).await?;
+            Ok(ExitCode::SUCCESS)
+        }
         Cmd::Doctor(arg) => doctor(&arg).await,
         Cmd::Sessions { command } => sessions(command).await,
     }

@@ -356,53 +356,76 @@ async fn handle(inner: Arc<Inner>, req: Request<Incoming>) -> Response<Body> {
     }
     debug!(session = %record.session_id, api = api_name, %status, ms = started.elapsed().as_millis() as u64, "gateway: upstream answered");
 
-    // Stream the body through, counting as it passes; record when it ends.
+    // Stream the body through, counting as it passes. The call is recorded before the
+    // agent sees the end of the answer, so a `status` right after the turn counts it.
     let (tx, rx) = mpsc::channel::<Result<Frame<Bytes>, std::io::Error>>(64);
     let mut chunks = resp.bytes_stream();
     let method = parts.method.to_string();
     tokio::spawn(async move {
+        let call = Call {
+            who: record,
+            api_name,
+            method,
+            path: rest_of(&url),
+            requested_model,
+            status,
+        };
         let mut meter = Meter::default();
         let mut scanner = SseScanner::default();
-        let mut whole = Vec::new();
+        // A whole (not streamed) answer is held until it ends, up to a limit.
+        let mut held: Vec<Bytes> = Vec::new();
+        let mut held_len = 0;
+        let mut metering = true;
+        let mut recorded = false;
         let mut client_gone = false;
         while let Some(chunk) = chunks.next().await {
-            match chunk {
-                Ok(bytes) => {
-                    if streamed {
-                        for ev in scanner.push(&bytes) {
-                            meter.event(api, &ev.data);
-                        }
-                    } else if whole.len() + bytes.len() <= MAX_METERED_BODY {
-                        whole.extend_from_slice(&bytes);
-                    }
-                    if !client_gone && tx.send(Ok(Frame::data(bytes))).await.is_err() {
-                        // The agent hung up; keep reading to count what was used.
-                        client_gone = true;
-                    }
-                }
+            let bytes = match chunk {
+                Ok(b) => b,
                 Err(e) => {
                     let _ = tx
                         .send(Err(std::io::Error::other(e.without_url().to_string())))
                         .await;
                     break;
                 }
+            };
+            let mut out = vec![bytes.clone()];
+            if streamed {
+                for ev in scanner.push(&bytes) {
+                    meter.event(api, &ev.data);
+                }
+                if meter.finished && !recorded {
+                    record_call(&inner, &call, std::mem::take(&mut meter)).await;
+                    recorded = true;
+                }
+            } else if metering {
+                held_len += bytes.len();
+                held.push(bytes);
+                out.clear();
+                if held_len > MAX_METERED_BODY {
+                    // Too big to read for usage: pass it on as it comes.
+                    metering = false;
+                    out = std::mem::take(&mut held);
+                }
+            }
+            for b in out {
+                if !client_gone && tx.send(Ok(Frame::data(b))).await.is_err() {
+                    // The agent hung up; keep reading to count what was used.
+                    client_gone = true;
+                }
             }
         }
-        drop(tx);
-        if !streamed {
+        if !streamed && metering {
+            let whole: Vec<u8> = held.iter().flat_map(|b| b.iter().copied()).collect();
             meter.json_body(api, &whole);
         }
-        record_call(
-            &inner,
-            &record,
-            api_name,
-            &method,
-            &rest_of(&url),
-            requested_model,
-            meter,
-            status,
-        )
-        .await;
+        if !recorded {
+            record_call(&inner, &call, meter).await;
+        }
+        for b in held.drain(..).filter(|_| metering) {
+            if tx.send(Ok(Frame::data(b))).await.is_err() {
+                break;
+            }
+        }
     });
     let body = StreamBody::new(futures_util::stream::unfold(rx, |mut rx| async move {
         rx.recv().await.map(|item| (item, rx))
@@ -423,18 +446,27 @@ fn rest_of(url: &str) -> String {
         .unwrap_or_default()
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn record_call(
-    inner: &Inner,
-    who: &TokenRecord,
-    api_name: &str,
-    method: &str,
-    path: &str,
+/// One relayed call, for the log and the usage record.
+struct Call {
+    who: TokenRecord,
+    api_name: &'static str,
+    method: String,
+    path: String,
     requested_model: Option<String>,
-    meter: Meter,
     status: StatusCode,
-) {
-    let model = meter.model.clone().or(requested_model);
+}
+
+async fn record_call(inner: &Inner, call: &Call, meter: Meter) {
+    let Call {
+        who,
+        api_name,
+        method,
+        path,
+        requested_model,
+        status,
+    } = call;
+    let (api_name, status) = (*api_name, *status);
+    let model = meter.model.clone().or(requested_model.clone());
     let u = meter.usage;
     let used = u.input_tokens + u.output_tokens + u.cache_read_tokens + u.cache_write_tokens;
     let cost = match model

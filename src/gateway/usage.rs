@@ -79,6 +79,8 @@ pub enum Api {
 pub struct Meter {
     pub model: Option<String>,
     pub usage: Usage,
+    /// The answer's last event went by: its usage is final.
+    pub finished: bool,
 }
 
 fn int(v: &Value, key: &str) -> Option<i64> {
@@ -90,7 +92,11 @@ impl Meter {
     pub fn event(&mut self, api: Api, data: &str) {
         // Only a few events carry usage: skip parsing the many text deltas.
         let wanted = match api {
-            Api::Anthropic => data.contains("message_start") || data.contains("message_delta"),
+            Api::Anthropic => {
+                data.contains("message_start")
+                    || data.contains("message_delta")
+                    || data.contains("message_stop")
+            }
             Api::OpenAi => {
                 data.contains("response.completed")
                     || data.contains("response.failed")
@@ -116,6 +122,7 @@ impl Meter {
                         self.anthropic_usage(u);
                     }
                 }
+                Some("message_stop") => self.finished = true,
                 _ => {}
             },
             Api::OpenAi => {
@@ -126,6 +133,7 @@ impl Meter {
                     )
                 }) {
                     self.openai_response(r);
+                    self.finished = true;
                 }
             }
         }
@@ -285,6 +293,7 @@ data: {\"type\":\"message_stop\"}\n\n";
         for chunk in [1, 2, 7, 64, 4096] {
             let m = meter_of(Api::Anthropic, ANTHROPIC_STREAM, chunk);
             assert_eq!(m.model.as_deref(), Some("claude-sonnet-4-5-20250929"));
+            assert!(m.finished, "message_stop ends the answer");
             assert_eq!(
                 m.usage,
                 Usage {

@@ -5,4 +5,5 @@
 mod claude_real;
 mod cli;
 mod console;
+mod proxy;
 mod support;

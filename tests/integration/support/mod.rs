@@ -23,6 +23,8 @@ pub struct Env {
     pub instance: String,
     pub config: PathBuf,
     pub db_url: String,
+    /// The socket proxy this environment's engine reaches Docker through, if any.
+    pub proxy: Option<ProxyProcess>,
 }
 
 fn required() -> bool {
@@ -52,6 +54,83 @@ fn docker_ok() -> Result<(), String> {
     Ok(())
 }
 
+/// FIRSTMATE_TEST_VIA_PROXY=1: every `Env` reaches Docker through a socket proxy, so
+/// the engine's tests show that firstmate needs nothing the proxy refuses.
+fn via_proxy() -> bool {
+    std::env::var("FIRSTMATE_TEST_VIA_PROXY").is_ok_and(|v| v == "1" || v == "true")
+}
+
+/// A `firstmate socket-proxy` in front of the real Docker socket, on a free port of
+/// 127.0.0.1; killed when dropped. What it logs is kept for assertions.
+pub struct ProxyProcess {
+    child: Child,
+    /// `127.0.0.1:PORT`.
+    pub addr: String,
+    log: std::sync::Arc<std::sync::Mutex<String>>,
+}
+
+impl ProxyProcess {
+    pub fn start() -> ProxyProcess {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_firstmate"))
+            .args(["socket-proxy", "--listen", "127.0.0.1:0"])
+            .env("FIRSTMATE_LOG", "info")
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn firstmate socket-proxy");
+        let stderr = child.stderr.take().expect("stderr");
+        let log = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let keep = log.clone();
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            for line in std::io::BufReader::new(stderr)
+                .lines()
+                .map_while(Result::ok)
+            {
+                if let Some((_, rest)) = line.split_once("listening on ") {
+                    let addr = rest.split(',').next().unwrap_or("").trim().to_string();
+                    let _ = tx.send(addr);
+                }
+                if let Ok(mut l) = keep.lock() {
+                    l.push_str(&line);
+                    l.push('\n');
+                }
+            }
+        });
+        let addr = match rx.recv_timeout(Duration::from_secs(20)) {
+            Ok(a) => a,
+            Err(_) => {
+                let _ = child.kill();
+                panic!(
+                    "the socket proxy did not say where it listens:\n{}",
+                    log.lock().map(|l| l.clone()).unwrap_or_default()
+                );
+            }
+        };
+        ProxyProcess { child, addr, log }
+    }
+
+    /// `tcp://127.0.0.1:PORT`, for docker.host and DOCKER_HOST.
+    pub fn host(&self) -> String {
+        format!("tcp://{}", self.addr)
+    }
+
+    /// What the proxy logged so far.
+    pub fn log(&self) -> String {
+        self.log.lock().map(|l| l.clone()).unwrap_or_default()
+    }
+}
+
+impl Drop for ProxyProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 fn random_suffix() -> String {
     uuid::Uuid::new_v4().simple().to_string()[..8].to_string()
 }
@@ -65,6 +144,15 @@ impl Env {
 
     /// Like `new`, with extra keys inside `[sessions]`.
     pub fn with_sessions(extra: &str, sessions: &str) -> Option<Env> {
+        Env::build(extra, sessions, via_proxy())
+    }
+
+    /// Like `new`, with the engine reaching Docker through a `firstmate socket-proxy`.
+    pub fn via_proxy(extra: &str) -> Option<Env> {
+        Env::build(extra, "", true)
+    }
+
+    fn build(extra: &str, sessions: &str, proxied: bool) -> Option<Env> {
         if let Err(why) = docker_ok() {
             if required() {
                 panic!("Docker is required for this test run: {why}");
@@ -78,6 +166,11 @@ impl Env {
             Ok("postgres") => postgres_db(&instance),
             _ => format!("sqlite://{}", dir.path().join("firstmate.db").display()),
         };
+        let proxy = proxied.then(ProxyProcess::start);
+        let docker_host = proxy
+            .as_ref()
+            .map(|p| format!("host = \"{}\"\n", p.host()))
+            .unwrap_or_default();
         let config = dir.path().join("bot.toml");
         let text = format!(
             r#"[database]
@@ -85,7 +178,7 @@ url = "{db_url}"
 
 [docker]
 instance = "{instance}"
-
+{docker_host}
 [sessions]
 default_agent = "scripted"
 {sessions}
@@ -104,6 +197,7 @@ pids_limit = 256
             instance,
             config,
             db_url,
+            proxy,
         })
     }
 
