@@ -52,6 +52,8 @@ use policy::{LABEL_MANAGED, rule};
 pub const DEFAULT_BODY_LIMIT: usize = 1 << 20;
 /// The largest list answer it filters (containers, volumes, networks).
 const LIST_LIMIT: usize = 64 << 20;
+/// A body declared over the limit is read and dropped up to this size before the 413.
+const DRAIN_LIMIT: u64 = 64 << 20;
 /// The longest event line it filters; a longer one is dropped.
 const EVENT_LINE_LIMIT: usize = 1 << 20;
 
@@ -532,7 +534,14 @@ impl Proxy {
             .get(header::CONTENT_LENGTH)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse::<u64>().ok());
-        if declared.is_some_and(|n| n > self.body_limit as u64) {
+        if let Some(n) = declared.filter(|&n| n > self.body_limit as u64) {
+            // Read the body and drop it, frame by frame (bounded in size and time), so the
+            // client reads the 413 instead of a connection reset in the middle of its write.
+            if n <= DRAIN_LIMIT {
+                let mut incoming = incoming;
+                let drain = async { while let Some(Ok(_)) = incoming.frame().await {} };
+                let _ = tokio::time::timeout(Duration::from_secs(5), drain).await;
+            }
             return Err(too_large().into());
         }
         let body = Limited::new(incoming, self.body_limit)

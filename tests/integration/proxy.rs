@@ -35,14 +35,16 @@ fn raw<S: Read + Write>(mut s: S, method: &str, target: &str, ctype: &str, body:
     req.push_str("\r\n");
     let mut bytes = req.into_bytes();
     bytes.extend_from_slice(body);
-    if s.write_all(&bytes).is_err() {
+    let wrote = s.write_all(&bytes).is_ok();
+    // Even when the server stopped reading, its answer may be there to read.
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    if !wrote && out.is_empty() {
         return Reply {
             status: 0,
             body: "write failed (connection closed early)".into(),
         };
     }
-    let mut out = Vec::new();
-    let _ = s.read_to_end(&mut out);
     let resp = String::from_utf8_lossy(&out).into_owned();
     let status = resp
         .split_whitespace()
