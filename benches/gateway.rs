@@ -44,7 +44,7 @@ fn answer(blocks: usize) -> Vec<Bytes> {
         sse(
             "message_delta",
             r#"{"type":"message_delta","delta":{"stop_reason":"end_turn"},"usage":{"output_tokens":500}}"#,
-        ) + &sse("message_stop", r#"{"type":"message_stop"}"#),
+        ) + sse("message_stop", r#"{"type":"message_stop"}"#).as_str(),
     ));
     out
 }

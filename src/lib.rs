@@ -14,6 +14,7 @@
 //! - [`gateway`]: the model gateway: per-session tokens swapped for the real credential,
 //!   responses streamed through and metered; the only holder of model credentials.
 //! - [`frontend`]: the console front end and the renderer the front ends share.
+//! - [`frontend::matrix`]: the Matrix front end; the only module that imports matrix_sdk.
 //! - [`proxy`]: `firstmate socket-proxy`, the Docker socket guard (hyper, no bollard).
 
 pub mod command;
@@ -72,6 +73,16 @@ mod invariants {
     #[test]
     fn only_the_runtime_imports_bollard() {
         assert_eq!(users_of("bollard::"), ["runtime.rs"]);
+    }
+
+    #[test]
+    fn only_the_matrix_front_end_imports_matrix_sdk() {
+        for f in users_of("matrix_sdk") {
+            assert!(
+                f.starts_with("frontend/matrix/"),
+                "{f} imports matrix_sdk; only src/frontend/matrix/ may"
+            );
+        }
     }
 
     #[test]

@@ -11,7 +11,7 @@ use clap::{Args, Parser, Subcommand};
 use firstmate::config::{Config, ConfigError};
 use firstmate::engine::Engine;
 use firstmate::event::SessionState;
-use firstmate::frontend::{console, render};
+use firstmate::frontend::{console, matrix, render};
 use firstmate::proxy;
 use firstmate::runtime::{DockerRuntime, container_name};
 use firstmate::store::{SessionRecord, Store};
@@ -226,20 +226,31 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             })
         }
         Cmd::Run(arg) => {
-            init_logging("info");
+            init_logging(&format!("info,{}", matrix::LOG_FILTER));
             let cfg = Arc::new(load_config(&arg)?);
             cfg.check_secrets()?;
-            if cfg.matrix.is_some() || cfg.discord.is_some() {
+            if cfg.discord.is_some() {
                 return Err(UsageError(
-                    "the [matrix] and [discord] front ends are not built yet in this version; remove those tables from the config, or use `firstmate console`".into(),
+                    "the [discord] front end is not built yet in this version; remove that table from the config, or use `firstmate console`".into(),
                 )
                 .into());
             }
+            // Log in first: a bad credential stops here, before any container is touched.
+            let matrix = match cfg.matrix.clone() {
+                Some(m) => Some(matrix::MatrixFrontend::connect(m).await?),
+                None => None,
+            };
             let engine = start_engine(cfg).await?;
             tracing::info!(
                 "firstmate is running; stop it with Ctrl-C or SIGTERM (sessions keep running)"
             );
-            shutdown_signal().await;
+            match matrix {
+                Some(m) => tokio::select! {
+                    r = m.run(engine.clone()) => r?,
+                    _ = shutdown_signal() => {}
+                },
+                None => shutdown_signal().await,
+            }
             tracing::info!(
                 "shutting down; containers keep running and are picked up on the next start"
             );
@@ -361,12 +372,11 @@ async fn doctor(arg: &ConfigArg) -> anyhow::Result<ExitCode> {
         }
         Err(e) => line(false, "docker", format!("{e:#}")),
     }
-    if cfg.matrix.is_some() {
-        line(
-            false,
-            "matrix",
-            "the Matrix front end is not built yet in this version".into(),
-        );
+    if let Some(m) = &cfg.matrix {
+        match matrix::check(m).await {
+            Ok(detail) => line(true, "matrix", detail),
+            Err(e) => line(false, "matrix", e.to_string()),
+        }
     }
     if cfg.discord.is_some() {
         line(

@@ -2,4 +2,5 @@
 //! A front end knows no Docker and no SQL.
 
 pub mod console;
+pub mod matrix;
 pub mod render;

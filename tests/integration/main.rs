@@ -5,5 +5,6 @@
 mod claude_real;
 mod cli;
 mod console;
+mod matrix;
 mod proxy;
 mod support;

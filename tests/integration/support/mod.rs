@@ -10,6 +10,7 @@
 #![allow(dead_code)]
 
 pub mod anthropic;
+pub mod synapse;
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
