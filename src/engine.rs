@@ -266,18 +266,8 @@ impl Engine {
                 "waiting for a free slot (sessions.max_running = {}, sessions.max_running_per_user = {}); it starts when another session ends",
                 limits.max_running, limits.max_running_per_user
             );
-            let evs = self
-                .inner
-                .store
-                .commit(
-                    &mut s,
-                    vec![EventBody::State {
-                        state: SessionState::Queued,
-                        detail: Some(detail),
-                    }],
-                )
+            self.commit_state(&mut s, SessionState::Queued, Some(detail))
                 .await?;
-            self.publish(evs);
         }
         Ok(s)
     }
@@ -353,9 +343,8 @@ impl Engine {
         }
         match s.state {
             SessionState::Queued => {
-                let evs = self.record_stopped(&mut s, reason).await?;
+                self.record_stopped(&mut s, reason).await?;
                 drop(guard);
-                self.publish(evs);
                 Ok(())
             }
             st if st.is_ended() => Err(EngineError::WrongState {
@@ -377,8 +366,7 @@ impl Engine {
                 if let Err(EngineError::StopTimeout { .. }) = waited {
                     let mut s = self.session(id).await?;
                     if !s.state.is_ended() {
-                        let evs = self.record_stopped(&mut s, reason).await?;
-                        self.publish(evs);
+                        self.record_stopped(&mut s, reason).await?;
                     }
                 }
                 Ok(())
@@ -386,27 +374,32 @@ impl Engine {
         }
     }
 
-    async fn record_stopped(
+    /// Records a stop made without a session task (queued, or run by no engine).
+    async fn record_stopped(&self, s: &mut SessionRecord, reason: String) -> Result<()> {
+        self.commit_state(s, SessionState::Stopped, Some(reason))
+            .await?;
+        self.inner.store.cancel_pending_prompts(&s.id).await?;
+        Ok(())
+    }
+
+    /// Moves a session without a task to `state`, stores the change with its event, and
+    /// publishes it. (A session task records its own changes: `SessionTask::set_state`.)
+    async fn commit_state(
         &self,
         s: &mut SessionRecord,
-        reason: String,
-    ) -> Result<Vec<SessionEvent>> {
-        s.state = SessionState::Stopped;
-        s.state_detail = Some(reason.clone());
-        s.ended_at = Some(now_ms());
+        state: SessionState,
+        detail: Option<String>,
+    ) -> Result<()> {
+        s.state = state;
+        s.state_detail = detail.clone();
+        s.ended_at = state.is_ended().then(now_ms);
         let evs = self
             .inner
             .store
-            .commit(
-                s,
-                vec![EventBody::State {
-                    state: SessionState::Stopped,
-                    detail: Some(reason),
-                }],
-            )
+            .commit(s, vec![EventBody::State { state, detail }])
             .await?;
-        self.inner.store.cancel_pending_prompts(&s.id).await?;
-        Ok(evs)
+        self.publish(evs);
+        Ok(())
     }
 
     /// Waits until a session has ended (stopped or failed), at most `limit`.
@@ -445,22 +438,13 @@ impl Engine {
                 hint: "only a stopped or failed session can be resumed",
             });
         }
-        s.state = SessionState::Queued;
-        s.state_detail = Some(format!("resumed by {by}"));
-        s.ended_at = None;
         s.last_activity_at = now_ms();
-        let evs = self
-            .inner
-            .store
-            .commit(
-                &mut s,
-                vec![EventBody::State {
-                    state: SessionState::Queued,
-                    detail: Some(format!("resumed by {by}")),
-                }],
-            )
-            .await?;
-        self.publish(evs);
+        self.commit_state(
+            &mut s,
+            SessionState::Queued,
+            Some(format!("resumed by {by}")),
+        )
+        .await?;
         self.schedule().await
     }
 
@@ -504,20 +488,8 @@ impl Engine {
             *mine += 1;
             running += 1;
             let mut s = s.clone();
-            s.state = SessionState::Starting;
-            s.state_detail = None;
-            let evs = self
-                .inner
-                .store
-                .commit(
-                    &mut s,
-                    vec![EventBody::State {
-                        state: SessionState::Starting,
-                        detail: None,
-                    }],
-                )
+            self.commit_state(&mut s, SessionState::Starting, None)
                 .await?;
-            self.publish(evs);
             self.spawn_task(s);
         }
         Ok(())
