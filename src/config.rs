@@ -583,6 +583,20 @@ fn agent(ctx: &Ctx, name: &str, raw: RawAgent) -> Result<AgentConfig, ConfigErro
         }
     };
     let pids_limit = positive(ctx, &key("pids_limit"), raw.pids_limit.as_ref(), 512)?;
+    let protocol = raw.protocol.unwrap_or(ProtocolKind::Claude);
+    if protocol == ProtocolKind::Codex
+        && let Some(mode) = &raw.permission_mode
+        && !crate::protocol::codex::PERMISSION_MODES.contains(&mode.as_str())
+    {
+        return Err(ctx.err(
+            None,
+            format!(
+                "{} = {mode:?} is not a mode of a codex agent: use one of {}",
+                key("permission_mode"),
+                crate::protocol::codex::PERMISSION_MODES.join(", ")
+            ),
+        ));
+    }
     for k in raw.env.keys() {
         if k.is_empty() || k.contains('=') {
             return Err(ctx.err(
@@ -608,7 +622,7 @@ fn agent(ctx: &Ctx, name: &str, raw: RawAgent) -> Result<AgentConfig, ConfigErro
     Ok(AgentConfig {
         name: name.to_string(),
         image,
-        protocol: raw.protocol.unwrap_or(ProtocolKind::Claude),
+        protocol,
         model: raw.model.filter(|m| !m.is_empty()),
         permission_mode: raw
             .permission_mode
@@ -1334,6 +1348,12 @@ mod tests {
     #[test]
     fn bad_values_are_explained() {
         assert!(err("[agents.x]\nimage = \"i\"\nprotocol = \"telnet\"\n").contains("telnet"));
+        let e =
+            err("[agents.x]\nimage = \"i\"\nprotocol = \"codex\"\npermission_mode = \"plan\"\n");
+        assert!(
+            e.contains("agents.x.permission_mode") && e.contains("workspace-write"),
+            "{e}"
+        );
         assert!(err("[agents.x]\nprotocol = \"claude\"\n").contains("has no image"));
         assert!(err("[sessions]\nmax_running = 0\n").contains("sessions.max_running = 0"));
         assert!(err("[sessions]\ndefault_agent = \"nope\"\n").contains("names no agent"));

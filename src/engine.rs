@@ -18,7 +18,7 @@ use tracing::{info, warn};
 use crate::config::{AgentConfig, Config};
 use crate::event::{EventBody, SessionEvent, SessionState};
 use crate::gateway::{Gateway, LimitReached};
-use crate::protocol::{AgentEvent, ProtocolKind, TurnOutcome, claude};
+use crate::protocol::{AgentEvent, ProtocolKind, TurnOutcome, Usage, claude, codex};
 use crate::runtime::{
     DockerRuntime, LogCursor, LogLine, LogStream, RuntimeError, StdinWriter, WorkerSpec,
     container_name,
@@ -510,6 +510,7 @@ impl Engine {
                 agent,
                 inbox: rx,
                 stdin: None,
+                exec_ready: false,
                 cursor: LogCursor::new(0, 0),
                 turn_active: false,
                 interrupt_requested: false,
@@ -533,7 +534,10 @@ struct SessionTask {
     s: SessionRecord,
     agent: Option<AgentConfig>,
     inbox: mpsc::UnboundedReceiver<Msg>,
+    /// Claude: the agent's stdin; prompts and interrupts are written to it.
     stdin: Option<StdinWriter>,
+    /// Codex: the container runs, so a turn can be started in it (`docker exec`).
+    exec_ready: bool,
     cursor: LogCursor,
     turn_active: bool,
     interrupt_requested: bool,
@@ -549,6 +553,22 @@ impl SessionTask {
 
     fn runtime(&self) -> &DockerRuntime {
         &self.engine.inner.runtime
+    }
+
+    fn protocol(&self) -> ProtocolKind {
+        match &self.agent {
+            Some(a) => a.protocol,
+            None if self.s.protocol == ProtocolKind::Codex.as_str() => ProtocolKind::Codex,
+            None => ProtocolKind::Claude,
+        }
+    }
+
+    /// Whether a prompt can be handed to the agent now.
+    fn can_send(&self) -> bool {
+        match self.protocol() {
+            ProtocolKind::Claude => self.stdin.is_some(),
+            ProtocolKind::Codex => self.exec_ready,
+        }
     }
 
     async fn commit(&mut self) -> Result<()> {
@@ -604,15 +624,16 @@ impl SessionTask {
                     .collect::<Vec<_>>()
                     .join(", "),
             })?;
-        if agent.protocol != ProtocolKind::Claude {
-            return Err(EngineError::NotBuilt("the codex protocol"));
-        }
-        let cmd = claude::command(
-            self.s.model.as_deref(),
-            Some(agent.permission_mode.as_str()),
-            self.s.agent_session_id.as_deref(),
-            &agent.args,
-        );
+        let cmd = match agent.protocol {
+            ProtocolKind::Claude => claude::command(
+                self.s.model.as_deref(),
+                Some(agent.permission_mode.as_str()),
+                self.s.agent_session_id.as_deref(),
+                &agent.args,
+            ),
+            // Codex runs one process per turn (`docker exec`); the container idles.
+            ProtocolKind::Codex => codex::KEEPER.map(String::from).to_vec(),
+        };
         let mut env: Vec<String> = agent
             .env
             .iter()
@@ -645,7 +666,12 @@ impl SessionTask {
             self.cursor = LogCursor::new(self.s.log_cursor_ns, self.s.log_cursor_count);
             self.turn_active = self.s.state == SessionState::Running;
             if status.as_ref().is_some_and(|st| st.running) {
-                self.stdin = Some(self.runtime().attach_stdin(&self.s.id, &name).await?);
+                match self.protocol() {
+                    ProtocolKind::Claude => {
+                        self.stdin = Some(self.runtime().attach_stdin(&self.s.id, &name).await?)
+                    }
+                    ProtocolKind::Codex => self.exec_ready = true,
+                }
             }
         } else if self.s.state.is_live() && self.s.state != SessionState::Starting {
             self.fail(
@@ -666,9 +692,18 @@ impl SessionTask {
                 self.s.agent_cost_usd = 0.0;
             }
             self.cursor = LogCursor::new(0, 0);
-            // Attach before start, so no input is missed and the agent sees stdin open.
-            self.stdin = Some(self.runtime().attach_stdin(&self.s.id, &id).await?);
-            self.runtime().start(&self.s.id, &id).await?;
+            match self.protocol() {
+                ProtocolKind::Claude => {
+                    // Attach before start, so no input is missed and the agent sees
+                    // stdin open.
+                    self.stdin = Some(self.runtime().attach_stdin(&self.s.id, &id).await?);
+                    self.runtime().start(&self.s.id, &id).await?;
+                }
+                ProtocolKind::Codex => {
+                    self.runtime().start(&self.s.id, &id).await?;
+                    self.exec_ready = true;
+                }
+            }
             self.s.started_at.get_or_insert(now_ms());
             self.s.last_activity_at = now_ms();
             self.turn_active = false;
@@ -746,7 +781,7 @@ impl SessionTask {
 
     /// Sends the oldest stored prompt when no turn runs.
     async fn next_prompt(&mut self) -> Result<()> {
-        if self.turn_active || self.stopping.is_some() || self.stdin.is_none() {
+        if self.turn_active || self.stopping.is_some() || !self.can_send() {
             return Ok(());
         }
         let Some(p) = self.store().next_pending_prompt(&self.s.id).await? else {
@@ -768,8 +803,55 @@ impl SessionTask {
             .commit_taking_prompt(&mut self.s, events, p.id)
             .await?;
         self.engine.publish(evs);
-        let line = claude::encode_prompt(&p.body);
-        self.write_stdin(line.as_bytes()).await
+        match self.protocol() {
+            ProtocolKind::Claude => {
+                let line = claude::encode_prompt(&p.body);
+                self.write_stdin(line.as_bytes()).await
+            }
+            ProtocolKind::Codex => self.start_codex_turn(&p.body).await,
+        }
+    }
+
+    /// Starts a Codex turn in the container: `codex exec` (or `exec resume` of the
+    /// session's thread) inside the wrapper that writes to the container's log.
+    async fn start_codex_turn(&mut self, prompt: &str) -> Result<()> {
+        let base_url = self
+            .engine
+            .inner
+            .gateway
+            .as_ref()
+            .map(|g| g.openai_base_url());
+        let no_args = Vec::new();
+        let agent = self.agent.as_ref();
+        let cmd = codex::command(&codex::TurnCommand {
+            model: self.s.model.as_deref(),
+            permission_mode: agent.map(|a| a.permission_mode.as_str()),
+            resume: self.s.agent_session_id.as_deref(),
+            base_url: base_url.as_deref(),
+            extra: agent.map_or(&no_args, |a| &a.args),
+            prompt,
+        });
+        let argv = codex::turn_argv(self.s.turns + 1, cmd);
+        let container = self.s.container_id.clone().unwrap_or_default();
+        if let Err(e) = self
+            .engine
+            .inner
+            .runtime
+            .exec_detached(&self.s.id, &container, argv)
+            .await
+        {
+            warn!(session = %self.s.id, error = %e, "cannot start a codex turn");
+            self.take_event(AgentEvent::TurnEnd {
+                outcome: TurnOutcome::Error {
+                    message: format!("cannot start codex: {e}"),
+                },
+                usage: Default::default(),
+                cost_usd: None,
+                agent_session_id: None,
+            });
+            self.commit().await?;
+        }
+        Ok(())
     }
 
     async fn write_stdin(&mut self, bytes: &[u8]) -> Result<()> {
@@ -797,9 +879,20 @@ impl SessionTask {
             return self.commit().await;
         }
         self.interrupt_requested = true;
-        let id = format!("interrupt-{}", now_ms());
-        let line = claude::encode_interrupt(&id);
-        self.write_stdin(line.as_bytes()).await
+        match self.protocol() {
+            ProtocolKind::Claude => {
+                let id = format!("interrupt-{}", now_ms());
+                let line = claude::encode_interrupt(&id);
+                self.write_stdin(line.as_bytes()).await
+            }
+            ProtocolKind::Codex => {
+                let container = self.s.container_id.clone().unwrap_or_default();
+                self.runtime()
+                    .exec_detached(&self.s.id, &container, codex::interrupt_argv())
+                    .await?;
+                Ok(())
+            }
+        }
     }
 
     async fn stop(&mut self, reason: String) -> Result<()> {
@@ -823,11 +916,27 @@ impl SessionTask {
             }
             match line.stream {
                 LogStream::Stderr => self.pending.push(EventBody::Stderr { line: line.text }),
-                LogStream::Stdout => {
-                    for ev in claude::parse_line(&line.text) {
-                        turn_ended |= self.take_event(ev);
+                LogStream::Stdout => match self.protocol() {
+                    ProtocolKind::Claude => {
+                        for ev in claude::parse_line(&line.text) {
+                            turn_ended |= self.take_event(ev);
+                        }
                     }
-                }
+                    ProtocolKind::Codex => match codex::exit_marker(&line.text) {
+                        // Codex exited before ending the running turn: a crash, or an
+                        // interrupt. A marker of an earlier, finished turn is nothing.
+                        Some((turn, code)) => {
+                            if self.turn_active && turn == self.s.turns + 1 {
+                                turn_ended |= self.take_event(codex::exit_turn_end(code));
+                            }
+                        }
+                        None => {
+                            for ev in codex::parse_line(&line.text) {
+                                turn_ended |= self.take_event(ev);
+                            }
+                        }
+                    },
+                },
             }
         }
         self.s.log_cursor_ns = self.cursor.ts_ns;
@@ -858,6 +967,10 @@ impl SessionTask {
                 agent_session_id,
             } => {
                 ended = true;
+                let usage = match self.protocol() {
+                    ProtocolKind::Claude => usage,
+                    ProtocolKind::Codex => codex_turn_usage(&self.s.usage, usage),
+                };
                 let outcome = match outcome {
                     TurnOutcome::Error { .. } if self.interrupt_requested => {
                         TurnOutcome::Interrupted
@@ -897,6 +1010,7 @@ impl SessionTask {
     /// The container's log ended: the container stopped. Records how.
     async fn ended(&mut self, container: &str) -> Result<()> {
         self.stdin = None;
+        self.exec_ready = false;
         self.revoke_tokens().await;
         let status = self.runtime().inspect(container).await?;
         // Someone else (`firstmate sessions stop`) may have stopped it and said so.
@@ -936,6 +1050,32 @@ impl SessionTask {
     }
 }
 
+/// The usage of a Codex turn: Codex reports its thread's running total, so the turn's own
+/// is what it adds to the session's total so far (a smaller total is a new thread).
+fn codex_turn_usage(so_far: &Usage, total: Usage) -> Usage {
+    let fields = |u: &Usage| {
+        [
+            u.input_tokens,
+            u.output_tokens,
+            u.cache_read_tokens,
+            u.cache_write_tokens,
+        ]
+    };
+    if fields(&total)
+        .iter()
+        .zip(fields(so_far))
+        .any(|(t, s)| *t < s)
+    {
+        return total;
+    }
+    Usage {
+        input_tokens: total.input_tokens - so_far.input_tokens,
+        output_tokens: total.output_tokens - so_far.output_tokens,
+        cache_read_tokens: total.cache_read_tokens - so_far.cache_read_tokens,
+        cache_write_tokens: total.cache_write_tokens - so_far.cache_write_tokens,
+    }
+}
+
 async fn sleep_until_ms(deadline: Option<i64>) {
     match deadline {
         Some(at) => {
@@ -943,5 +1083,37 @@ async fn sleep_until_ms(deadline: Option<i64>) {
             tokio::time::sleep(Duration::from_millis(wait)).await
         }
         None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn u(i: i64, o: i64, c: i64) -> Usage {
+        Usage {
+            input_tokens: i,
+            output_tokens: o,
+            cache_read_tokens: c,
+            cache_write_tokens: 0,
+        }
+    }
+
+    #[test]
+    fn a_codex_turn_counts_what_it_adds_to_the_thread_total() {
+        assert_eq!(
+            codex_turn_usage(&u(300, 80, 100), u(450, 120, 150)),
+            u(150, 40, 50)
+        );
+        assert_eq!(
+            codex_turn_usage(&u(0, 0, 0), u(300, 80, 100)),
+            u(300, 80, 100)
+        );
+        // A crash reports nothing; a new thread starts from zero again.
+        assert_eq!(codex_turn_usage(&u(300, 80, 100), u(0, 0, 0)), u(0, 0, 0));
+        assert_eq!(
+            codex_turn_usage(&u(300, 80, 100), u(20, 90, 0)),
+            u(20, 90, 0)
+        );
     }
 }

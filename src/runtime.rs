@@ -12,6 +12,7 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use bollard::Docker;
 use bollard::container::LogOutput;
+use bollard::exec::{CreateExecOptions, StartExecOptions};
 use bollard::models::{ContainerCreateBody, HostConfig, Mount, MountType, VolumeCreateRequest};
 use bollard::query_parameters::{
     AttachContainerOptionsBuilder, CreateContainerOptionsBuilder, InspectContainerOptions,
@@ -257,6 +258,49 @@ impl DockerRuntime {
                 session: session_id.to_string(),
                 source,
             })
+    }
+
+    /// Runs `cmd` in the (running) container in the background, with stdin, stdout
+    /// and stderr not attached: what it prints must go where the caller sends it.
+    pub async fn exec_detached(
+        &self,
+        session_id: &str,
+        container: &str,
+        cmd: Vec<String>,
+    ) -> Result<()> {
+        let err = |action| {
+            move |source| RuntimeError::Docker {
+                action,
+                session: session_id.to_string(),
+                source,
+            }
+        };
+        let opts = CreateExecOptions {
+            attach_stdin: Some(false),
+            attach_stdout: Some(false),
+            attach_stderr: Some(false),
+            tty: Some(false),
+            cmd: Some(cmd),
+            working_dir: Some(WORKSPACE.to_string()),
+            ..Default::default()
+        };
+        let exec = self
+            .docker
+            .create_exec(container, opts)
+            .await
+            .map_err(err("create an exec"))?;
+        self.docker
+            .start_exec(
+                &exec.id,
+                Some(StartExecOptions {
+                    detach: true,
+                    tty: false,
+                    output_capacity: None,
+                }),
+            )
+            .await
+            .map_err(err("start an exec"))?;
+        Ok(())
     }
 
     /// An attach that carries stdin only; what is written reaches the agent's stdin.

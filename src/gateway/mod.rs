@@ -158,10 +158,15 @@ impl Gateway {
                 format!("ANTHROPIC_API_KEY={token}"),
             ],
             ProtocolKind::Codex => vec![
-                format!("OPENAI_BASE_URL={url}/openai/v1"),
+                format!("OPENAI_BASE_URL={}", self.openai_base_url()),
                 format!("OPENAI_API_KEY={token}"),
             ],
         })
+    }
+
+    /// The OpenAI-compatible base URL (with `/v1`) workers are given.
+    pub fn openai_base_url(&self) -> String {
+        format!("{}/openai/v1", self.inner.config.url)
     }
 
     /// Revokes a session's tokens: the gateway answers them 401 from now on.

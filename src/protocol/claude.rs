@@ -24,33 +24,17 @@
 
 use serde_json::{Map, Value};
 
-use super::{AgentEvent, TurnOutcome, Usage};
+use super::{AgentEvent, TurnOutcome, Usage, malformed, one_line, parse_json_line};
 
 /// The longest `summary` of a [`AgentEvent::ToolUse`], in characters.
 const SUMMARY_CHARS: usize = 200;
-/// The longest `line` kept in a [`AgentEvent::Malformed`], in characters.
-const MALFORMED_CHARS: usize = 500;
 
 type Object = Map<String, Value>;
 
 /// Parses one stdout line into zero or more neutral events (an assistant message may
 /// hold several content blocks; empty lines give none).
 pub fn parse_line(line: &str) -> Vec<AgentEvent> {
-    let line = line.trim();
-    if line.is_empty() {
-        return Vec::new();
-    }
-    let value: Value = match serde_json::from_str(line) {
-        Ok(v) => v,
-        Err(e) => return vec![malformed(line, format!("not JSON: {e}"))],
-    };
-    let Value::Object(obj) = &value else {
-        return vec![malformed(line, "not a JSON object".into())];
-    };
-    let Some(kind) = obj.get("type").and_then(Value::as_str) else {
-        return vec![malformed(line, "no string `type` field".into())];
-    };
-    let events = match kind {
+    parse_json_line(line, |obj, kind, line| match kind {
         "system" => system(obj, line),
         "assistant" => assistant(obj, line),
         "user" => user(obj, line),
@@ -60,8 +44,7 @@ pub fn parse_line(line: &str) -> Vec<AgentEvent> {
             kind: other.to_string(),
             raw: line.to_string(),
         }]),
-    };
-    events.unwrap_or_else(|error| vec![malformed(line, error)])
+    })
 }
 
 /// The stdin line (JSON and `'\n'`) that sends a user prompt.
@@ -370,38 +353,6 @@ fn summarize(tool: &str, input: &Value) -> String {
             .and_then(|o| o.values().find_map(Value::as_str))
     });
     one_line(text.unwrap_or_default(), SUMMARY_CHARS)
-}
-
-/// The first line of `s` (trimmed), cut to at most `max` characters; "…" marks a cut.
-fn one_line(s: &str, max: usize) -> String {
-    let s = s.trim();
-    let mut lines = s.lines();
-    let first = lines.next().unwrap_or_default().trim_end();
-    let more = lines.next().is_some();
-    if more || first.chars().count() > max {
-        let mut cut: String = first.chars().take(max.saturating_sub(1)).collect();
-        cut.push('…');
-        cut
-    } else {
-        first.to_string()
-    }
-}
-
-/// `s` cut to at most `max` characters; "…" marks a cut.
-fn cut(s: &str, max: usize) -> String {
-    if s.chars().count() <= max {
-        return s.to_string();
-    }
-    let mut out: String = s.chars().take(max.saturating_sub(1)).collect();
-    out.push('…');
-    out
-}
-
-fn malformed(line: &str, error: String) -> AgentEvent {
-    AgentEvent::Malformed {
-        line: cut(line, MALFORMED_CHARS),
-        error,
-    }
 }
 
 /// A content block as an object with its string `type`.

@@ -2,8 +2,10 @@
 //! neutral [`AgentEvent`]s and back. Pure code, no I/O: the session task feeds lines in.
 
 pub mod claude;
+pub mod codex;
 
 use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
 
 /// Which wire protocol an agent speaks (`protocol = "claude" | "codex"` in `[agents.*]`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -77,4 +79,63 @@ pub enum AgentEvent {
     Unknown { kind: String, raw: String },
     /// A line that is not a valid event of the protocol: reported, not fatal.
     Malformed { line: String, error: String },
+}
+
+/// The longest `line` kept in a [`AgentEvent::Malformed`], in characters.
+const MALFORMED_CHARS: usize = 500;
+
+/// The first line of `s` (trimmed), cut to at most `max` characters; "…" marks a cut.
+fn one_line(s: &str, max: usize) -> String {
+    let s = s.trim();
+    let mut lines = s.lines();
+    let first = lines.next().unwrap_or_default().trim_end();
+    let more = lines.next().is_some();
+    if more || first.chars().count() > max {
+        let mut cut: String = first.chars().take(max.saturating_sub(1)).collect();
+        cut.push('…');
+        cut
+    } else {
+        first.to_string()
+    }
+}
+
+/// `s` cut to at most `max` characters; "…" marks a cut.
+fn cut(s: &str, max: usize) -> String {
+    if s.chars().count() <= max {
+        return s.to_string();
+    }
+    let mut out: String = s.chars().take(max.saturating_sub(1)).collect();
+    out.push('…');
+    out
+}
+
+fn malformed(line: &str, error: String) -> AgentEvent {
+    AgentEvent::Malformed {
+        line: cut(line, MALFORMED_CHARS),
+        error,
+    }
+}
+
+/// The frame of a JSON-lines protocol: an empty line gives nothing; a line must be one
+/// JSON object with a string `type`, which `events` turns into events (object, type,
+/// trimmed line); anything else, or what `events` refuses, is one malformed event.
+fn parse_json_line(
+    line: &str,
+    events: impl FnOnce(&Map<String, Value>, &str, &str) -> Result<Vec<AgentEvent>, String>,
+) -> Vec<AgentEvent> {
+    let line = line.trim();
+    if line.is_empty() {
+        return Vec::new();
+    }
+    let value: Value = match serde_json::from_str(line) {
+        Ok(v) => v,
+        Err(e) => return vec![malformed(line, format!("not JSON: {e}"))],
+    };
+    let Value::Object(obj) = &value else {
+        return vec![malformed(line, "not a JSON object".into())];
+    };
+    let Some(kind) = obj.get("type").and_then(Value::as_str) else {
+        return vec![malformed(line, "no string `type` field".into())];
+    };
+    events(obj, kind, line).unwrap_or_else(|error| vec![malformed(line, error)])
 }

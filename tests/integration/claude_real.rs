@@ -22,9 +22,54 @@ use firstmate::protocol::{AgentEvent, TurnOutcome};
 use serde_json::Value;
 
 use crate::support::anthropic::{AnthropicStub, Reply, conversation_text};
-use crate::support::{Env, inspect, lines_of, session_ids, stdout, text};
+use crate::support::worker::{
+    self, Net, REAL_KEY, WORKER_IMAGE, assert_contains_all, assert_in_order,
+    assert_interrupt_scenario, assert_key_kept, console_interrupt_scenario, console_with_key,
+    gateway_env, started, texts, turn_end,
+};
+use crate::support::{inspect, lines_of, session_ids, stdout, text};
 
-const WORKER_IMAGE: &str = "firstmate-worker:latest";
+fn worker_ready() -> bool {
+    worker::worker_ready("a real Claude Code test")
+}
+
+fn events(lines: &[String]) -> Vec<AgentEvent> {
+    worker::events(parse_line, lines)
+}
+
+fn capture(name: &str, lines: &[String]) {
+    worker::capture("FIRSTMATE_CLAUDE_CAPTURE", name, lines)
+}
+
+/// The `claude` agent on the worker image, and the gateway's Anthropic upstream.
+fn claude_tables(stub: &AnthropicStub, net: &Net) -> String {
+    let mut env_table = String::new();
+    for (i, (k, v)) in QUIET_ENV.iter().enumerate() {
+        if i > 0 {
+            env_table.push_str(", ");
+        }
+        env_table.push_str(&format!("{k} = \"{v}\""));
+    }
+    format!(
+        r#"
+[agents.claude]
+image = "{WORKER_IMAGE}"
+protocol = "claude"
+memory = "2g"
+pids_limit = 512
+env = {{ {env_table} }}
+
+[gateway.prices."claude-"]
+input = 1.0
+output = 2.0
+
+[gateway.anthropic]
+upstream = "{upstream}"
+api_key_env = "FIRSTMATE_TEST_REAL_KEY"
+"#,
+        upstream = net.base_url(stub)
+    )
+}
 
 /// What keeps the CLI from calling anything but the API it is pointed at.
 const QUIET_ENV: [(&str, &str); 5] = [
@@ -36,109 +81,6 @@ const QUIET_ENV: [(&str, &str); 5] = [
 ];
 
 const TURN_TIMEOUT: Duration = Duration::from_secs(90);
-
-fn required() -> bool {
-    std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
-        || std::env::var("FIRSTMATE_TEST_REQUIRE_DOCKER").is_ok_and(|v| v == "1")
-}
-
-fn quiet(args: &[&str]) -> bool {
-    Command::new("docker")
-        .args(args)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
-}
-
-/// Whether Docker and the worker image are there (skip or fail as the run asks).
-fn worker_ready() -> bool {
-    let why = if !quiet(&["info"]) {
-        "no Docker daemon answers: start dockerd, or run scripts/test".to_string()
-    } else if !quiet(&["image", "inspect", WORKER_IMAGE]) {
-        format!(
-            "the image {WORKER_IMAGE} is missing: run scripts/build-images worker \
-             (FIRSTMATE_EXTRA_CA_CERTS=... behind a TLS-inspecting proxy)"
-        )
-    } else {
-        return true;
-    };
-    if required() {
-        panic!("Docker and the worker image are required for this test run: {why}");
-    }
-    eprintln!("\n!!! SKIPPING a real Claude Code test: {why} !!!\n");
-    false
-}
-
-fn suffix() -> String {
-    uuid::Uuid::new_v4().simple().to_string()[..10].to_string()
-}
-
-/// An internal Docker network, and the volumes and containers a test made on it; all
-/// removed on drop.
-struct Net {
-    name: String,
-    gateway: String,
-    volumes: Vec<String>,
-    containers: Vec<String>,
-}
-
-impl Net {
-    fn new() -> Net {
-        let name = format!("fm-claude-real-{}", suffix());
-        let out = Command::new("docker")
-            .args(["network", "create", "--internal", "--label"])
-            .arg("firstmate.test=claude_real")
-            .arg(&name)
-            .output()
-            .expect("docker network create");
-        assert!(
-            out.status.success(),
-            "docker network create: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let out = Command::new("docker")
-            .args(["network", "inspect", &name, "--format"])
-            .arg("{{(index .IPAM.Config 0).Gateway}}")
-            .output()
-            .expect("docker network inspect");
-        let gateway = String::from_utf8_lossy(&out.stdout).trim().to_string();
-        assert!(!gateway.is_empty(), "network {name} has no gateway address");
-        Net {
-            name,
-            gateway,
-            volumes: Vec::new(),
-            containers: Vec::new(),
-        }
-    }
-
-    /// The stand-in, listening on this network's gateway address.
-    fn stub(&self, script: Vec<Reply>) -> AnthropicStub {
-        AnthropicStub::start(&format!("{}:0", self.gateway), script)
-    }
-
-    fn base_url(&self, stub: &AnthropicStub) -> String {
-        format!("http://{}:{}", self.gateway, stub.port())
-    }
-
-    fn volume(&mut self, what: &str) -> String {
-        let v = format!("{}-{what}", self.name);
-        self.volumes.push(v.clone());
-        v
-    }
-}
-
-impl Drop for Net {
-    fn drop(&mut self) {
-        for c in &self.containers {
-            quiet(&["rm", "-f", c]);
-        }
-        for v in &self.volumes {
-            quiet(&["volume", "rm", "-f", v]);
-        }
-        quiet(&["network", "rm", &self.name]);
-    }
-}
 
 /// `claude -p` in stream-json mode in a worker container, driven line by line.
 struct Cli {
@@ -270,80 +212,6 @@ impl Cli {
     }
 }
 
-/// Writes a scenario's stdout lines to $FIRSTMATE_CLAUDE_CAPTURE/<name>.jsonl.
-fn capture(name: &str, lines: &[String]) {
-    if let Ok(dir) = std::env::var("FIRSTMATE_CLAUDE_CAPTURE") {
-        let dir = std::path::Path::new(&dir);
-        std::fs::create_dir_all(dir).expect("capture dir");
-        let mut text = lines.join("\n");
-        text.push('\n');
-        std::fs::write(dir.join(format!("{name}.jsonl")), text).expect("write capture");
-    }
-}
-
-fn events(lines: &[String]) -> Vec<AgentEvent> {
-    let evs: Vec<AgentEvent> = lines.iter().flat_map(|l| parse_line(l)).collect();
-    for e in &evs {
-        assert!(
-            !matches!(e, AgentEvent::Malformed { .. }),
-            "the parser rejects a real line: {e:?}"
-        );
-    }
-    evs
-}
-
-fn texts(evs: &[AgentEvent]) -> Vec<String> {
-    evs.iter()
-        .filter_map(|e| match e {
-            AgentEvent::Text { text } => Some(text.clone()),
-            _ => None,
-        })
-        .collect()
-}
-
-/// The one `TurnEnd` of a turn's events.
-fn turn_end(evs: &[AgentEvent]) -> (TurnOutcome, firstmate::protocol::Usage, Option<f64>, String) {
-    let ends: Vec<_> = evs
-        .iter()
-        .filter_map(|e| match e {
-            AgentEvent::TurnEnd {
-                outcome,
-                usage,
-                cost_usd,
-                agent_session_id,
-            } => Some((
-                outcome.clone(),
-                *usage,
-                *cost_usd,
-                agent_session_id.clone().unwrap_or_default(),
-            )),
-            _ => None,
-        })
-        .collect();
-    assert_eq!(ends.len(), 1, "not one turn end in {evs:#?}");
-    ends[0].clone()
-}
-
-fn started(evs: &[AgentEvent]) -> String {
-    evs.iter()
-        .find_map(|e| match e {
-            AgentEvent::Started {
-                agent_session_id, ..
-            } => Some(agent_session_id.clone()),
-            _ => None,
-        })
-        .unwrap_or_else(|| panic!("no Started in {evs:#?}"))
-}
-
-fn assert_contains_all(haystack: &[String], needles: &[&str], what: &str) {
-    for n in needles {
-        assert!(
-            haystack.iter().any(|h| h.contains(n)),
-            "{what}: {n:?} is missing from {haystack:#?}"
-        );
-    }
-}
-
 const TOOL_COMMAND: &str = "echo $((6*7)) | tee answer.txt; id -un";
 
 #[test]
@@ -351,7 +219,7 @@ fn real_claude_two_turns_with_a_tool_then_resume_in_a_new_container() {
     if !worker_ready() {
         return;
     }
-    let mut net = Net::new();
+    let mut net = Net::new("claude_real");
     let stub = net.stub(vec![
         Reply::bash("I'll compute that with the shell.", TOOL_COMMAND),
         Reply::text("The answer is 42."),
@@ -470,7 +338,7 @@ fn real_claude_api_errors_end_the_turn_and_the_conversation_goes_on() {
     if !worker_ready() {
         return;
     }
-    let mut net = Net::new();
+    let mut net = Net::new("claude_real");
     // Each turn gets its replies just before it, and what it left is dropped after it:
     // the CLI retries some errors on its own.
     let stub = net.stub(Vec::new());
@@ -536,7 +404,7 @@ fn real_claude_interrupt_ends_a_streaming_turn_and_a_tool_and_the_conversation_g
     if !worker_ready() {
         return;
     }
-    let mut net = Net::new();
+    let mut net = Net::new("claude_real");
     let long_command = "timeout 120 tail -f /dev/null; echo finished";
     let stub = net.stub(vec![
         // About 30 s of text, one word every 200 ms.
@@ -617,123 +485,6 @@ fn real_claude_interrupt_ends_a_streaming_turn_and_a_tool_and_the_conversation_g
 }
 
 /// The real CLI run by the firstmate engine (`firstmate console`), as a configured agent:
-/// The real key the gateway holds in these tests: it must reach the stand-in and appear
-/// nowhere else (container, inspect output, database, logs).
-const REAL_KEY: &str = "sk-ant-firstmate-test-REAL-KEY-5f2c9a";
-
-fn free_port(ip: &str) -> u16 {
-    std::net::TcpListener::bind((ip, 0))
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
-}
-
-/// A test environment whose `claude` agent runs the worker image on `net`, reaching the
-/// stand-in only through firstmate's gateway (which listens on the network's gateway
-/// address), with `gateway_extra` added to `[gateway]`.
-fn gateway_env(net: &Net, stub: &AnthropicStub, gateway_extra: &str) -> Option<(Env, String)> {
-    let mut env_table = String::new();
-    for (i, (k, v)) in QUIET_ENV.iter().enumerate() {
-        if i > 0 {
-            env_table.push_str(", ");
-        }
-        env_table.push_str(&format!("{k} = \"{v}\""));
-    }
-    let port = free_port(&net.gateway);
-    let gw = format!("{}:{port}", net.gateway);
-    let extra = format!(
-        r#"
-[agents.claude]
-image = "{WORKER_IMAGE}"
-protocol = "claude"
-memory = "2g"
-pids_limit = 512
-env = {{ {env_table} }}
-
-[gateway]
-listen = "{gw}"
-url = "http://{gw}"
-{gateway_extra}
-
-[gateway.prices."claude-"]
-input = 1.0
-output = 2.0
-
-[gateway.anthropic]
-upstream = "{upstream}"
-api_key_env = "FIRSTMATE_TEST_REAL_KEY"
-"#,
-        upstream = net.base_url(stub)
-    );
-    let env = Env::new(&extra)?;
-    // The generated config has a [docker] table already: put the network in it.
-    let cfg = std::fs::read_to_string(&env.config).expect("read config");
-    let cfg = cfg.replacen(
-        "[docker]\n",
-        &format!("[docker]\nnetwork = \"{}\"\n", net.name),
-        1,
-    );
-    std::fs::write(&env.config, cfg).expect("write config");
-    Some((env, format!("http://{gw}")))
-}
-
-fn console_with_key(env: &Env, input: &str) -> std::process::Output {
-    let mut c = env.command();
-    c.arg("console")
-        .env("FIRSTMATE_TEST_REAL_KEY", REAL_KEY)
-        .env("FIRSTMATE_LOG", "firstmate=debug");
-    crate::support::run_with_timeout(c, input, Duration::from_secs(300))
-}
-
-/// The real key appears in no container setting and no database row.
-fn assert_key_kept(env: &Env, container: &str) {
-    let c = inspect(container);
-    let shown = c.to_string();
-    assert!(
-        !shown.contains(REAL_KEY),
-        "the real key is in the container's inspect output"
-    );
-    let token = c["Config"]["Env"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default()
-        .iter()
-        .filter_map(|e| {
-            e.as_str()?
-                .strip_prefix("ANTHROPIC_API_KEY=")
-                .map(str::to_string)
-        })
-        .next()
-        .expect("the container has a session token as ANTHROPIC_API_KEY");
-    assert!(token.starts_with("fm-"), "not a session token: {token}");
-    if env.db_url.starts_with("sqlite://") {
-        let db = env.path().join("firstmate.db");
-        let mut bytes = std::fs::read(&db).expect("read the database");
-        for wal in ["firstmate.db-wal", "firstmate.db-shm"] {
-            bytes.extend(std::fs::read(env.path().join(wal)).unwrap_or_default());
-        }
-        let needle = REAL_KEY.as_bytes();
-        assert!(
-            !bytes.windows(needle.len()).any(|w| w == needle),
-            "the real key is in the database"
-        );
-    } else {
-        let dump = Command::new("pg_dump")
-            .arg(&env.db_url)
-            .output()
-            .expect("pg_dump");
-        assert!(
-            dump.status.success(),
-            "pg_dump: {}",
-            String::from_utf8_lossy(&dump.stderr)
-        );
-        assert!(
-            !String::from_utf8_lossy(&dump.stdout).contains(REAL_KEY),
-            "the real key is in the database"
-        );
-    }
-}
-
 /// The real CLI through the engine and the gateway: a tool call, a follow-up, `stop`,
 /// `resume`; the gateway puts the real key on the way out and counts the tokens.
 #[test]
@@ -741,7 +492,7 @@ fn real_claude_through_the_engine_and_the_gateway_tool_follow_up_stop_and_resume
     if !worker_ready() {
         return;
     }
-    let net = Net::new();
+    let net = Net::new("claude_real");
     let stub = net.stub(vec![
         Reply::bash("I'll compute that with the shell.", TOOL_COMMAND),
         Reply::text("The answer is 42."),
@@ -749,7 +500,7 @@ fn real_claude_through_the_engine_and_the_gateway_tool_follow_up_stop_and_resume
         Reply::bash("Reading it back.", "cat answer.txt"),
         Reply::text("It still says 42."),
     ]);
-    let Some((env, _)) = gateway_env(&net, &stub, "") else {
+    let Some((env, _)) = gateway_env(&net, &claude_tables(&stub, &net), "") else {
         return;
     };
 
@@ -786,16 +537,17 @@ fn real_claude_through_the_engine_and_the_gateway_tool_follow_up_stop_and_resume
         // 2 + 1 + 2 API calls of 120 in / 30 out, as the gateway counted them.
         "tokens: 600 in, 150 out, 0 cache read, 0 cache write",
     ];
-    let mut at = 0;
-    for w in want {
-        match lines[at..].iter().position(|l| l == w) {
-            Some(i) => at += i + 1,
-            None => panic!(
-                "{w:?} missing (in order) from:\n{all}\n--- stand-in\n{}",
-                stub.log()
-            ),
-        }
-    }
+    assert_in_order(
+        &lines,
+        &want,
+        &format!(
+            "{}
+--- stand-in
+{}",
+            text(&out),
+            stub.log()
+        ),
+    );
 
     let s = env.session(id);
     assert_eq!(s["state"], "stopped", "{s:#}");
@@ -825,7 +577,7 @@ fn real_claude_through_the_engine_and_the_gateway_tool_follow_up_stop_and_resume
         ],
         "the resumed turn's request",
     );
-    assert_key_kept(&env, &format!("firstmate-{id}"));
+    assert_key_kept(&env, &format!("firstmate-{id}"), "ANTHROPIC_API_KEY");
     assert!(
         !text(&out).contains(REAL_KEY),
         "the real key is in the output or the logs"
@@ -843,14 +595,18 @@ fn real_claude_spending_limit_stops_the_session_and_dead_tokens_get_401() {
     if !worker_ready() {
         return;
     }
-    let net = Net::new();
+    let net = Net::new("claude_real");
     // Each call costs 120 * $1 + 30 * $2 per million = $0.00018: the limit is hit at once.
     let stub = net.stub(vec![
         Reply::bash("Working on it.", "echo one"),
         Reply::text("Done."),
         Reply::text("never sent"),
     ]);
-    let Some((env, gw_url)) = gateway_env(&net, &stub, "session_limit_usd = 0.0001") else {
+    let Some((env, gw_url)) = gateway_env(
+        &net,
+        &claude_tables(&stub, &net),
+        "session_limit_usd = 0.0001",
+    ) else {
         return;
     };
     let out = console_with_key(&env, "new --agent claude Do the thing.\n");
@@ -931,4 +687,23 @@ fn real_claude_spending_limit_stops_the_session_and_dead_tokens_get_401() {
         calls_before,
         "a refused call reached the upstream"
     );
+}
+
+/// `interrupt` through the engine ends a streaming Claude Code turn; the session goes on
+/// with the same conversation.
+#[test]
+fn real_claude_interrupt_through_the_engine_keeps_the_conversation() {
+    if !worker_ready() {
+        return;
+    }
+    let net = Net::new("claude_real");
+    let stub = net.stub(vec![
+        Reply::slow_text("one, two, ", 600, Duration::from_millis(100)),
+        Reply::text("Still here."),
+    ]);
+    let Some((env, _)) = gateway_env(&net, &claude_tables(&stub, &net), "") else {
+        return;
+    };
+    let out = console_interrupt_scenario(&env, "claude", &|t| stub.wait_turns(1, t));
+    assert_interrupt_scenario(&env, &out, &stub.turns(), conversation_text, &stub.log());
 }

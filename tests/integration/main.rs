@@ -4,6 +4,7 @@
 
 mod claude_real;
 mod cli;
+mod codex_real;
 mod console;
 mod matrix;
 mod proxy;

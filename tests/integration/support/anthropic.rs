@@ -18,21 +18,17 @@
 //! with `Content-Length` or chunked. Responses with a body are sent with `Content-Length`;
 //! streams are chunked, one server-sent event a chunk, flushed one by one.
 
-use std::collections::VecDeque;
-use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::{Value, json};
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::tcp::OwnedWriteHalf;
+
+use super::stub::{
+    Api, BoxFuture, Ids, Request, Stub, end_chunked, send_json, send_sse_event, start_sse,
+};
 
 /// The model named in replies when a request names none.
 pub const DEFAULT_MODEL: &str = "claude-sonnet-4-5-20250929";
-/// The largest request head or body accepted.
-const MAX_BODY: usize = 64 * 1024 * 1024;
-const MAX_HEAD: usize = 256 * 1024;
 
 /// One content block of a scripted assistant message.
 #[derive(Debug, Clone, PartialEq)]
@@ -139,193 +135,11 @@ impl Reply {
     }
 }
 
-/// One request as the stand-in received it.
-#[derive(Debug, Clone)]
-pub struct Request {
-    pub method: String,
-    /// The request target, with its query string.
-    pub path: String,
-    /// Header names in lower case.
-    pub headers: Vec<(String, String)>,
-    pub body: Vec<u8>,
-    /// Whether it took a reply from the script.
-    pub scripted: bool,
-}
-
-impl Request {
-    pub fn header(&self, name: &str) -> Option<&str> {
-        let name = name.to_ascii_lowercase();
-        self.headers
-            .iter()
-            .find(|(k, _)| *k == name)
-            .map(|(_, v)| v.as_str())
-    }
-
-    pub fn json(&self) -> Value {
-        serde_json::from_slice(&self.body).unwrap_or(Value::Null)
-    }
-
-    /// The path without its query string.
-    pub fn route(&self) -> &str {
-        self.path.split('?').next().unwrap_or_default()
-    }
-}
-
-#[derive(Default)]
-struct State {
-    script: VecDeque<Reply>,
-    requests: Vec<Request>,
-}
-
-struct Shared {
-    state: Mutex<State>,
-    changed: Condvar,
-    ids: AtomicU64,
-}
-
-impl Shared {
-    fn id(&self, prefix: &str) -> String {
-        let n = self.ids.fetch_add(1, Ordering::Relaxed);
-        format!("{prefix}_01Stub{n:018}")
-    }
-}
+/// The Anthropic Messages API, scripted.
+pub struct Anthropic;
 
 /// The running stand-in; stops when dropped.
-pub struct AnthropicStub {
-    addr: SocketAddr,
-    shared: Arc<Shared>,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl AnthropicStub {
-    /// Starts a stand-in listening on `bind` (`"127.0.0.1:0"`, or `"0.0.0.0:0"` for
-    /// containers on the Docker bridge), following `script`.
-    pub fn start(bind: &str, script: Vec<Reply>) -> AnthropicStub {
-        let std_listener = std::net::TcpListener::bind(bind).expect("bind the Anthropic stand-in");
-        std_listener.set_nonblocking(true).expect("nonblocking");
-        let addr = std_listener.local_addr().expect("local addr");
-        let shared = Arc::new(Shared {
-            state: Mutex::new(State {
-                script: script.into(),
-                requests: Vec::new(),
-            }),
-            changed: Condvar::new(),
-            ids: AtomicU64::new(1),
-        });
-        let (stop_tx, mut stop_rx) = tokio::sync::oneshot::channel::<()>();
-        let sh = shared.clone();
-        let thread = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("tokio runtime");
-            rt.block_on(async move {
-                let listener = TcpListener::from_std(std_listener).expect("tokio listener");
-                loop {
-                    tokio::select! {
-                        _ = &mut stop_rx => break,
-                        accepted = listener.accept() => {
-                            if let Ok((stream, _)) = accepted {
-                                tokio::spawn(serve(stream, sh.clone()));
-                            }
-                        }
-                    }
-                }
-            });
-        });
-        AnthropicStub {
-            addr,
-            shared,
-            stop: Some(stop_tx),
-            thread: Some(thread),
-        }
-    }
-
-    pub fn port(&self) -> u16 {
-        self.addr.port()
-    }
-
-    /// Appends replies to the script.
-    pub fn push(&self, replies: impl IntoIterator<Item = Reply>) {
-        let mut st = self.shared.state.lock().expect("lock");
-        st.script.extend(replies);
-    }
-
-    /// Drops the replies not used yet; how many there were.
-    pub fn clear(&self) -> usize {
-        let mut st = self.shared.state.lock().expect("lock");
-        let n = st.script.len();
-        st.script.clear();
-        n
-    }
-
-    /// How many replies of the script are not used yet.
-    pub fn remaining(&self) -> usize {
-        self.shared.state.lock().expect("lock").script.len()
-    }
-
-    /// Every request received so far.
-    pub fn requests(&self) -> Vec<Request> {
-        self.shared.state.lock().expect("lock").requests.clone()
-    }
-
-    /// The JSON bodies of the agent turns (the requests that took a scripted reply).
-    pub fn turns(&self) -> Vec<Value> {
-        self.requests()
-            .iter()
-            .filter(|r| r.scripted)
-            .map(Request::json)
-            .collect()
-    }
-
-    /// Waits until `n` agent turns have been received; false after `timeout`.
-    pub fn wait_turns(&self, n: usize, timeout: Duration) -> bool {
-        let deadline = Instant::now() + timeout;
-        let mut st = self.shared.state.lock().expect("lock");
-        loop {
-            if st.requests.iter().filter(|r| r.scripted).count() >= n {
-                return true;
-            }
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return false;
-            }
-            st = self.shared.changed.wait_timeout(st, left).expect("wait").0;
-        }
-    }
-
-    /// A one-line-per-request log, for assertion messages.
-    pub fn log(&self) -> String {
-        self.requests()
-            .iter()
-            .map(|r| {
-                let body = r.json();
-                format!(
-                    "{} {} scripted={} model={} stream={} tools={} messages={}\n",
-                    r.method,
-                    r.path,
-                    r.scripted,
-                    body["model"],
-                    body["stream"],
-                    body["tools"].as_array().map_or(0, Vec::len),
-                    body["messages"].as_array().map_or(0, Vec::len),
-                )
-            })
-            .collect()
-    }
-}
-
-impl Drop for AnthropicStub {
-    fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
+pub type AnthropicStub = Stub<Anthropic>;
 
 /// The text of every `text` block (and string content) in a request's messages, in
 /// order: what a test checks to see that earlier turns were sent again.
@@ -358,176 +172,89 @@ pub fn conversation_text(body: &Value) -> Vec<String> {
     out
 }
 
-// --- the HTTP side -------------------------------------------------------------------
-
-async fn serve(stream: TcpStream, shared: Arc<Shared>) {
-    let (read, mut write) = stream.into_split();
-    let mut reader = BufReader::new(read);
-    // Keep-alive: requests one after another until the client closes.
-    while let Ok(Some(mut req)) = read_request(&mut reader, &mut write).await {
-        let keep_alive = !req
-            .header("connection")
-            .is_some_and(|c| c.eq_ignore_ascii_case("close"));
-        let reply = route(&mut req, &shared);
-        {
-            let mut st = shared.state.lock().expect("lock");
-            st.requests.push(req.clone());
-            shared.changed.notify_all();
-        }
-        if answer(&mut write, &req, reply, &shared).await.is_err() || !keep_alive {
-            break;
-        }
-    }
-}
-
-/// Reads one request; `None` at a clean end of the connection.
-async fn read_request(
-    reader: &mut BufReader<tokio::net::tcp::OwnedReadHalf>,
-    write: &mut tokio::net::tcp::OwnedWriteHalf,
-) -> std::io::Result<Option<Request>> {
-    let bad = |m: &str| std::io::Error::new(std::io::ErrorKind::InvalidData, m.to_string());
-    let mut line = String::new();
-    if reader.read_line(&mut line).await? == 0 {
-        return Ok(None);
-    }
-    let mut parts = line.split_whitespace();
-    let (Some(method), Some(path)) = (parts.next(), parts.next()) else {
-        return Err(bad("bad request line"));
-    };
-    let (method, path) = (method.to_string(), path.to_string());
-    let mut headers = Vec::new();
-    let mut head_len = line.len();
-    loop {
-        line.clear();
-        if reader.read_line(&mut line).await? == 0 {
-            return Err(bad("end of stream in the headers"));
-        }
-        head_len += line.len();
-        if head_len > MAX_HEAD {
-            return Err(bad("headers too large"));
-        }
-        let l = line.trim_end_matches(['\r', '\n']);
-        if l.is_empty() {
-            break;
-        }
-        if let Some((k, v)) = l.split_once(':') {
-            headers.push((k.trim().to_ascii_lowercase(), v.trim().to_string()));
-        }
-    }
-    let mut req = Request {
-        method,
-        path,
-        headers,
-        body: Vec::new(),
-        scripted: false,
-    };
-    if req
-        .header("expect")
-        .is_some_and(|e| e.eq_ignore_ascii_case("100-continue"))
-    {
-        write.write_all(b"HTTP/1.1 100 Continue\r\n\r\n").await?;
-    }
-    let chunked = req
-        .header("transfer-encoding")
-        .is_some_and(|t| t.to_ascii_lowercase().contains("chunked"));
-    if chunked {
-        loop {
-            line.clear();
-            reader.read_line(&mut line).await?;
-            let size = line.trim().split(';').next().unwrap_or_default();
-            let size = usize::from_str_radix(size, 16).map_err(|_| bad("bad chunk size"))?;
-            if req.body.len() + size > MAX_BODY {
-                return Err(bad("body too large"));
-            }
-            if size == 0 {
-                // Trailers, up to the empty line.
-                loop {
-                    line.clear();
-                    if reader.read_line(&mut line).await? == 0 || line.trim().is_empty() {
-                        break;
-                    }
-                }
-                break;
-            }
-            let start = req.body.len();
-            req.body.resize(start + size, 0);
-            reader.read_exact(&mut req.body[start..]).await?;
-            line.clear();
-            reader.read_line(&mut line).await?; // the CRLF after the chunk
-        }
-    } else if let Some(len) = req.header("content-length") {
-        let len: usize = len.parse().map_err(|_| bad("bad content-length"))?;
-        if len > MAX_BODY {
-            return Err(bad("body too large"));
-        }
-        req.body.resize(len, 0);
-        reader.read_exact(&mut req.body).await?;
-    }
-    Ok(Some(req))
-}
-
 /// What to answer a request with.
-enum Answer {
+pub enum Answer {
     Scripted(Reply),
     Side,
     CountTokens,
     NotFound,
 }
 
-fn route(req: &mut Request, shared: &Shared) -> Answer {
-    match (req.method.as_str(), req.route()) {
-        ("POST", "/v1/messages") => {
-            let body = req.json();
-            let has_tools = body["tools"].as_array().is_some_and(|t| !t.is_empty());
-            if !has_tools {
-                return Answer::Side;
+impl Api for Anthropic {
+    type Reply = Reply;
+    type Answer = Answer;
+
+    fn route(req: &mut Request, next: &mut dyn FnMut() -> Option<Reply>) -> Answer {
+        match (req.method.as_str(), req.route()) {
+            ("POST", "/v1/messages") => {
+                let body = req.json();
+                let has_tools = body["tools"].as_array().is_some_and(|t| !t.is_empty());
+                if !has_tools {
+                    return Answer::Side;
+                }
+                req.scripted = true;
+                Answer::Scripted(next().unwrap_or_else(|| {
+                    Reply::http_error(
+                        500,
+                        "api_error",
+                        "the scripted stand-in has no reply left for this request",
+                    )
+                }))
             }
-            req.scripted = true;
-            let next = shared.state.lock().expect("lock").script.pop_front();
-            Answer::Scripted(next.unwrap_or_else(|| {
-                Reply::http_error(
-                    500,
-                    "api_error",
-                    "the scripted stand-in has no reply left for this request",
-                )
-            }))
+            ("POST", "/v1/messages/count_tokens") => Answer::CountTokens,
+            _ => Answer::NotFound,
         }
-        ("POST", "/v1/messages/count_tokens") => Answer::CountTokens,
-        _ => Answer::NotFound,
+    }
+
+    fn answer<'a>(
+        w: &'a mut OwnedWriteHalf,
+        req: &'a Request,
+        answer: Answer,
+        ids: &'a Ids,
+    ) -> BoxFuture<'a, std::io::Result<()>> {
+        Box::pin(answer_with(w, req, answer, ids))
+    }
+
+    fn describe(body: &Value) -> String {
+        format!(
+            "model={} stream={} tools={} messages={}",
+            body["model"],
+            body["stream"],
+            body["tools"].as_array().map_or(0, Vec::len),
+            body["messages"].as_array().map_or(0, Vec::len),
+        )
     }
 }
 
-async fn answer(
-    w: &mut tokio::net::tcp::OwnedWriteHalf,
+async fn answer_with(
+    w: &mut OwnedWriteHalf,
     req: &Request,
     answer: Answer,
-    shared: &Shared,
+    ids: &Ids,
 ) -> std::io::Result<()> {
     let body = req.json();
     let model = body["model"].as_str().unwrap_or(DEFAULT_MODEL).to_string();
     let stream = body["stream"].as_bool().unwrap_or(false);
-    let request_id = shared.id("req");
+    let request_id = ids.next("req");
     match answer {
         Answer::NotFound => {
             let msg = format!("stand-in: no route for {} {}", req.method, req.path);
-            send_json(w, 404, &error_body("not_found_error", &msg), &request_id).await
+            send_api_json(w, 404, &error_body("not_found_error", &msg), &request_id).await
         }
         Answer::CountTokens => {
             let n = (req.body.len() / 4).max(1);
-            send_json(w, 200, &json!({"input_tokens": n}), &request_id).await
+            send_api_json(w, 200, &json!({"input_tokens": n}), &request_id).await
         }
         Answer::Side => {
             let reply = Reply::text("Scripted side answer");
-            send_message(w, &model, stream, &reply, shared, &request_id).await
+            send_message(w, &model, stream, &reply, ids, &request_id).await
         }
         Answer::Scripted(Reply::HttpError {
             status,
             kind,
             message,
-        }) => send_json(w, status, &error_body(&kind, &message), &request_id).await,
-        Answer::Scripted(reply) => {
-            send_message(w, &model, stream, &reply, shared, &request_id).await
-        }
+        }) => send_api_json(w, status, &error_body(&kind, &message), &request_id).await,
+        Answer::Scripted(reply) => send_message(w, &model, stream, &reply, ids, &request_id).await,
     }
 }
 
@@ -535,22 +262,9 @@ fn error_body(kind: &str, message: &str) -> Value {
     json!({"type": "error", "error": {"type": kind, "message": message}})
 }
 
-fn reason(status: u16) -> &'static str {
-    match status {
-        200 => "OK",
-        400 => "Bad Request",
-        401 => "Unauthorized",
-        403 => "Forbidden",
-        404 => "Not Found",
-        429 => "Too Many Requests",
-        500 => "Internal Server Error",
-        529 => "Overloaded",
-        _ => "Status",
-    }
-}
-
-async fn send_json(
-    w: &mut tokio::net::tcp::OwnedWriteHalf,
+/// A JSON answer; an error body carries the request id, as Anthropic's do.
+async fn send_api_json(
+    w: &mut OwnedWriteHalf,
     status: u16,
     body: &Value,
     request_id: &str,
@@ -559,15 +273,7 @@ async fn send_json(
     if body["type"] == "error" {
         body["request_id"] = json!(request_id);
     }
-    let text = body.to_string();
-    let head = format!(
-        "HTTP/1.1 {status} {}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nrequest-id: {request_id}\r\n\r\n",
-        reason(status),
-        text.len()
-    );
-    w.write_all(head.as_bytes()).await?;
-    w.write_all(text.as_bytes()).await?;
-    w.flush().await
+    send_json(w, status, &body, &[("request-id", request_id)]).await
 }
 
 /// The `usage` object of a message.
@@ -582,14 +288,14 @@ fn usage_json(u: &Usage, output_tokens: u64) -> Value {
 }
 
 async fn send_message(
-    w: &mut tokio::net::tcp::OwnedWriteHalf,
+    w: &mut OwnedWriteHalf,
     model: &str,
     stream: bool,
     reply: &Reply,
-    shared: &Shared,
+    ids: &Ids,
     request_id: &str,
 ) -> std::io::Result<()> {
-    let msg_id = shared.id("msg");
+    let msg_id = ids.next("msg");
     let (blocks, chunk, delay, usage) = match reply {
         Reply::Message {
             blocks,
@@ -606,7 +312,7 @@ async fn send_message(
         .map(|b| match b {
             Block::Text(t) => json!({"type": "text", "text": t}),
             Block::ToolUse { name, input } => {
-                json!({"type": "tool_use", "id": shared.id("toolu"), "name": name, "input": input})
+                json!({"type": "tool_use", "id": ids.next("toolu"), "name": name, "input": input})
             }
         })
         .collect();
@@ -617,20 +323,17 @@ async fn send_message(
     };
     if !stream {
         if let Reply::StreamError { kind, message } = reply {
-            return send_json(w, 529, &error_body(kind, message), request_id).await;
+            return send_api_json(w, 529, &error_body(kind, message), request_id).await;
         }
         let body = json!({
             "id": msg_id, "type": "message", "role": "assistant", "model": model,
             "content": content, "stop_reason": stop_reason, "stop_sequence": null,
             "usage": usage_json(&usage, usage.output_tokens),
         });
-        return send_json(w, 200, &body, request_id).await;
+        return send_api_json(w, 200, &body, request_id).await;
     }
 
-    let head = format!(
-        "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream; charset=utf-8\r\ncache-control: no-cache\r\ntransfer-encoding: chunked\r\nrequest-id: {request_id}\r\n\r\n"
-    );
-    w.write_all(head.as_bytes()).await?;
+    start_sse(w, &[("request-id", request_id)]).await?;
     let mut events: Vec<Value> = vec![json!({
         "type": "message_start",
         "message": {
@@ -691,29 +394,16 @@ async fn send_message(
             tokio::time::sleep(delay).await;
         }
         let name = ev["type"].as_str().unwrap_or("message");
-        let data = format!("event: {name}\ndata: {ev}\n\n");
-        w.write_all(format!("{:x}\r\n{data}\r\n", data.len()).as_bytes())
-            .await?;
-        w.flush().await?;
+        send_sse_event(w, name, ev).await?;
     }
-    w.write_all(b"0\r\n\r\n").await?;
-    w.flush().await
+    end_chunked(w).await
 }
 
 #[cfg(test)]
 mod tests {
     //! The stand-in checked with a plain TCP client (no Docker needed).
     use super::*;
-    use std::io::{Read, Write};
-
-    fn roundtrip(port: u16, raw: &[u8]) -> String {
-        let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
-        s.set_read_timeout(Some(Duration::from_secs(10))).ok();
-        s.write_all(raw).expect("write");
-        let mut out = Vec::new();
-        let _ = s.read_to_end(&mut out);
-        String::from_utf8_lossy(&out).into_owned()
-    }
+    use crate::support::stub::client::roundtrip;
 
     #[test]
     fn anthropic_stub_speaks_sse_json_and_records() {

@@ -10,7 +10,10 @@
 #![allow(dead_code)]
 
 pub mod anthropic;
+pub mod openai;
+pub mod stub;
 pub mod synapse;
+pub mod worker;
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
