@@ -619,6 +619,18 @@ fn agent(ctx: &Ctx, name: &str, raw: RawAgent) -> Result<AgentConfig, ConfigErro
             ));
         }
     }
+    // Arguments end up in the container's command line, which `docker inspect` shows.
+    for (i, arg) in raw.args.iter().enumerate() {
+        if looks_like_secret_arg(arg) {
+            return Err(ctx.err(
+                None,
+                format!(
+                    "{}[{i}] looks like a credential: the container's command line is visible to anyone who can inspect it; the model gateway ([gateway]) holds the credentials",
+                    key("args")
+                ),
+            ));
+        }
+    }
     Ok(AgentConfig {
         name: name.to_string(),
         image,
@@ -633,6 +645,29 @@ fn agent(ctx: &Ctx, name: &str, raw: RawAgent) -> Result<AgentConfig, ConfigErro
         env: raw.env,
         args: raw.args,
     })
+}
+
+/// An agent argument that carries a credential: an API key's shape (`sk-...`), or a
+/// key, secret or password option with its value.
+fn looks_like_secret_arg(arg: &str) -> bool {
+    let lower = arg.to_ascii_lowercase();
+    let value = lower.split_once('=').map_or(lower.as_str(), |(_, v)| v);
+    let value = value.trim_matches(['"', '\'']);
+    let named = [
+        "api_key",
+        "api-key",
+        "apikey",
+        "secret",
+        "password",
+        "auth_token",
+        "bearer",
+    ]
+    .iter()
+    .any(|n| lower.contains(n));
+    value.starts_with("sk-")
+        || value.starts_with("ghp_")
+        || value.starts_with("github_pat_")
+        || (named && lower.contains('='))
 }
 
 /// The agents every config has unless it defines its own `[agents.*]`.
@@ -1355,6 +1390,22 @@ mod tests {
             "{e}"
         );
         assert!(err("[agents.x]\nprotocol = \"claude\"\n").contains("has no image"));
+        for arg in [
+            "sk-ant-api03-abc",
+            "--api-key=xyz",
+            "model_providers.x.api_key=\"k\"",
+        ] {
+            let e = err(&format!(
+                "[agents.x]\nimage = \"i\"\nargs = [\"--x\", {arg:?}]\n"
+            ));
+            assert!(
+                e.contains("agents.x.args[1] looks like a credential"),
+                "{arg}: {e}"
+            );
+        }
+        assert!(!looks_like_secret_arg("-c"));
+        assert!(!looks_like_secret_arg("model_max_output_tokens=4000"));
+        assert!(!looks_like_secret_arg("--max-turns"));
         assert!(err("[sessions]\nmax_running = 0\n").contains("sessions.max_running = 0"));
         assert!(err("[sessions]\ndefault_agent = \"nope\"\n").contains("names no agent"));
         assert!(err("[database]\nurl = \"mysql://x\"\n").contains("database.url"));

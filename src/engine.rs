@@ -888,7 +888,11 @@ impl SessionTask {
             ProtocolKind::Codex => {
                 let container = self.s.container_id.clone().unwrap_or_default();
                 self.runtime()
-                    .exec_detached(&self.s.id, &container, codex::interrupt_argv())
+                    .exec_detached(
+                        &self.s.id,
+                        &container,
+                        codex::interrupt_argv(self.s.turns + 1),
+                    )
                     .await?;
                 Ok(())
             }

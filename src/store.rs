@@ -434,6 +434,8 @@ impl Store {
 
     // --- the model gateway --------------------------------------------------------
 
+    /// Stores a new token of a session. Only its digest ([`token_digest`]) is kept: the
+    /// database never holds a usable token.
     pub async fn insert_gateway_token(
         &self,
         token: &str,
@@ -443,7 +445,7 @@ impl Store {
         sqlx::query(
             "INSERT INTO gateway_tokens (token, session_id, owner, created_at) VALUES ($1, $2, $3, $4)",
         )
-        .bind(token)
+        .bind(token_digest(token))
         .bind(session)
         .bind(owner)
         .bind(now_ms())
@@ -453,30 +455,27 @@ impl Store {
     }
 
     pub async fn gateway_token(&self, token: &str) -> Result<Option<TokenRecord>> {
-        let row = sqlx::query(
-            "SELECT session_id, owner, revoked_at FROM gateway_tokens WHERE token = $1",
-        )
-        .bind(token)
-        .fetch_optional(&self.pool)
-        .await?;
-        row.map(|r| {
-            Ok(TokenRecord {
-                session_id: r.try_get("session_id")?,
-                owner: r.try_get("owner")?,
-                revoked: r.try_get::<Option<i64>, _>("revoked_at")?.is_some(),
-            })
-        })
-        .transpose()
+        // Tokens issued before digests were stored are kept as they are.
+        for key in [token_digest(token), token.to_string()] {
+            let row = sqlx::query(
+                "SELECT session_id, owner, revoked_at FROM gateway_tokens WHERE token = $1",
+            )
+            .bind(key)
+            .fetch_optional(&self.pool)
+            .await?;
+            if let Some(r) = row {
+                return Ok(Some(TokenRecord {
+                    session_id: r.try_get("session_id")?,
+                    owner: r.try_get("owner")?,
+                    revoked: r.try_get::<Option<i64>, _>("revoked_at")?.is_some(),
+                }));
+            }
+        }
+        Ok(None)
     }
 
-    /// Revokes every token of a session; returns the tokens revoked.
-    pub async fn revoke_gateway_tokens(&self, session: &str) -> Result<Vec<String>> {
-        let rows = sqlx::query(
-            "SELECT token FROM gateway_tokens WHERE session_id = $1 AND revoked_at IS NULL",
-        )
-        .bind(session)
-        .fetch_all(&self.pool)
-        .await?;
+    /// Revokes every token of a session.
+    pub async fn revoke_gateway_tokens(&self, session: &str) -> Result<()> {
         sqlx::query(
             "UPDATE gateway_tokens SET revoked_at = $2 WHERE session_id = $1 AND revoked_at IS NULL",
         )
@@ -484,7 +483,7 @@ impl Store {
         .bind(now_ms())
         .execute(&self.pool)
         .await?;
-        rows.iter().map(|r| Ok(r.try_get("token")?)).collect()
+        Ok(())
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -793,6 +792,15 @@ fn session_from_row(r: &AnyRow) -> Result<SessionRecord> {
 }
 
 /// The URL with any password replaced, for messages and logs.
+/// The SHA-256 of a gateway token, in hex: what the store keeps of it.
+pub fn token_digest(token: &str) -> String {
+    use sha2::{Digest, Sha256};
+    Sha256::digest(token.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
 pub fn redact_url(url: &str) -> String {
     match (url.find("://"), url.rfind('@')) {
         (Some(scheme_end), Some(at)) if at > scheme_end => {
@@ -924,6 +932,13 @@ mod tests {
             .insert_gateway_token("t2", "s2", "alice")
             .await
             .expect("token");
+        // Only digests are stored.
+        let kept: Vec<String> = sqlx::query_scalar("SELECT token FROM gateway_tokens")
+            .fetch_all(&store.pool)
+            .await
+            .expect("select");
+        assert_eq!(kept, [token_digest("t1"), token_digest("t2")]);
+        assert_eq!(token_digest("t1").len(), 64);
         assert_eq!(
             store.gateway_token("t1").await.expect("get"),
             Some(TokenRecord {
@@ -933,10 +948,7 @@ mod tests {
             })
         );
         assert_eq!(store.gateway_token("nope").await.expect("get"), None);
-        assert_eq!(
-            store.revoke_gateway_tokens("s1").await.expect("revoke"),
-            ["t1"]
-        );
+        store.revoke_gateway_tokens("s1").await.expect("revoke");
         assert!(
             store
                 .gateway_token("t1")

@@ -171,9 +171,8 @@ impl Gateway {
 
     /// Revokes a session's tokens: the gateway answers them 401 from now on.
     pub async fn revoke(&self, session: &str) -> Result<(), GatewayError> {
-        for t in self.inner.store.revoke_gateway_tokens(session).await? {
-            self.inner.tokens.remove(&t);
-        }
+        self.inner.store.revoke_gateway_tokens(session).await?;
+        self.inner.tokens.retain(|_, r| r.session_id != session);
         Ok(())
     }
 }

@@ -34,7 +34,7 @@ pub const KEEPER: [&str; 3] = [
     "-c",
     "trap 'exit 0' TERM INT; while :; do sleep 86400 & wait $!; done",
 ];
-/// Where the running turn's Codex process id is kept (for an interrupt).
+/// Where the running turn's number and Codex process id are kept (for an interrupt).
 pub const PID_FILE: &str = "/tmp/firstmate-turn.pid";
 const LOCK_FILE: &str = "/tmp/firstmate-turn.lock";
 /// The type of the wrapper's exit marker line.
@@ -133,7 +133,7 @@ pub fn turn_argv(turn: i64, codex: Vec<String>) -> Vec<String> {
         r#"exec 9>{LOCK_FILE}; flock 9
 printf '%s\n' '{{"type":"firstmate.turn_start","turn":{turn}}}' >/proc/1/fd/1
 "$@" </dev/null >/proc/1/fd/1 2>/proc/1/fd/2 &
-echo $! >{PID_FILE}
+echo "{turn} $!" >{PID_FILE}
 wait $!; code=$?
 rm -f {PID_FILE}
 printf '{{"type":"{EXIT_MARKER}","turn":{turn},"code":%d}}\n' "$code" >/proc/1/fd/1"#
@@ -148,13 +148,20 @@ printf '{{"type":"{EXIT_MARKER}","turn":{turn},"code":%d}}\n' "$code" >/proc/1/f
     argv
 }
 
-/// The `docker exec` argv that interrupts the running turn (SIGINT to Codex, which
-/// ends the turn; the conversation stays).
-pub fn interrupt_argv() -> Vec<String> {
+/// The `docker exec` argv that interrupts turn number `turn` (SIGINT to its Codex,
+/// which ends the turn; the conversation stays). It waits (10 s at most) for that turn's
+/// process to be started, and never touches another turn's.
+pub fn interrupt_argv(turn: i64) -> Vec<String> {
     vec![
         "sh".into(),
         "-c".into(),
-        format!("p=$(cat {PID_FILE} 2>/dev/null) && kill -INT \"$p\""),
+        format!(
+            r#"i=0; while [ $i -lt 100 ]; do
+  set -- $(cat {PID_FILE} 2>/dev/null)
+  if [ "$1" = "{turn}" ] && [ -n "$2" ]; then exec kill -INT "$2"; fi
+  i=$((i+1)); sleep 0.1
+done"#
+        ),
     ]
 }
 
@@ -631,6 +638,8 @@ mod tests {
         let wrapped = turn_argv(4, argv.clone());
         assert_eq!(&wrapped[..2], ["sh", "-c"]);
         assert!(wrapped[2].contains("\"turn\":4"));
+        assert!(wrapped[2].contains("echo \"4 $!\""));
+        assert!(interrupt_argv(4)[2].contains("[ \"$1\" = \"4\" ]"));
         assert_eq!(&wrapped[4..], &argv[..]);
     }
 

@@ -63,6 +63,10 @@ env = {{ {env_table} }}
 input = 1.0
 output = 2.0
 
+[gateway.prices."claude-haiku-4-5"]
+input = 1.0
+output = 2.0
+
 [gateway.anthropic]
 upstream = "{upstream}"
 api_key_env = "FIRSTMATE_TEST_REAL_KEY"
@@ -506,7 +510,7 @@ fn real_claude_through_the_engine_and_the_gateway_tool_follow_up_stop_and_resume
 
     let out = console_with_key(
         &env,
-        "new --agent claude What is 6*7? Use the shell.\n\
+        "new --agent claude --model claude-haiku-4-5 What is 6*7? Use the shell.\n\
          What did I ask you?\n\
          stop\n\
          resume\n\
@@ -563,6 +567,10 @@ fn real_claude_through_the_engine_and_the_gateway_tool_follow_up_stop_and_resume
     assert!(!requests.is_empty());
     for r in &requests {
         assert_eq!(r.header("x-api-key"), Some(REAL_KEY), "{}", stub.log());
+    }
+    // `new --model` reached the CLI, before and after `resume`.
+    for t in stub.turns() {
+        assert_eq!(t["model"], "claude-haiku-4-5", "{}", stub.log());
     }
     // The resumed container continued the same conversation.
     let turns = stub.turns();
