@@ -8,6 +8,7 @@
 //! stored cursor, so a restarted engine goes on from the exact line where it stopped.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use dashmap::DashMap;
@@ -101,6 +102,8 @@ struct Inner {
     /// The model gateway, when `[gateway]` is configured: workers get a session token
     /// and its address instead of a credential.
     gateway: Option<Gateway>,
+    /// Events stored and published since this engine started.
+    published: AtomicU64,
 }
 
 /// The engine. Cheap to clone.
@@ -136,6 +139,7 @@ impl Engine {
                 events,
                 schedule: Mutex::new(()),
                 gateway,
+                published: AtomicU64::new(0),
             }),
         }
     }
@@ -156,6 +160,32 @@ impl Engine {
                 }
             }
         });
+    }
+
+    /// Events stored and published since this engine started.
+    pub fn events_published(&self) -> u64 {
+        self.inner.published.load(Ordering::Relaxed)
+    }
+
+    /// Sessions whose task runs in this engine.
+    pub fn live_tasks(&self) -> usize {
+        self.inner.live.len()
+    }
+
+    /// Whether the database and Docker answer; what is wrong when not.
+    pub async fn health(&self) -> Result<(), String> {
+        let mut wrong = Vec::new();
+        if let Err(e) = self.inner.store.ping().await {
+            wrong.push(format!("database: {e}"));
+        }
+        if let Err(e) = self.inner.runtime.ping().await {
+            wrong.push(format!("docker: {e}"));
+        }
+        if wrong.is_empty() {
+            Ok(())
+        } else {
+            Err(wrong.join("; "))
+        }
     }
 
     pub fn store(&self) -> &Store {
@@ -456,6 +486,9 @@ impl Engine {
     }
 
     fn publish(&self, evs: Vec<SessionEvent>) {
+        self.inner
+            .published
+            .fetch_add(evs.len() as u64, Ordering::Relaxed);
         for e in evs {
             let _ = self.inner.events.send(e);
         }

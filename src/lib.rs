@@ -4,7 +4,7 @@
 //! - [`config`]: `bot.toml` to a validated [`config::Config`]; the only reader of the
 //!   process environment for settings (through the function `main` hands it).
 //! - [`command`]: the chat command grammar shared by every front end. Pure.
-//! - [`protocol`]: agent wire formats (Claude Code stream-json) to neutral
+//! - [`protocol`]: agent wire formats (Claude Code stream-json, Codex exec --json) to neutral
 //!   [`protocol::AgentEvent`]s and back. Pure.
 //! - [`event`]: session states and the events the engine stores and publishes.
 //! - [`store`]: the database (SQLite or PostgreSQL via sqlx); the only module with SQL.
@@ -15,6 +15,7 @@
 //!   responses streamed through and metered; the only holder of model credentials.
 //! - [`frontend`]: the console front end and the renderer the front ends share.
 //! - [`frontend::matrix`]: the Matrix front end; the only module that imports matrix_sdk.
+//! - [`metrics`]: `GET /metrics` (Prometheus text) and `GET /healthz` of `[metrics]`.
 //! - [`proxy`]: `firstmate socket-proxy`, the Docker socket guard (hyper, no bollard).
 
 pub mod command;
@@ -23,6 +24,7 @@ pub mod engine;
 pub mod event;
 pub mod frontend;
 pub mod gateway;
+pub mod metrics;
 pub mod protocol;
 pub mod proxy;
 pub mod runtime;

@@ -271,6 +271,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 }
 
 async fn start_engine(cfg: Arc<Config>) -> anyhow::Result<Engine> {
+    let cfg_metrics = cfg.metrics.clone();
     let store = open_store(&cfg).await?;
     let runtime = connect_docker(&cfg).await?;
     // The gateway listens before any session starts, so no worker calls into nothing.
@@ -288,6 +289,16 @@ async fn start_engine(cfg: Arc<Config>) -> anyhow::Result<Engine> {
     let engine = Engine::with_gateway(store, runtime, cfg, gateway);
     if let Some(limits) = limits {
         engine.enforce_limits(limits);
+    }
+    if let Some(m) = &cfg_metrics {
+        let listener = tokio::net::TcpListener::bind(m.listen).await.with_context(|| {
+            format!(
+                "cannot listen on {} for metrics: is another firstmate running? Change metrics.listen in the config",
+                m.listen
+            )
+        })?;
+        tracing::info!(listen = %m.listen, "metrics listening (GET /metrics, GET /healthz)");
+        tokio::spawn(firstmate::metrics::serve(listener, engine.clone()));
     }
     engine.recover().await?;
     Ok(engine)

@@ -127,6 +127,18 @@ impl DockerRuntime {
         })
     }
 
+    /// Whether the Docker daemon (or the socket proxy) answers.
+    pub async fn ping(&self) -> Result<()> {
+        self.docker
+            .ping()
+            .await
+            .map(|_| ())
+            .map_err(|source| RuntimeError::Connect {
+                host: self.host.clone(),
+                source,
+            })
+    }
+
     pub fn host(&self) -> &str {
         &self.host
     }

@@ -204,6 +204,15 @@ pub struct ApiUsage {
     pub cost_usd: f64,
 }
 
+/// What `GET /metrics` reads from the store.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct StoreMetrics {
+    /// Sessions by state name.
+    pub sessions: Vec<(String, i64)>,
+    pub turns: i64,
+    pub api: ApiUsage,
+}
+
 impl Store {
     /// Opens the database at `url` (`sqlite://PATH`, created if missing, or
     /// `postgres://...`) without migrating it.
@@ -565,6 +574,56 @@ impl Store {
     /// What a user's sessions used since `since_ms`.
     pub async fn user_api_usage(&self, owner: &str, since_ms: i64) -> Result<ApiUsage> {
         self.sum_api_usage("owner", owner, since_ms).await
+    }
+
+    // --- metrics ----------------------------------------------------------------
+
+    /// Sessions of an instance by state, their turns, and what the gateway counted for
+    /// them: what `GET /metrics` reports.
+    pub async fn metrics(&self, instance: &str) -> Result<StoreMetrics> {
+        let rows = sqlx::query(
+            "SELECT state, COUNT(*) AS n, CAST(COALESCE(SUM(turns), 0) AS BIGINT) AS turns \
+             FROM sessions WHERE instance = $1 GROUP BY state",
+        )
+        .bind(instance)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut m = StoreMetrics::default();
+        for r in rows {
+            let state: String = r.try_get("state")?;
+            let n: i64 = r.try_get("n")?;
+            m.turns += r.try_get::<i64, _>("turns")?;
+            m.sessions.push((state, n));
+        }
+        let r = sqlx::query(
+            "SELECT COUNT(*) AS calls, \
+             CAST(COALESCE(SUM(u.input_tokens), 0) AS BIGINT) AS i, \
+             CAST(COALESCE(SUM(u.output_tokens), 0) AS BIGINT) AS o, \
+             CAST(COALESCE(SUM(u.cache_read_tokens), 0) AS BIGINT) AS cr, \
+             CAST(COALESCE(SUM(u.cache_write_tokens), 0) AS BIGINT) AS cw, \
+             CAST(COALESCE(SUM(u.cost_usd), 0) AS DOUBLE PRECISION) AS cost \
+             FROM api_usage u JOIN sessions s ON s.id = u.session_id WHERE s.instance = $1",
+        )
+        .bind(instance)
+        .fetch_one(&self.pool)
+        .await?;
+        m.api = ApiUsage {
+            calls: r.try_get("calls")?,
+            usage: Usage {
+                input_tokens: r.try_get("i")?,
+                output_tokens: r.try_get("o")?,
+                cache_read_tokens: r.try_get("cr")?,
+                cache_write_tokens: r.try_get("cw")?,
+            },
+            cost_usd: r.try_get("cost")?,
+        };
+        Ok(m)
+    }
+
+    /// Whether the database answers.
+    pub async fn ping(&self) -> Result<()> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
     }
 
     // --- events -----------------------------------------------------------------

@@ -7,5 +7,6 @@ mod cli;
 mod codex_real;
 mod console;
 mod matrix;
+mod metrics;
 mod proxy;
 mod support;
