@@ -2,5 +2,7 @@
 //! A front end knows no Docker and no SQL.
 
 pub mod console;
+pub mod delivery;
 pub mod matrix;
+pub mod outbox;
 pub mod render;

@@ -20,10 +20,9 @@
 //! - Out: each thread's binding stores the last event whose output the homeserver has
 //!   acknowledged; delivery goes on from there.
 
-pub mod outbox;
 pub mod render;
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashSet, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -42,17 +41,17 @@ use matrix_sdk::ruma::{OwnedEventId, OwnedRoomId, OwnedUserId, UInt};
 use matrix_sdk::store::StateStoreDataKey;
 use matrix_sdk::{Client, Room, RoomState, SessionMeta, SessionTokens};
 use serde_json::Value;
-use tokio::sync::{Notify, broadcast, mpsc};
+use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
-use self::outbox::{Input, Limits, Op, Outbox, Piece, Sink};
 use self::render::{Body, Rendered, Renderer};
 use crate::command::{self, Command};
 use crate::config::MatrixConfig;
 use crate::engine::{Engine, EngineError, NewSession};
-use crate::event::SessionEvent;
+use crate::frontend::delivery::{Deliveries, Render, Threads};
+use crate::frontend::outbox::{Limits, Op, Sink};
 use crate::frontend::render as shared;
-use crate::store::Store;
+use crate::store::{Binding, SessionRecord, Store};
 
 /// The default log filter for the SDK's own logs: its warnings and errors, without the
 /// HTTP client's report of every expected 404 (a room without encryption state...) and
@@ -193,7 +192,13 @@ impl MatrixFrontend {
             .await
             .unwrap_or_default();
         let (reply_tx, reply_rx) = mpsc::unbounded_channel();
-        let deliveries = Deliveries::new(self.client.clone(), engine.clone());
+        let deliveries = Deliveries::new(
+            MatrixThreads {
+                client: self.client.clone(),
+                store: engine.store().clone(),
+            },
+            engine.clone(),
+        );
         let bot = Bot {
             inner: Arc::new(BotInner {
                 client: self.client.clone(),
@@ -208,9 +213,7 @@ impl MatrixFrontend {
             }),
         };
         tokio::spawn(send_replies(self.client.clone(), reply_rx));
-        let events = engine.subscribe();
-        deliveries.start_pending().await;
-        tokio::spawn(deliveries.clone().dispatch(events));
+        deliveries.start().await;
         bot.sync_loop().await
     }
 }
@@ -597,7 +600,7 @@ struct BotInner {
     engine: Engine,
     me: OwnedUserId,
     replies: mpsc::UnboundedSender<Outgoing>,
-    deliveries: Deliveries,
+    deliveries: Deliveries<MatrixThreads>,
     handled: tokio::sync::Mutex<Handled>,
     /// (user, thread) pairs already told they may not steer that thread.
     refused: Mutex<HashSet<(String, String)>>,
@@ -1200,225 +1203,61 @@ async fn send_file(room: &Room, root: &str, name: &str, data: Vec<u8>) -> Result
 
 // --- delivery of session output to threads ---------------------------------------------
 
-/// One reader per session thread: takes the session's events from the store (from the
-/// last delivered one), renders them, and feeds that thread's outbox.
-#[derive(Clone)]
-struct Deliveries {
-    inner: Arc<DeliveriesInner>,
-}
-
-struct DeliveriesInner {
+/// Matrix's side of [`Deliveries`]: a session's thread is the room and the root event
+/// the binding names; the status message's event id is kept in the SDK's store.
+struct MatrixThreads {
     client: Client,
-    engine: Engine,
-    readers: Mutex<HashMap<String, Arc<Notify>>>,
-    /// Sessions known not to have a Matrix thread.
-    not_mine: Mutex<HashSet<String>>,
+    store: Store,
 }
 
-impl Deliveries {
-    fn new(client: Client, engine: Engine) -> Deliveries {
-        Deliveries {
-            inner: Arc::new(DeliveriesInner {
-                client,
-                engine,
-                readers: Mutex::new(HashMap::new()),
-                not_mine: Mutex::new(HashSet::new()),
-            }),
-        }
+impl Render for Renderer {
+    fn render(&mut self, body: &crate::event::EventBody) -> Rendered {
+        Renderer::render(self, body)
+    }
+}
+
+impl Threads for MatrixThreads {
+    type Sink = RoomSink;
+    type Renderer = Renderer;
+
+    fn frontend(&self) -> &'static str {
+        FRONTEND
     }
 
-    fn store(&self) -> &Store {
-        self.inner.engine.store()
-    }
-
-    /// Makes sure the session's thread is being fed, and pokes its reader.
-    fn ensure(&self, session: &str) {
-        self.inner
-            .not_mine
-            .lock()
-            .expect("not_mine")
-            .remove(session);
-        let mut readers = self.inner.readers.lock().expect("readers");
-        if let Some(n) = readers.get(session) {
-            n.notify_one();
-            return;
-        }
-        let notify = Arc::new(Notify::new());
-        readers.insert(session.to_string(), notify.clone());
-        tokio::spawn(self.clone().read(session.to_string(), notify));
-    }
-
-    /// On start: feeds every thread that is live or has output not yet delivered.
-    async fn start_pending(&self) {
-        let bindings = match self.store().bindings(FRONTEND).await {
-            Ok(b) => b,
-            Err(e) => {
-                warn!(error = %e, "cannot read the Matrix threads");
-                return;
-            }
-        };
-        for b in bindings {
-            match self.store().session(&b.session_id).await {
-                Ok(Some(s)) if s.state.is_live() || s.next_seq - 1 > b.delivered_seq => {
-                    self.ensure(&b.session_id);
-                }
-                _ => {}
-            }
-        }
-    }
-
-    /// Wakes the reader of each session that has a new event.
-    async fn dispatch(self, mut events: broadcast::Receiver<SessionEvent>) {
-        loop {
-            match events.recv().await {
-                Ok(ev) => self.wake(&ev.session).await,
-                Err(broadcast::error::RecvError::Lagged(_)) => {
-                    let all: Vec<Arc<Notify>> = self
-                        .inner
-                        .readers
-                        .lock()
-                        .expect("readers")
-                        .values()
-                        .cloned()
-                        .collect();
-                    for n in all {
-                        n.notify_one();
-                    }
-                    self.start_pending().await;
-                }
-                Err(broadcast::error::RecvError::Closed) => return,
-            }
-        }
-    }
-
-    async fn wake(&self, session: &str) {
-        if let Some(n) = self.inner.readers.lock().expect("readers").get(session) {
-            n.notify_one();
-            return;
-        }
-        if self
-            .inner
-            .not_mine
-            .lock()
-            .expect("not_mine")
-            .contains(session)
-        {
-            return;
-        }
-        match self.store().binding(session, FRONTEND).await {
-            Ok(Some(_)) => self.ensure(session),
-            Ok(None) => {
-                // Not (yet) a Matrix thread; `ensure` takes it out of here when it is.
-                if !self
-                    .inner
-                    .readers
-                    .lock()
-                    .expect("readers")
-                    .contains_key(session)
-                {
-                    self.inner
-                        .not_mine
-                        .lock()
-                        .expect("not_mine")
-                        .insert(session.to_string());
-                }
-            }
-            Err(e) => warn!(session, error = %e, "cannot read a binding"),
-        }
-    }
-
-    async fn read(self, session: String, notify: Arc<Notify>) {
-        let store = self.store().clone();
-        let (binding, record) = loop {
-            match (
-                store.binding(&session, FRONTEND).await,
-                store.session(&session).await,
-            ) {
-                (Ok(Some(b)), Ok(Some(s))) => break (b, s),
-                (Ok(None), _) | (_, Ok(None)) => {
-                    warn!(%session, "no Matrix thread for this session");
-                    self.inner.readers.lock().expect("readers").remove(&session);
-                    return;
-                }
-                (Err(e), _) | (_, Err(e)) => {
-                    warn!(%session, error = %e, "cannot read the session; trying again");
-                    tokio::time::sleep(Duration::from_secs(2)).await;
-                }
-            }
-        };
+    async fn sink(
+        &self,
+        binding: &Binding,
+        record: &SessionRecord,
+    ) -> Option<(RoomSink, Option<String>)> {
+        let session = &record.id;
         let room: OwnedRoomId = match record.room.as_str().try_into() {
             Ok(r) => r,
             Err(e) => {
                 warn!(%session, error = %e, "the session's room is not a Matrix room id");
-                return;
+                return None;
             }
         };
-        let status_event: Option<String> =
-            load_json(&self.inner.client, &status_key_of(&session)).await;
-        let (tx, rx) = mpsc::unbounded_channel();
+        let status_event: Option<String> = load_json(&self.client, &status_key_of(session)).await;
         let sink = RoomSink {
-            client: self.inner.client.clone(),
+            client: self.client.clone(),
             room,
             root: binding.thread_ref.clone(),
             session: session.clone(),
-            store: store.clone(),
+            store: self.store.clone(),
         };
-        let outbox = Outbox::new(Limits::default(), binding.delivered_seq, status_event);
-        tokio::spawn(outbox::run(outbox, rx, sink));
+        Some((sink, status_event))
+    }
 
-        let mut renderer = Renderer::default();
-        let mut read = binding.delivered_seq;
-        let mut status_key = String::new();
-        loop {
-            // The status first, so the thread starts with it.
-            match store.session(&session).await {
-                Ok(Some(s)) => {
-                    let key = render::status_key(&s);
-                    if key != status_key {
-                        status_key = key;
-                        let _ = tx.send(Input::Status(render::status(&s)));
-                    }
-                }
-                Ok(None) => return,
-                Err(e) => warn!(%session, error = %e, "cannot read the session"),
-            }
-            loop {
-                let batch = match store.events_after(&session, read, 500).await {
-                    Ok(b) => b,
-                    Err(e) => {
-                        warn!(%session, error = %e, "cannot read the session's events");
-                        break;
-                    }
-                };
-                let Some(last) = batch.last().map(|e| e.seq) else {
-                    break;
-                };
-                for ev in &batch {
-                    let piece = match renderer.render(&ev.body) {
-                        Rendered::Nothing => Piece::Nothing { seq: ev.seq },
-                        Rendered::TurnStart => Piece::TurnStart { seq: ev.seq },
-                        Rendered::Blocks(blocks) => {
-                            // All blocks of one event carry its seq.
-                            for block in blocks {
-                                let _ = tx.send(Input::Piece(Piece::Block { seq: ev.seq, block }));
-                            }
-                            continue;
-                        }
-                    };
-                    let _ = tx.send(Input::Piece(piece));
-                }
-                read = last;
-            }
-            // Status again: the events may have changed it.
-            if let Ok(Some(s)) = store.session(&session).await {
-                let key = render::status_key(&s);
-                if key != status_key {
-                    status_key = key;
-                    let _ = tx.send(Input::Status(render::status(&s)));
-                }
-            }
-            notify.notified().await;
-        }
+    fn status(&self, s: &SessionRecord) -> Body {
+        render::status(s)
+    }
+
+    fn status_key(&self, s: &SessionRecord) -> String {
+        render::status_key(s)
+    }
+
+    fn limits(&self) -> Limits {
+        Limits::default()
     }
 }
 

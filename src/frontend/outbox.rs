@@ -1,4 +1,5 @@
-//! Pacing and coalescing of one session thread's output. Pure logic ([`Outbox`]) plus a
+//! What chat front ends share: the blocks session output is cut into ([`Block`],
+//! [`Body`]), and the pacing and coalescing of one session thread's output. Pure logic ([`Outbox`]) plus a
 //! small driver ([`run`]) over a [`Sink`], so both are tested with a paused clock and a
 //! fake sink, without Matrix.
 //!
@@ -18,7 +19,83 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-use super::render::{Block, Body, join};
+/// A message's text: the plain `body` and the HTML `formatted_body`.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Body {
+    pub plain: String,
+    pub html: String,
+}
+
+impl Body {
+    pub fn new(plain: impl Into<String>, html: impl Into<String>) -> Body {
+        Body {
+            plain: plain.into(),
+            html: html.into(),
+        }
+    }
+
+    /// A one-paragraph message from plain text.
+    pub fn text(plain: &str) -> Body {
+        Body::new(
+            plain,
+            format!(
+                "<p>{}</p>",
+                crate::frontend::matrix::render::lines_html(plain)
+            ),
+        )
+    }
+
+    /// The size the outbox counts against its message limit.
+    pub fn size(&self) -> usize {
+        self.plain.len() + self.html.len()
+    }
+}
+
+/// The smallest unit of output. `key` names a block that a later one may replace while
+/// its message is still being edited (a tool call, then the same call with its outcome).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Block {
+    pub key: Option<String>,
+    pub body: Body,
+}
+
+impl Block {
+    pub fn new(body: Body) -> Block {
+        Block { key: None, body }
+    }
+
+    pub fn keyed(key: impl Into<String>, body: Body) -> Block {
+        Block {
+            key: Some(key.into()),
+            body,
+        }
+    }
+}
+
+/// Joins blocks into one message body.
+pub fn join(blocks: &[Block]) -> Body {
+    let mut plain = String::new();
+    let mut html = String::new();
+    for (i, b) in blocks.iter().enumerate() {
+        if i > 0 {
+            plain.push('\n');
+            html.push('\n');
+        }
+        plain.push_str(&b.body.plain);
+        html.push_str(&b.body.html);
+    }
+    Body { plain, html }
+}
+
+/// What one event means for the thread.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Rendered {
+    /// Nothing to show (stderr, protocol bookkeeping, states the status message shows).
+    Nothing,
+    /// A turn starts: its output goes into a new message, below the prompt.
+    TurnStart,
+    Blocks(Vec<Block>),
+}
 
 /// How the outbox paces a thread.
 #[derive(Debug, Clone)]

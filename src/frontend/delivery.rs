@@ -1,0 +1,272 @@
+//! Delivery of session output to chat threads, for every chat front end: one reader per
+//! session thread takes the session's events from the store (from the last delivered
+//! one), renders them, and feeds that thread's [`Outbox`]. What differs per platform
+//! (how a thread is reached, how events and the status look) is its [`Threads`].
+
+use std::collections::{HashMap, HashSet};
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::{Notify, broadcast, mpsc};
+use tracing::warn;
+
+use crate::engine::Engine;
+use crate::event::{EventBody, SessionEvent};
+use crate::frontend::outbox::{self, Body, Input, Limits, Outbox, Piece, Rendered, Sink};
+use crate::store::{Binding, SessionRecord, Store};
+
+/// Turns a session's events into thread output, in order (it may remember what it saw).
+pub trait Render: Default + Send + 'static {
+    fn render(&mut self, body: &EventBody) -> Rendered;
+}
+
+/// A chat platform's side of delivery.
+pub trait Threads: Send + Sync + 'static {
+    type Sink: Sink + 'static;
+    type Renderer: Render;
+    /// The front end's name in the bindings (`matrix`, `discord`).
+    fn frontend(&self) -> &'static str;
+    /// The sink of a session's thread and the id of its status message, if posted; None
+    /// when the thread cannot be reached (said in the log).
+    fn sink(
+        &self,
+        binding: &Binding,
+        record: &SessionRecord,
+    ) -> impl Future<Output = Option<(Self::Sink, Option<String>)>> + Send;
+    /// The status message of a session, and a key that changes when it does.
+    fn status(&self, s: &SessionRecord) -> Body;
+    fn status_key(&self, s: &SessionRecord) -> String;
+    fn limits(&self) -> Limits;
+}
+
+/// The readers of one front end's session threads.
+pub struct Deliveries<T: Threads> {
+    inner: Arc<Inner<T>>,
+}
+
+impl<T: Threads> Clone for Deliveries<T> {
+    fn clone(&self) -> Self {
+        Deliveries {
+            inner: self.inner.clone(),
+        }
+    }
+}
+
+struct Inner<T> {
+    threads: T,
+    engine: Engine,
+    readers: Mutex<HashMap<String, Arc<Notify>>>,
+    /// Sessions known not to have a thread of this front end.
+    not_mine: Mutex<HashSet<String>>,
+}
+
+impl<T: Threads> Deliveries<T> {
+    pub fn new(threads: T, engine: Engine) -> Deliveries<T> {
+        Deliveries {
+            inner: Arc::new(Inner {
+                threads,
+                engine,
+                readers: Mutex::new(HashMap::new()),
+                not_mine: Mutex::new(HashSet::new()),
+            }),
+        }
+    }
+
+    fn store(&self) -> &Store {
+        self.inner.engine.store()
+    }
+
+    fn frontend(&self) -> &'static str {
+        self.inner.threads.frontend()
+    }
+
+    /// Starts feeding the threads with output not yet delivered, then follows the
+    /// engine's events.
+    pub async fn start(&self) {
+        let events = self.inner.engine.subscribe();
+        self.start_pending().await;
+        tokio::spawn(self.clone().dispatch(events));
+    }
+
+    /// Makes sure the session's thread is being fed, and pokes its reader.
+    pub fn ensure(&self, session: &str) {
+        self.inner
+            .not_mine
+            .lock()
+            .expect("not_mine")
+            .remove(session);
+        let mut readers = self.inner.readers.lock().expect("readers");
+        if let Some(n) = readers.get(session) {
+            n.notify_one();
+            return;
+        }
+        let notify = Arc::new(Notify::new());
+        readers.insert(session.to_string(), notify.clone());
+        tokio::spawn(self.clone().read(session.to_string(), notify));
+    }
+    /// On start: feeds every thread that is live or has output not yet delivered.
+    async fn start_pending(&self) {
+        let bindings = match self.store().bindings(self.frontend()).await {
+            Ok(b) => b,
+            Err(e) => {
+                warn!(frontend = self.frontend(), error = %e, "cannot read the threads");
+                return;
+            }
+        };
+        for b in bindings {
+            match self.store().session(&b.session_id).await {
+                Ok(Some(s)) if s.state.is_live() || s.next_seq - 1 > b.delivered_seq => {
+                    self.ensure(&b.session_id);
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// Wakes the reader of each session that has a new event.
+    async fn dispatch(self, mut events: broadcast::Receiver<SessionEvent>) {
+        loop {
+            match events.recv().await {
+                Ok(ev) => self.wake(&ev.session).await,
+                Err(broadcast::error::RecvError::Lagged(_)) => {
+                    let all: Vec<Arc<Notify>> = self
+                        .inner
+                        .readers
+                        .lock()
+                        .expect("readers")
+                        .values()
+                        .cloned()
+                        .collect();
+                    for n in all {
+                        n.notify_one();
+                    }
+                    self.start_pending().await;
+                }
+                Err(broadcast::error::RecvError::Closed) => return,
+            }
+        }
+    }
+
+    async fn wake(&self, session: &str) {
+        if let Some(n) = self.inner.readers.lock().expect("readers").get(session) {
+            n.notify_one();
+            return;
+        }
+        if self
+            .inner
+            .not_mine
+            .lock()
+            .expect("not_mine")
+            .contains(session)
+        {
+            return;
+        }
+        match self.store().binding(session, self.frontend()).await {
+            Ok(Some(_)) => self.ensure(session),
+            Ok(None) => {
+                // Not (yet) a thread of this front end; `ensure` takes it out of here when it is.
+                if !self
+                    .inner
+                    .readers
+                    .lock()
+                    .expect("readers")
+                    .contains_key(session)
+                {
+                    self.inner
+                        .not_mine
+                        .lock()
+                        .expect("not_mine")
+                        .insert(session.to_string());
+                }
+            }
+            Err(e) => warn!(session, error = %e, "cannot read a binding"),
+        }
+    }
+
+    async fn read(self, session: String, notify: Arc<Notify>) {
+        let store = self.store().clone();
+        let (binding, record) = loop {
+            match (
+                store.binding(&session, self.frontend()).await,
+                store.session(&session).await,
+            ) {
+                (Ok(Some(b)), Ok(Some(s))) => break (b, s),
+                (Ok(None), _) | (_, Ok(None)) => {
+                    warn!(%session, frontend = self.frontend(), "no thread for this session");
+                    self.inner.readers.lock().expect("readers").remove(&session);
+                    return;
+                }
+                (Err(e), _) | (_, Err(e)) => {
+                    warn!(%session, error = %e, "cannot read the session; trying again");
+                    tokio::time::sleep(Duration::from_secs(2)).await;
+                }
+            }
+        };
+        let Some((sink, status_event)) = self.inner.threads.sink(&binding, &record).await else {
+            self.inner.readers.lock().expect("readers").remove(&session);
+            return;
+        };
+        let (tx, rx) = mpsc::unbounded_channel();
+        let outbox = Outbox::new(
+            self.inner.threads.limits(),
+            binding.delivered_seq,
+            status_event,
+        );
+        tokio::spawn(outbox::run(outbox, rx, sink));
+
+        let mut renderer = T::Renderer::default();
+        let mut read = binding.delivered_seq;
+        let mut status_key = String::new();
+        loop {
+            // The status first, so the thread starts with it.
+            match store.session(&session).await {
+                Ok(Some(s)) => {
+                    let key = self.inner.threads.status_key(&s);
+                    if key != status_key {
+                        status_key = key;
+                        let _ = tx.send(Input::Status(self.inner.threads.status(&s)));
+                    }
+                }
+                Ok(None) => return,
+                Err(e) => warn!(%session, error = %e, "cannot read the session"),
+            }
+            loop {
+                let batch = match store.events_after(&session, read, 500).await {
+                    Ok(b) => b,
+                    Err(e) => {
+                        warn!(%session, error = %e, "cannot read the session's events");
+                        break;
+                    }
+                };
+                let Some(last) = batch.last().map(|e| e.seq) else {
+                    break;
+                };
+                for ev in &batch {
+                    let piece = match renderer.render(&ev.body) {
+                        Rendered::Nothing => Piece::Nothing { seq: ev.seq },
+                        Rendered::TurnStart => Piece::TurnStart { seq: ev.seq },
+                        Rendered::Blocks(blocks) => {
+                            // All blocks of one event carry its seq.
+                            for block in blocks {
+                                let _ = tx.send(Input::Piece(Piece::Block { seq: ev.seq, block }));
+                            }
+                            continue;
+                        }
+                    };
+                    let _ = tx.send(Input::Piece(piece));
+                }
+                read = last;
+            }
+            // Status again: the events may have changed it.
+            if let Ok(Some(s)) = store.session(&session).await {
+                let key = self.inner.threads.status_key(&s);
+                if key != status_key {
+                    status_key = key;
+                    let _ = tx.send(Input::Status(self.inner.threads.status(&s)));
+                }
+            }
+            notify.notified().await;
+        }
+    }
+}
