@@ -15,6 +15,8 @@
 //!   responses streamed through and metered; the only holder of model credentials.
 //! - [`frontend`]: the console front end and the renderer the front ends share.
 //! - [`frontend::matrix`]: the Matrix front end; the only module that imports matrix_sdk.
+//! - [`frontend::discord`]: the Discord front end (serenity); the only module that imports
+//!   serenity.
 //! - [`metrics`]: `GET /metrics` (Prometheus text) and `GET /healthz` of `[metrics]`.
 //! - [`proxy`]: `firstmate socket-proxy`, the Docker socket guard (hyper, no bollard).
 
@@ -83,6 +85,16 @@ mod invariants {
             assert!(
                 f.starts_with("frontend/matrix/"),
                 "{f} imports matrix_sdk; only src/frontend/matrix/ may"
+            );
+        }
+    }
+
+    #[test]
+    fn only_the_discord_front_end_imports_serenity() {
+        for f in users_of("serenity::") {
+            assert!(
+                f.starts_with("frontend/discord/"),
+                "{f} imports serenity; only src/frontend/discord/ may"
             );
         }
     }

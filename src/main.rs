@@ -11,7 +11,7 @@ use clap::{Args, Parser, Subcommand};
 use firstmate::config::{Config, ConfigError};
 use firstmate::engine::Engine;
 use firstmate::event::SessionState;
-use firstmate::frontend::{console, matrix, render};
+use firstmate::frontend::{console, discord, matrix, render};
 use firstmate::proxy;
 use firstmate::runtime::{DockerRuntime, container_name};
 use firstmate::store::{SessionRecord, Store};
@@ -226,30 +226,41 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             })
         }
         Cmd::Run(arg) => {
-            init_logging(&format!("info,{}", matrix::LOG_FILTER));
+            init_logging(&format!("info,serenity=warn,{}", matrix::LOG_FILTER));
             let cfg = Arc::new(load_config(&arg)?);
             cfg.check_secrets()?;
-            if cfg.discord.is_some() {
-                return Err(UsageError(
-                    "the [discord] front end is not built yet in this version; remove that table from the config, or use `firstmate console`".into(),
-                )
-                .into());
-            }
             // Log in first: a bad credential stops here, before any container is touched.
             let matrix = match cfg.matrix.clone() {
                 Some(m) => Some(matrix::MatrixFrontend::connect(m).await?),
+                None => None,
+            };
+            let discord = match cfg.discord.clone() {
+                Some(d) => {
+                    discord::check(&d).await?;
+                    Some(discord::DiscordFrontend::new(d))
+                }
                 None => None,
             };
             let engine = start_engine(cfg).await?;
             tracing::info!(
                 "firstmate is running; stop it with Ctrl-C or SIGTERM (sessions keep running)"
             );
-            match matrix {
-                Some(m) => tokio::select! {
-                    r = m.run(engine.clone()) => r?,
-                    _ = shutdown_signal() => {}
-                },
-                None => shutdown_signal().await,
+            let matrix_run = async {
+                match matrix {
+                    Some(m) => m.run(engine.clone()).await.map_err(anyhow::Error::from),
+                    None => std::future::pending().await,
+                }
+            };
+            let discord_run = async {
+                match discord {
+                    Some(d) => d.run(engine.clone()).await.map_err(anyhow::Error::from),
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                r = matrix_run => r?,
+                r = discord_run => r?,
+                _ = shutdown_signal() => {}
             }
             tracing::info!(
                 "shutting down; containers keep running and are picked up on the next start"
@@ -389,12 +400,11 @@ async fn doctor(arg: &ConfigArg) -> anyhow::Result<ExitCode> {
             Err(e) => line(false, "matrix", e.to_string()),
         }
     }
-    if cfg.discord.is_some() {
-        line(
-            false,
-            "discord",
-            "the Discord front end is not built yet in this version".into(),
-        );
+    if let Some(d) = &cfg.discord {
+        match discord::check(d).await {
+            Ok(detail) => line(true, "discord", detail),
+            Err(e) => line(false, "discord", e.to_string()),
+        }
     }
     Ok(if ok {
         ExitCode::SUCCESS

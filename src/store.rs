@@ -147,6 +147,8 @@ pub struct Binding {
     pub frontend: String,
     pub thread_ref: String,
     pub delivered_seq: i64,
+    /// The thread's status message, where the front end keeps it here.
+    pub status_ref: Option<String>,
 }
 
 #[derive(Clone)]
@@ -170,6 +172,10 @@ fn migrations(backend: Backend) -> Vec<Migration> {
         Backend::Sqlite => include_str!("../migrations/sqlite/0002_gateway.sql"),
         Backend::Postgres => include_str!("../migrations/postgres/0002_gateway.sql"),
     };
+    let status_ref = match backend {
+        Backend::Sqlite => include_str!("../migrations/sqlite/0003_status_ref.sql"),
+        Backend::Postgres => include_str!("../migrations/postgres/0003_status_ref.sql"),
+    };
     vec![
         Migration::new(
             1,
@@ -183,6 +189,13 @@ fn migrations(backend: Backend) -> Vec<Migration> {
             Cow::Borrowed("gateway"),
             MigrationType::Simple,
             gateway.into_sql_str(),
+            false,
+        ),
+        Migration::new(
+            3,
+            Cow::Borrowed("status_ref"),
+            MigrationType::Simple,
+            status_ref.into_sql_str(),
             false,
         ),
     ]
@@ -753,7 +766,7 @@ impl Store {
 
     pub async fn bindings(&self, frontend: &str) -> Result<Vec<Binding>> {
         let rows = sqlx::query(
-            "SELECT session_id, frontend, thread_ref, delivered_seq FROM bindings \
+            "SELECT session_id, frontend, thread_ref, delivered_seq, status_ref FROM bindings \
              WHERE frontend = $1",
         )
         .bind(frontend)
@@ -764,7 +777,7 @@ impl Store {
 
     pub async fn binding(&self, session: &str, frontend: &str) -> Result<Option<Binding>> {
         let row = sqlx::query(
-            "SELECT session_id, frontend, thread_ref, delivered_seq FROM bindings \
+            "SELECT session_id, frontend, thread_ref, delivered_seq, status_ref FROM bindings \
              WHERE session_id = $1 AND frontend = $2",
         )
         .bind(session)
@@ -788,6 +801,16 @@ impl Store {
         Ok(row.map(|r| r.try_get(0)).transpose()?)
     }
 
+    pub async fn set_status_ref(&self, session: &str, frontend: &str, status: &str) -> Result<()> {
+        sqlx::query("UPDATE bindings SET status_ref = $3 WHERE session_id = $1 AND frontend = $2")
+            .bind(session)
+            .bind(frontend)
+            .bind(status)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
     pub async fn set_delivered(&self, session: &str, frontend: &str, seq: i64) -> Result<()> {
         sqlx::query(
             "UPDATE bindings SET delivered_seq = $3 WHERE session_id = $1 AND frontend = $2 \
@@ -808,6 +831,7 @@ fn binding_from_row(r: &AnyRow) -> Result<Binding> {
         frontend: r.try_get("frontend")?,
         thread_ref: r.try_get("thread_ref")?,
         delivered_seq: r.try_get("delivered_seq")?,
+        status_ref: r.try_get("status_ref")?,
     })
 }
 

@@ -3,6 +3,7 @@
 
 pub mod console;
 pub mod delivery;
+pub mod discord;
 pub mod matrix;
 pub mod outbox;
 pub mod render;

@@ -6,6 +6,8 @@ mod claude_real;
 mod cli;
 mod codex_real;
 mod console;
+mod discord;
+mod discord_fake;
 mod matrix;
 mod metrics;
 mod proxy;

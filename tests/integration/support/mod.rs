@@ -10,6 +10,7 @@
 #![allow(dead_code)]
 
 pub mod anthropic;
+pub mod discord;
 pub mod openai;
 pub mod stub;
 pub mod synapse;

@@ -1,0 +1,830 @@
+//! The Discord front end (serenity 0.12): one slash command `/agent` with a subcommand
+//! per chat command; `new` answers in the channel and opens a public thread from that
+//! answer; everything a session says goes into its thread, paced by the shared
+//! [`Outbox`](crate::frontend::outbox) (at most one edit per 1.5 s, ≤ 1900 characters a
+//! message, code fences never split); a message in the thread is the next prompt; the
+//! status message carries Stop and Interrupt buttons.
+//!
+//! REST goes to `discord.api_base_url` (serenity's "proxy": Discord, a REST proxy, or a
+//! test double); the gateway address comes from its `GET /api/v10/gateway`. serenity's
+//! rate limiter reads Discord's headers and waits before a request would get a 429, and
+//! honours a 429's `retry_after` when one comes anyway.
+//!
+//! Only `discord.allowed_users`, and members with one of `discord.allowed_roles`, may
+//! start or steer sessions; anyone else gets a short refusal only they see.
+
+pub mod render;
+pub mod rest;
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex, OnceLock};
+
+use serde_json::{Value, json};
+use serenity::all::{
+    ClientBuilder, CommandDataOption, CommandDataOptionValue, CommandInteraction,
+    CommandOptionType, ComponentInteraction, Context, CreateCommand, CreateCommandOption,
+    EventHandler, GatewayIntents, HttpBuilder, Interaction, Message, Ready,
+};
+use tracing::{info, warn};
+
+use crate::config::DiscordConfig;
+use crate::engine::{Engine, EngineError, NewSession};
+use crate::frontend::delivery::{Deliveries, Threads};
+use crate::frontend::outbox::{Body, Limits, Op, Sink};
+use crate::frontend::render as shared;
+use crate::store::{Binding, SessionRecord, Store};
+
+use self::render::{MESSAGE_CHARS, Renderer};
+use self::rest::{File, Rest, RestError, message};
+
+pub const FRONTEND: &str = "discord";
+/// The slash command.
+pub const COMMAND: &str = "agent";
+
+#[derive(Debug, thiserror::Error)]
+pub enum DiscordError {
+    #[error(
+        "Discord refused the bot token (discord.token_env / discord.token_file in the config): {0}"
+    )]
+    Login(String),
+    #[error(transparent)]
+    Rest(#[from] RestError),
+    #[error("the Discord front end stopped: {0}")]
+    Client(String),
+}
+
+/// The Discord front end, before it runs.
+pub struct DiscordFrontend {
+    cfg: DiscordConfig,
+}
+
+fn rest_of(cfg: &DiscordConfig) -> Rest {
+    Rest::new(&cfg.api_base_url, cfg.token.value().unwrap_or_default())
+}
+
+/// Checks the token against the API: the bot's name, for `firstmate doctor`.
+pub async fn check(cfg: &DiscordConfig) -> Result<String, DiscordError> {
+    let me = match rest_of(cfg).get("/users/@me").await {
+        Ok(me) => me,
+        Err(RestError::Api {
+            status: 401,
+            message,
+            ..
+        }) => return Err(DiscordError::Login(message)),
+        Err(e) => return Err(e.into()),
+    };
+    Ok(format!(
+        "logged in as {} ({})",
+        me["username"].as_str().unwrap_or("?"),
+        me["id"].as_str().unwrap_or("?")
+    ))
+}
+
+impl DiscordFrontend {
+    pub fn new(cfg: DiscordConfig) -> DiscordFrontend {
+        DiscordFrontend { cfg }
+    }
+
+    /// Connects to the gateway and serves until the connection ends for good.
+    pub async fn run(self, engine: Engine) -> Result<(), DiscordError> {
+        check(&self.cfg).await?;
+        let intents = GatewayIntents::GUILDS
+            | GatewayIntents::GUILD_MESSAGES
+            | GatewayIntents::MESSAGE_CONTENT;
+        let rest = rest_of(&self.cfg);
+        let handler = Handler {
+            inner: Arc::new(HandlerInner {
+                rest: rest.clone(),
+                cfg: self.cfg.clone(),
+                engine,
+                deliveries: OnceLock::new(),
+                refused: Mutex::new(HashSet::new()),
+            }),
+        };
+        // serenity only for the gateway (its address from `api_base_url`); every REST
+        // call goes through `Rest`, which honours the rate limits there.
+        let http = HttpBuilder::new(self.cfg.token.value().unwrap_or_default())
+            .proxy(self.cfg.api_base_url.trim_end_matches('/'))
+            .ratelimiter_disabled(true)
+            .build();
+        let mut client = ClientBuilder::new_with_http(http, intents)
+            .event_handler(handler)
+            .await
+            .map_err(|e| DiscordError::Client(e.to_string()))?;
+        client
+            .start()
+            .await
+            .map_err(|e| DiscordError::Client(e.to_string()))
+    }
+}
+
+struct Handler {
+    inner: Arc<HandlerInner>,
+}
+
+struct HandlerInner {
+    rest: Rest,
+    cfg: DiscordConfig,
+    engine: Engine,
+    /// Made at the first READY, when serenity's HTTP client is at hand.
+    deliveries: OnceLock<Deliveries<DiscordThreads>>,
+    /// (user, thread) pairs already told they may not steer that session.
+    refused: Mutex<HashSet<(u64, u64)>>,
+}
+
+/// The `/agent` command and its subcommands.
+fn agent_command() -> CreateCommand {
+    use CommandOptionType::{String as Str, SubCommand};
+    let text = |name: &str, what: &str| CreateCommandOption::new(Str, name, what);
+    let new = CreateCommandOption::new(SubCommand, "new", "Start a session in a new thread")
+        .add_sub_option(text("prompt", "The first prompt").required(true))
+        .add_sub_option(text("agent", "The agent ([agents.*])").set_autocomplete(true))
+        .add_sub_option(text("model", "The model the agent uses"))
+        .add_sub_option(text("repo", "A repository alias or URL").set_autocomplete(true))
+        .add_sub_option(text("branch", "The branch to work on"))
+        .add_sub_option(text("image", "The container image"))
+        .add_sub_option(text("timeout", "Idle timeout, like 30m or 2h"));
+    let mut cmd = CreateCommand::new(COMMAND)
+        .description("Run an AI coding agent in a container")
+        .add_option(new);
+    for (name, what) in [
+        ("stop", "Stop this thread's session"),
+        ("interrupt", "End the agent's current turn"),
+        ("status", "State, agent, image, age, turns, cost"),
+        ("logs", "The full transcript, as a file"),
+        ("resume", "Start this thread's stopped session again"),
+        ("diff", "The session's changes, as a file"),
+        ("push", "Push the session's branch"),
+        ("pr", "Open a pull request"),
+        ("list", "The sessions of this channel"),
+        ("help", "The commands"),
+    ] {
+        cmd = cmd.add_option(CreateCommandOption::new(SubCommand, name, what));
+    }
+    cmd
+}
+
+/// The Stop and Interrupt buttons of a session's status message.
+fn buttons(session: &str) -> Value {
+    json!([{"type": 1, "components": [
+        {"type": 2, "style": 2, "label": "Interrupt", "custom_id": format!("fm:interrupt:{session}")},
+        {"type": 2, "style": 4, "label": "Stop", "custom_id": format!("fm:stop:{session}")},
+    ]}])
+}
+
+/// The subcommand of an `/agent` interaction and its options (name, string value).
+fn subcommand(cmd: &CommandInteraction) -> Option<(String, Vec<(String, String)>)> {
+    let sub = cmd.data.options.first()?;
+    let opts = match &sub.value {
+        CommandDataOptionValue::SubCommand(opts) => opts
+            .iter()
+            .filter_map(|o: &CommandDataOption| {
+                let v = match &o.value {
+                    CommandDataOptionValue::String(s) => s.clone(),
+                    CommandDataOptionValue::Autocomplete { value, .. } => value.clone(),
+                    CommandDataOptionValue::Integer(i) => i.to_string(),
+                    CommandDataOptionValue::Boolean(b) => b.to_string(),
+                    _ => return None,
+                };
+                Some((o.name.clone(), v))
+            })
+            .collect(),
+        _ => Vec::new(),
+    };
+    Some((sub.name.clone(), opts))
+}
+
+/// A thread name from a prompt: its first line, at most 90 characters.
+pub fn thread_name(session: &str, prompt: &str) -> String {
+    let first = prompt.lines().find(|l| !l.trim().is_empty()).unwrap_or("");
+    let mut name: String = first.trim().chars().take(80).collect();
+    if first.trim().chars().count() > 80 {
+        name.push('…');
+    }
+    if name.is_empty() {
+        format!("session {session}")
+    } else {
+        name
+    }
+}
+
+/// The help text of the slash command.
+fn help_text() -> String {
+    "**/agent new** `prompt` [`agent` `model` `repo` `branch` `image` `timeout`]: starts a session in a new thread\n\
+     In a session's thread: a message is the next prompt; **/agent stop**, **interrupt**, **status**, **logs**, **resume** (also the Stop and Interrupt buttons on its status message)\n\
+     Anywhere: **/agent list**, **/agent help**"
+        .to_string()
+}
+
+impl HandlerInner {
+    fn deliveries(&self) -> Option<&Deliveries<DiscordThreads>> {
+        self.deliveries.get()
+    }
+
+    fn ensure(&self, session: &str) {
+        if let Some(d) = self.deliveries() {
+            d.ensure(session);
+        }
+    }
+
+    /// Whether a user (with these roles) may start or steer sessions.
+    fn allowed(&self, user: u64, roles: &[u64]) -> bool {
+        self.cfg.allowed_users.contains(&user)
+            || roles.iter().any(|r| self.cfg.allowed_roles.contains(r))
+    }
+
+    fn refusal(&self) -> String {
+        "⚠ you may not start or steer sessions here; only the users in discord.allowed_users and members with a role in discord.allowed_roles may".to_string()
+    }
+
+    async fn session_of_thread(&self, channel: u64) -> Option<String> {
+        match self
+            .engine
+            .store()
+            .session_for_thread(FRONTEND, &channel.to_string())
+            .await
+        {
+            Ok(s) => s,
+            Err(e) => {
+                warn!(error = %e, "cannot look up a thread's session");
+                None
+            }
+        }
+    }
+}
+
+/// Answers an interaction with a message only its user sees.
+async fn ephemeral(rest: &Rest, cmd: &CommandInteraction, text: String) {
+    let mut data = message(&clip(&text));
+    data["flags"] = json!(EPHEMERAL);
+    if let Err(e) = rest.respond(cmd.id.get(), &cmd.token, 4, Some(data)).await {
+        warn!(error = %e, "cannot answer a Discord interaction");
+    }
+}
+
+/// Discord's message flag: only the user of the interaction sees it.
+const EPHEMERAL: u64 = 1 << 6;
+
+fn clip(text: &str) -> String {
+    if text.chars().count() <= MESSAGE_CHARS {
+        return text.to_string();
+    }
+    let mut s: String = text.chars().take(MESSAGE_CHARS - 1).collect();
+    s.push('…');
+    s
+}
+
+#[serenity::async_trait]
+impl EventHandler for Handler {
+    async fn ready(&self, _ctx: Context, ready: Ready) {
+        info!(user = %ready.user.name, guilds = ready.guilds.len(), "Discord front end running");
+        let inner = &self.inner;
+        let app = ready.application.id.get();
+        let commands = json!([agent_command()]);
+        for g in &inner.cfg.guild_ids {
+            let path = format!("/applications/{app}/guilds/{g}/commands");
+            if let Err(e) = inner.rest.put(&path, commands.clone()).await {
+                warn!(guild = g, error = %e, "cannot register /agent in a guild (discord.guild_ids)");
+            }
+        }
+        let mut fresh = false;
+        let d = inner.deliveries.get_or_init(|| {
+            fresh = true;
+            Deliveries::new(
+                DiscordThreads {
+                    rest: inner.rest.clone(),
+                    store: inner.engine.store().clone(),
+                },
+                inner.engine.clone(),
+            )
+        });
+        if fresh {
+            d.start().await;
+        }
+    }
+
+    async fn interaction_create(&self, _ctx: Context, interaction: Interaction) {
+        match interaction {
+            Interaction::Command(cmd) if cmd.data.name == COMMAND => self.command(&cmd).await,
+            Interaction::Autocomplete(cmd) if cmd.data.name == COMMAND => {
+                self.autocomplete(&cmd).await
+            }
+            Interaction::Component(c) => self.button(&c).await,
+            _ => {}
+        }
+    }
+
+    async fn message(&self, _ctx: Context, msg: Message) {
+        if msg.author.bot || msg.content.trim().is_empty() {
+            return;
+        }
+        let inner = &self.inner;
+        let channel = msg.channel_id.get();
+        let Some(session) = inner.session_of_thread(channel).await else {
+            return; // not a session's thread
+        };
+        let user = msg.author.id.get();
+        let roles: Vec<u64> = msg
+            .member
+            .as_ref()
+            .map(|m| m.roles.iter().map(|r| r.get()).collect())
+            .unwrap_or_default();
+        let reply = |text: String| {
+            let mut body = message(&clip(&text));
+            body["message_reference"] = json!({"message_id": msg.id.get().to_string()});
+            body
+        };
+        if !inner.allowed(user, &roles) {
+            let first = inner
+                .refused
+                .lock()
+                .expect("refused")
+                .insert((user, channel));
+            if first {
+                let _ = inner
+                    .rest
+                    .send_message(channel, reply(inner.refusal()))
+                    .await;
+            }
+            return;
+        }
+        if let Err(e) = inner
+            .engine
+            .prompt(&session, &msg.content, &user.to_string())
+            .await
+        {
+            let _ = inner
+                .rest
+                .send_message(channel, reply(format!("⚠ {e}")))
+                .await;
+        }
+        inner.ensure(&session);
+    }
+}
+
+/// The path of an interaction's original response.
+fn original(cmd_app: u64, token: &str) -> String {
+    format!("/webhooks/{cmd_app}/{token}/messages/@original")
+}
+
+impl Handler {
+    async fn command(&self, cmd: &CommandInteraction) {
+        let inner = &self.inner;
+        let rest = &inner.rest;
+        let Some((sub, opts)) = subcommand(cmd) else {
+            return ephemeral(
+                rest,
+                cmd,
+                "⚠ `/agent` needs a subcommand; `/agent help` lists them".into(),
+            )
+            .await;
+        };
+        let user = cmd.user.id.get();
+        let roles: Vec<u64> = cmd
+            .member
+            .as_ref()
+            .map(|m| m.roles.iter().map(|r| r.get()).collect())
+            .unwrap_or_default();
+        let channel = cmd.channel_id.get();
+        match sub.as_str() {
+            "help" => ephemeral(rest, cmd, help_text()).await,
+            "list" => {
+                let list = inner
+                    .engine
+                    .store()
+                    .sessions_in_room(
+                        &inner.engine.config().docker.instance,
+                        FRONTEND,
+                        &channel.to_string(),
+                    )
+                    .await;
+                let text = match list {
+                    Ok(l) if l.is_empty() => {
+                        "no sessions in this channel yet; start one with `/agent new`".into()
+                    }
+                    Ok(l) => format!("```\n{}\n```", shared::list_text(&l).trim_end()),
+                    Err(e) => format!("⚠ {e}"),
+                };
+                ephemeral(rest, cmd, text).await
+            }
+            "new" => {
+                if !inner.allowed(user, &roles) {
+                    return ephemeral(rest, cmd, inner.refusal()).await;
+                }
+                self.new_session(cmd, user, opts).await
+            }
+            name => {
+                let Some(id) = inner.session_of_thread(channel).await else {
+                    return ephemeral(
+                        rest,
+                        cmd,
+                        format!("⚠ `/agent {name}` works in a session's thread; `/agent list` shows the sessions here"),
+                    )
+                    .await;
+                };
+                let steering = !matches!(name, "status" | "logs");
+                if steering && !inner.allowed(user, &roles) {
+                    return ephemeral(rest, cmd, inner.refusal()).await;
+                }
+                // Stopping may take seconds: answer now (deferred), say how it went after.
+                if let Err(e) = rest.respond(cmd.id.get(), &cmd.token, 5, None).await {
+                    warn!(error = %e, "cannot answer a Discord interaction");
+                    return;
+                }
+                let by = format!("<@{user}>");
+                let engine = &inner.engine;
+                let mut file = None;
+                let reply: Result<String, EngineError> = match name {
+                    "stop" => engine.stop(&id, &by).await.map(|()| "⏹ stopped".into()),
+                    "interrupt" => engine
+                        .interrupt(&id)
+                        .await
+                        .map(|()| "⏸ interrupting".into()),
+                    "resume" => {
+                        let r = engine.resume(&id, &by).await;
+                        inner.ensure(&id);
+                        r.map(|()| "▶ resuming".into())
+                    }
+                    "status" => engine
+                        .session_report(&id)
+                        .await
+                        .map(|s| render::status(&s).plain),
+                    "logs" => match engine.session(&id).await {
+                        Ok(s) => shared::transcript(engine.store(), &s)
+                            .await
+                            .map_err(EngineError::from)
+                            .map(|t| {
+                                file = Some(File {
+                                    name: format!("firstmate-{id}-transcript.md"),
+                                    data: t.into_bytes(),
+                                });
+                                "The full transcript:".to_string()
+                            }),
+                        Err(e) => Err(e),
+                    },
+                    "diff" | "push" | "pr" => {
+                        Err(EngineError::NotBuilt("diff, push and pr (repositories)"))
+                    }
+                    other => Err(EngineError::Other(format!(
+                        "unknown subcommand `{other}`; `/agent help` lists them"
+                    ))),
+                };
+                let text = reply.unwrap_or_else(|e| format!("⚠ {e}"));
+                let path = original(cmd.application_id.get(), &cmd.token);
+                let sent = rest
+                    .call(
+                        reqwest::Method::PATCH,
+                        &path,
+                        Some(message(&clip(&text))),
+                        file.as_ref(),
+                    )
+                    .await;
+                if let Err(e) = sent {
+                    warn!(session = %id, error = %e, "cannot answer a Discord command");
+                }
+                inner.ensure(&id);
+            }
+        }
+    }
+
+    async fn new_session(&self, cmd: &CommandInteraction, user: u64, opts: Vec<(String, String)>) {
+        let inner = &self.inner;
+        let rest = &inner.rest;
+        let get = |k: &str| {
+            opts.iter()
+                .find(|(n, _)| n == k)
+                .map(|(_, v)| v.trim().to_string())
+                .filter(|v| !v.is_empty())
+        };
+        let Some(prompt) = get("prompt") else {
+            return ephemeral(
+                rest,
+                cmd,
+                "⚠ `/agent new` needs a `prompt`: what the agent should do".into(),
+            )
+            .await;
+        };
+        let timeout = match get("timeout").map(|t| humantime::parse_duration(&t)) {
+            None => None,
+            Some(Ok(d)) => Some(d),
+            Some(Err(e)) => {
+                return ephemeral(
+                    rest,
+                    cmd,
+                    format!("⚠ `timeout`: {e}; write a duration like 30m, 2h or 1h30m"),
+                )
+                .await;
+            }
+        };
+        let channel = cmd.channel_id.get();
+        let req = NewSession {
+            agent: get("agent"),
+            model: get("model"),
+            image: get("image"),
+            repo: get("repo"),
+            branch: get("branch"),
+            idle_timeout: timeout,
+            prompt: prompt.clone(),
+            owner: user.to_string(),
+            frontend: FRONTEND.into(),
+            room: channel.to_string(),
+        };
+        let s = match inner.engine.new_session(req).await {
+            Ok(s) => s,
+            Err(e) => return ephemeral(rest, cmd, format!("⚠ {e}")).await,
+        };
+        let head = clip(&format!(
+            "<@{user}> started session `{}` ({}, {}):\n> {}",
+            s.id,
+            s.agent,
+            s.image,
+            prompt.lines().next().unwrap_or_default()
+        ));
+        let thread = async {
+            rest.respond(cmd.id.get(), &cmd.token, 4, Some(message(&head)))
+                .await?;
+            let answer = rest
+                .get(&original(cmd.application_id.get(), &cmd.token))
+                .await?;
+            let t = rest
+                .post(
+                    &format!(
+                        "/channels/{channel}/messages/{}/threads",
+                        rest::object_id(&answer)
+                    ),
+                    json!({"name": thread_name(&s.id, &prompt), "auto_archive_duration": 1440}),
+                )
+                .await?;
+            Ok::<u64, RestError>(rest::object_id(&t))
+        }
+        .await;
+        match thread {
+            Ok(t) if t > 0 => {
+                if let Err(e) = inner
+                    .engine
+                    .store()
+                    .bind_thread(&s.id, FRONTEND, &t.to_string(), 0)
+                    .await
+                {
+                    warn!(session = %s.id, error = %e, "cannot bind the session to its thread");
+                }
+                info!(session = %s.id, thread = t, "session started from Discord");
+                inner.ensure(&s.id);
+            }
+            other => {
+                let why = match other {
+                    Err(e) => e.to_string(),
+                    Ok(_) => "Discord gave no thread id".to_string(),
+                };
+                // No thread for its output: stop it rather than run it unseen.
+                warn!(session = %s.id, error = %why, "cannot open the session's thread; stopping it");
+                let _ = inner
+                    .engine
+                    .stop_with_reason(
+                        &s.id,
+                        format!("its Discord thread could not be opened: {why}"),
+                    )
+                    .await;
+            }
+        }
+    }
+
+    async fn autocomplete(&self, cmd: &CommandInteraction) {
+        let Some(focused) = cmd.data.autocomplete() else {
+            return;
+        };
+        let partial = focused.value.to_lowercase();
+        let choices: Vec<Value> = match focused.name {
+            "agent" => self
+                .inner
+                .engine
+                .config()
+                .agents
+                .keys()
+                .filter(|a| a.to_lowercase().starts_with(&partial))
+                .take(25)
+                .map(|a| json!({"name": a, "value": a}))
+                .collect(),
+            _ => Vec::new(),
+        };
+        if let Err(e) = self
+            .inner
+            .rest
+            .respond(
+                cmd.id.get(),
+                &cmd.token,
+                8,
+                Some(json!({"choices": choices})),
+            )
+            .await
+        {
+            warn!(error = %e, "cannot answer an autocomplete");
+        }
+    }
+
+    async fn button(&self, c: &ComponentInteraction) {
+        let mut parts = c.data.custom_id.splitn(3, ':');
+        let (Some("fm"), Some(action), Some(session)) = (parts.next(), parts.next(), parts.next())
+        else {
+            return;
+        };
+        let rest = &self.inner.rest;
+        let user = c.user.id.get();
+        let roles: Vec<u64> = c
+            .member
+            .as_ref()
+            .map(|m| m.roles.iter().map(|r| r.get()).collect())
+            .unwrap_or_default();
+        let say = |text: String| {
+            let mut data = message(&clip(&text));
+            data["flags"] = json!(EPHEMERAL);
+            data
+        };
+        if !self.inner.allowed(user, &roles) {
+            let _ = rest
+                .respond(c.id.get(), &c.token, 4, Some(say(self.inner.refusal())))
+                .await;
+            return;
+        }
+        // Acknowledge at once (the status message shows the outcome), then act.
+        if let Err(e) = rest.respond(c.id.get(), &c.token, 6, None).await {
+            warn!(error = %e, "cannot answer a Discord button");
+            return;
+        }
+        let engine = &self.inner.engine;
+        let result = match action {
+            "stop" => engine.stop(session, &format!("<@{user}>")).await,
+            "interrupt" => engine.interrupt(session).await,
+            _ => return,
+        };
+        if let Err(e) = result {
+            let path = format!("/webhooks/{}/{}", c.application_id.get(), c.token);
+            let _ = rest.post(&path, say(format!("⚠ {e}"))).await;
+        }
+        self.inner.ensure(session);
+    }
+}
+
+// --- delivery of session output to threads ---------------------------------------------
+
+/// Discord's side of [`Deliveries`]: a session's thread is the Discord thread the
+/// binding names; its status message id is kept in the binding.
+struct DiscordThreads {
+    rest: Rest,
+    store: Store,
+}
+
+impl Threads for DiscordThreads {
+    type Sink = ThreadSink;
+    type Renderer = Renderer;
+
+    fn frontend(&self) -> &'static str {
+        FRONTEND
+    }
+
+    async fn sink(
+        &self,
+        binding: &Binding,
+        record: &SessionRecord,
+    ) -> Option<(ThreadSink, Option<String>)> {
+        let thread = match binding.thread_ref.parse::<u64>() {
+            Ok(t) if t > 0 => t,
+            _ => {
+                warn!(session = %record.id, thread = %binding.thread_ref, "not a Discord thread id");
+                return None;
+            }
+        };
+        let sink = ThreadSink {
+            rest: self.rest.clone(),
+            thread,
+            session: record.id.clone(),
+            store: self.store.clone(),
+        };
+        Some((sink, binding.status_ref.clone()))
+    }
+
+    fn status(&self, s: &SessionRecord) -> Body {
+        render::status(s)
+    }
+
+    fn status_key(&self, s: &SessionRecord) -> String {
+        crate::frontend::matrix::render::status_key(s)
+    }
+
+    fn limits(&self) -> Limits {
+        Limits {
+            max_size: MESSAGE_CHARS,
+            ..Limits::default()
+        }
+    }
+}
+
+struct ThreadSink {
+    rest: Rest,
+    thread: u64,
+    session: String,
+    store: Store,
+}
+
+fn message_id(id: &str) -> Result<u64, String> {
+    id.parse::<u64>()
+        .ok()
+        .filter(|n| *n > 0)
+        .ok_or_else(|| format!("{id:?} is not a Discord message id"))
+}
+
+impl Sink for ThreadSink {
+    async fn send(&self, op: &Op) -> Result<Option<String>, String> {
+        let rest = &self.rest;
+        let with_buttons = |body: &Body| {
+            let mut m = message(&clip(&body.plain));
+            m["components"] = buttons(&self.session);
+            m
+        };
+        let sent = match op {
+            Op::Mark { .. } => return Ok(None),
+            Op::PostStatus { body } => {
+                let id = rest
+                    .send_message(self.thread, with_buttons(body))
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let id = id.to_string();
+                if let Err(e) = self
+                    .store
+                    .set_status_ref(&self.session, FRONTEND, &id)
+                    .await
+                {
+                    warn!(session = %self.session, error = %e, "cannot keep the status message id");
+                }
+                return Ok(Some(id));
+            }
+            Op::EditStatus { event_id, body } => {
+                rest.edit_message(self.thread, message_id(event_id)?, with_buttons(body))
+                    .await
+            }
+            Op::Post { body, .. } => {
+                rest.send_message(self.thread, message(&clip(&body.plain)))
+                    .await
+            }
+            Op::Edit { event_id, body, .. } => {
+                rest.edit_message(
+                    self.thread,
+                    message_id(event_id)?,
+                    message(&clip(&body.plain)),
+                )
+                .await
+            }
+        };
+        sent.map(|id| Some(id.to_string()))
+            .map_err(|e| e.to_string())
+    }
+
+    async fn delivered(&self, seq: i64) {
+        if let Err(e) = self.store.set_delivered(&self.session, FRONTEND, seq).await {
+            warn!(session = %self.session, error = %e, "cannot record what was delivered");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn thread_names_come_from_the_prompt() {
+        assert_eq!(thread_name("abc", "Fix the tests\nplease"), "Fix the tests");
+        assert_eq!(thread_name("abc", "  \n"), "session abc");
+        let long = "x".repeat(200);
+        assert_eq!(thread_name("abc", &long).chars().count(), 81);
+    }
+
+    #[test]
+    fn the_command_has_every_subcommand_and_new_needs_a_prompt() {
+        let v = serde_json::to_value(agent_command()).expect("json");
+        let subs: Vec<&str> = v["options"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|o| o["name"].as_str())
+            .collect();
+        for s in [
+            "new",
+            "stop",
+            "interrupt",
+            "status",
+            "logs",
+            "resume",
+            "diff",
+            "push",
+            "pr",
+            "list",
+            "help",
+        ] {
+            assert!(subs.contains(&s), "{s} missing: {subs:?}");
+        }
+        let new = &v["options"][0];
+        assert_eq!(new["options"][0]["name"], "prompt");
+        assert_eq!(new["options"][0]["required"], true);
+        assert_eq!(new["options"][1]["autocomplete"], true);
+    }
+}

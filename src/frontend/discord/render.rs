@@ -1,0 +1,275 @@
+//! Session events as Discord messages: Discord's markdown, at most [`MESSAGE_CHARS`]
+//! characters a message, code fences never split across messages. Pure.
+//!
+//! It takes the Matrix renderer's blocks (their plain body is the agent's markdown
+//! source, or a compact line) and makes them Discord's: a tool's output, indented there,
+//! becomes a fenced block; a block too long for one message becomes several, each with
+//! its fences closed and reopened.
+
+use crate::event::EventBody;
+use crate::frontend::delivery::Render;
+use crate::frontend::matrix::render::Renderer as MatrixRenderer;
+use crate::frontend::outbox::{Block, Body, Rendered};
+use crate::store::SessionRecord;
+
+/// Discord's limit is 2000 characters a message; a little is kept for joining blocks.
+pub const MESSAGE_CHARS: usize = 1900;
+
+/// Renders a session's events in order.
+#[derive(Debug, Default)]
+pub struct Renderer {
+    inner: MatrixRenderer,
+}
+
+impl Render for Renderer {
+    fn render(&mut self, body: &EventBody) -> Rendered {
+        match self.inner.render(body) {
+            Rendered::Blocks(blocks) => {
+                Rendered::Blocks(blocks.into_iter().flat_map(discord_blocks).collect())
+            }
+            other => other,
+        }
+    }
+}
+
+/// A plain-text body (Discord needs no HTML).
+pub fn body(text: impl Into<String>) -> Body {
+    Body::new(text, String::new())
+}
+
+fn discord_blocks(b: Block) -> Vec<Block> {
+    let text = if b.key.is_some() {
+        tool_text(&b.body.plain)
+    } else {
+        b.body.plain
+    };
+    let mut pieces = split(&text, MESSAGE_CHARS).into_iter();
+    let mut out = Vec::new();
+    // The first piece keeps the key, so a tool's result still replaces its call.
+    if let Some(first) = pieces.next() {
+        out.push(Block {
+            key: b.key,
+            body: body(first),
+        });
+    }
+    out.extend(pieces.map(|p| Block::new(body(p))));
+    out
+}
+
+/// A tool line of the Matrix renderer ("▸ Bash cmd → ok, 1 line" and its output
+/// indented by four spaces) in Discord's markdown: the name in bold, the output in a
+/// fenced block.
+fn tool_text(plain: &str) -> String {
+    let mut lines = plain.lines();
+    let head = lines.next().unwrap_or_default();
+    let head = match head.strip_prefix("▸ ") {
+        Some(rest) => match rest.split_once(' ') {
+            Some((name, more)) => format!("▸ **{name}** {}", escape_inline(more)),
+            None => format!("▸ **{rest}**"),
+        },
+        None => head.to_string(),
+    };
+    let mut out = head;
+    let mut code = Vec::new();
+    let mut after = Vec::new();
+    for l in lines {
+        match l.strip_prefix("    ") {
+            Some(c) if after.is_empty() => code.push(c),
+            _ => after.push(l),
+        }
+    }
+    if !code.is_empty() {
+        out.push_str("\n```\n");
+        out.push_str(&code.join("\n").replace("```", "`\u{200b}``"));
+        out.push_str("\n```");
+    }
+    for l in after {
+        out.push('\n');
+        out.push_str(l);
+    }
+    out
+}
+
+/// Markdown characters of a one-line summary shown as they are.
+fn escape_inline(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        if matches!(c, '*' | '_' | '~' | '`' | '|' | '>' | '\\') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// The fence a line opens or closes (its backticks or tildes), if it is one.
+fn fence_of(line: &str) -> Option<&str> {
+    let t = line.trim_start();
+    let n = t.chars().take_while(|&c| c == '`').count();
+    let m = t.chars().take_while(|&c| c == '~').count();
+    match (n, m) {
+        (n, _) if n >= 3 => Some(&t[..n]),
+        (_, m) if m >= 3 => Some(&t[..m]),
+        _ => None,
+    }
+}
+
+/// Cuts `text` into pieces of at most `max` characters, at line ends where it can; a
+/// piece that ends inside a fenced block closes it, and the next reopens it (with its
+/// info string), so every piece is whole markdown.
+pub fn split(text: &str, max: usize) -> Vec<String> {
+    if text.chars().count() <= max {
+        return vec![text.to_string()];
+    }
+    let mut pieces = Vec::new();
+    let mut cur = String::new();
+    let mut cur_len = 0;
+    // The fence line that opened the block we are in, if any.
+    let mut open: Option<String> = None;
+    let push_piece =
+        |cur: &mut String, cur_len: &mut usize, open: &Option<String>, pieces: &mut Vec<String>| {
+            if let Some(f) = open {
+                cur.push('\n');
+                cur.push_str(fence_of(f).unwrap_or("```"));
+            }
+            pieces.push(std::mem::take(cur));
+            *cur_len = 0;
+            if let Some(f) = open {
+                cur.push_str(f);
+                *cur_len = f.chars().count();
+            }
+        };
+    for line in text.split('\n') {
+        // Room for the line, its newline and a closing fence.
+        let reserve = open.as_ref().map_or(0, |_| 4);
+        let mut rest = line.to_string();
+        loop {
+            let len = rest.chars().count();
+            let sep = usize::from(cur_len > 0);
+            if cur_len + sep + len + reserve <= max {
+                if sep == 1 {
+                    cur.push('\n');
+                }
+                cur.push_str(&rest);
+                cur_len += sep + len;
+                break;
+            }
+            if cur_len > open.as_ref().map_or(0, |f| f.chars().count()) {
+                push_piece(&mut cur, &mut cur_len, &open, &mut pieces);
+                continue;
+            }
+            // One line longer than a message: cut it.
+            let room = max.saturating_sub(cur_len + sep + reserve).max(1);
+            let head: String = rest.chars().take(room).collect();
+            let tail: String = rest.chars().skip(room).collect();
+            if sep == 1 {
+                cur.push('\n');
+            }
+            cur.push_str(&head);
+            cur_len += sep + room;
+            push_piece(&mut cur, &mut cur_len, &open, &mut pieces);
+            rest = tail;
+        }
+        if let Some(f) = fence_of(line) {
+            match &open {
+                Some(o) if fence_of(o).is_some_and(|of| f.starts_with(of) && line.trim() == f) => {
+                    open = None
+                }
+                None => open = Some(line.trim_start().to_string()),
+                _ => {}
+            }
+        }
+    }
+    if cur_len > 0 || cur.is_empty() {
+        pieces.push(cur);
+    }
+    pieces
+}
+
+/// The status message of a session's thread.
+pub fn status(s: &SessionRecord) -> Body {
+    let m = crate::frontend::matrix::render::status(s);
+    let mut lines = m.plain.lines();
+    let head = lines.next().unwrap_or_default();
+    let rest: Vec<&str> = lines.collect();
+    body(format!("**{head}**\n{}", rest.join("\n")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::AgentEvent;
+
+    fn rendered(r: &mut Renderer, ev: AgentEvent) -> Vec<String> {
+        match r.render(&EventBody::Agent { event: ev }) {
+            Rendered::Blocks(b) => b.into_iter().map(|b| b.body.plain).collect(),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_tool_call_is_one_line_and_its_output_a_fenced_block() {
+        let mut r = Renderer::default();
+        let call = rendered(
+            &mut r,
+            AgentEvent::ToolUse {
+                id: "t1".into(),
+                name: "Bash".into(),
+                summary: "echo $((6*7))".into(),
+                input: serde_json::json!({}),
+            },
+        );
+        assert_eq!(call, ["▸ **Bash** echo $((6\\*7)) …"]);
+        let done = rendered(
+            &mut r,
+            AgentEvent::ToolResult {
+                tool_use_id: "t1".into(),
+                output: "42\nagent".into(),
+                is_error: false,
+            },
+        );
+        assert_eq!(
+            done,
+            ["▸ **Bash** echo $((6\\*7)) → ok, 2 lines\n```\n42\nagent\n```"]
+        );
+    }
+
+    #[test]
+    fn long_text_is_split_without_breaking_fences() {
+        let code: Vec<String> = (0..400).map(|i| format!("line {i} of the code")).collect();
+        let text = format!("Here:\n```rust\n{}\n```\nDone.", code.join("\n"));
+        let pieces = split(&text, MESSAGE_CHARS);
+        assert!(pieces.len() > 2, "{}", pieces.len());
+        for p in &pieces {
+            assert!(p.chars().count() <= MESSAGE_CHARS, "{}", p.chars().count());
+            let fences = p.lines().filter(|l| fence_of(l).is_some()).count();
+            assert_eq!(fences % 2, 0, "an unbalanced piece:\n{p}");
+        }
+        // Nothing lost: the code lines all come back, in order.
+        let back: Vec<&str> = pieces
+            .iter()
+            .flat_map(|p| p.lines())
+            .filter(|l| l.starts_with("line "))
+            .collect();
+        assert_eq!(back, code.iter().map(String::as_str).collect::<Vec<_>>());
+        assert!(pieces[1].starts_with("```rust\n"), "{}", pieces[1]);
+        assert!(pieces.last().is_some_and(|p| p.ends_with("Done.")));
+    }
+
+    #[test]
+    fn a_line_longer_than_a_message_is_cut_and_short_text_is_left_alone() {
+        let long = "x".repeat(5000);
+        let pieces = split(&long, 1900);
+        assert_eq!(pieces.len(), 3);
+        assert_eq!(pieces.concat(), long);
+        assert_eq!(split("hi", 1900), ["hi"]);
+        let mut r = Renderer::default();
+        let text = rendered(
+            &mut r,
+            AgentEvent::Text {
+                text: "# Title\n\nSome **bold** text.".into(),
+            },
+        );
+        assert_eq!(text, ["# Title", "Some **bold** text."]);
+    }
+}

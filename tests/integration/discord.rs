@@ -1,0 +1,299 @@
+//! The Discord front end of `firstmate run` against the fake Discord
+//! (`support::discord`): `/agent new` opens a thread from its answer, the session's output
+//! goes there (status message with buttons first), thread messages are prompts, the
+//! thread commands and buttons act on the session, strangers are refused, and the rate
+//! limits are honoured.
+
+use std::process::{Child, Stdio};
+use std::time::Duration;
+
+use serde_json::json;
+
+use crate::support::discord::{EPHEMERAL, FakeDiscord, Limits, Message, Rate};
+use crate::support::{Env, wait_child};
+
+const ALICE: u64 = 111_111_111_111_111_111;
+const BOB: u64 = 222_222_222_222_222_222;
+const WAIT: Duration = Duration::from_secs(60);
+
+struct Bot {
+    env: Env,
+    child: Option<Child>,
+}
+
+impl Drop for Bot {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Bot {
+    fn start(fake: &FakeDiscord) -> Option<Bot> {
+        let extra = format!(
+            r#"
+[discord]
+token_env = "FIRSTMATE_TEST_DISCORD_TOKEN"
+guild_ids = [{guild}]
+allowed_users = [{ALICE}]
+api_base_url = "{base}"
+"#,
+            guild = fake.guild_id(),
+            base = fake.base_url()
+        );
+        let env = Env::new(&extra)?;
+        let mut bot = Bot { env, child: None };
+        bot.spawn();
+        Some(bot)
+    }
+
+    fn spawn(&mut self) {
+        let mut c = self.env.command();
+        c.arg("run")
+            .env("FIRSTMATE_TEST_DISCORD_TOKEN", FakeDiscord::TOKEN)
+            .env("FIRSTMATE_LOG", "firstmate=debug,info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        self.child = Some(c.spawn().expect("firstmate run"));
+    }
+
+    /// Stops the bot; its output, for assertion messages.
+    fn stop(&mut self) -> String {
+        match self.child.take() {
+            Some(mut c) => {
+                let _ = c.kill();
+                crate::support::text(&wait_child(c, Duration::from_secs(10)))
+            }
+            None => String::new(),
+        }
+    }
+}
+
+fn contents(ms: &[Message]) -> String {
+    ms.iter()
+        .map(|m| format!("[{}] {}", m.id, m.content))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// The one thread, once it has a message containing `text`.
+fn thread_with(fake: &FakeDiscord, text: &str) -> bool {
+    fake.threads()
+        .iter()
+        .any(|t| fake.messages(t.id).iter().any(|m| m.content.contains(text)))
+}
+
+#[test]
+fn discord_sessions_live_in_threads() {
+    let fake = FakeDiscord::start();
+    fake.add_member(ALICE, "alice", &[]);
+    fake.add_member(BOB, "bob", &[]);
+    let Some(mut bot) = Bot::start(&fake) else {
+        return;
+    };
+    let ready = fake.wait_for(WAIT, |f| {
+        f.identified() && !f.registered_commands().is_empty()
+    });
+    assert!(ready, "the bot never registered /agent:\n{}", bot.stop());
+    let cmd = &fake.registered_commands()[0];
+    assert_eq!(cmd["name"], "agent");
+
+    // A stranger is refused, only they see it, and nothing starts.
+    let refused = fake.slash_command(
+        BOB,
+        fake.channel_id(),
+        "agent",
+        "new",
+        &[("prompt", json!("say hi"))],
+    );
+    assert!(
+        fake.wait_for(WAIT, |f| f.original_response(&refused).is_some()),
+        "no answer to a stranger:\n{}",
+        bot.stop()
+    );
+    let r = fake.original_response(&refused).expect("answer");
+    assert!(r.flags & EPHEMERAL != 0, "the refusal is public: {r:?}");
+    assert!(r.content.contains("allowed_users"), "{}", r.content);
+
+    // Alice starts a session: an answer in the channel, a thread from it, the output there.
+    let new = fake.slash_command(
+        ALICE,
+        fake.channel_id(),
+        "agent",
+        "new",
+        &[
+            (
+                "prompt",
+                json!("say hello from the agent\nrun echo $((6*7))"),
+            ),
+            ("agent", json!("scripted")),
+        ],
+    );
+    let ok = fake.wait_for(WAIT, |f| {
+        thread_with(f, "hello from the agent") && thread_with(f, "42")
+    });
+    let threads = fake.threads();
+    assert!(
+        ok,
+        "no output in a thread; threads {threads:?}\nchannel:\n{}\n{}",
+        contents(&fake.messages(fake.channel_id())),
+        bot.stop()
+    );
+    assert!(fake.threads().len() == 1, "{:?}", fake.threads());
+    let thread = fake.threads()[0].clone();
+    let answer = fake.original_response(&new).expect("the new answer");
+    assert_eq!(
+        thread.message_id,
+        Some(answer.id),
+        "the thread is not opened from the answer"
+    );
+    assert_eq!(thread.name, "say hello from the agent");
+    let msgs = fake.messages(thread.id);
+    let status = msgs[0].clone();
+    assert!(
+        status.content.contains("firstmate session"),
+        "{}",
+        contents(&msgs)
+    );
+    let buttons = serde_json::to_string(&status.components).expect("json");
+    assert!(
+        buttons.contains("fm:stop:") && buttons.contains("fm:interrupt:"),
+        "{buttons}"
+    );
+    assert!(
+        msgs.iter()
+            .any(|m| m.content.contains("▸ **Bash**") && m.content.contains("```\n42\n```")),
+        "{}",
+        contents(&msgs)
+    );
+
+    // A message in the thread is the next prompt; a stranger's is refused once.
+    fake.say(ALICE, thread.id, "say second turn");
+    assert!(
+        fake.wait_for(WAIT, |f| thread_with(f, "second turn")),
+        "{}",
+        contents(&fake.messages(thread.id))
+    );
+    fake.say(BOB, thread.id, "say intruder");
+    assert!(
+        fake.wait_for(WAIT, |f| f.messages(thread.id).iter().any(|m| m.author_id
+            == f.bot_user_id()
+            && m.content.contains("may not"))),
+        "{}",
+        contents(&fake.messages(thread.id))
+    );
+
+    // `/agent status` in the thread; the Stop button.
+    let st = fake.slash_command(ALICE, thread.id, "agent", "status", &[]);
+    assert!(
+        fake.wait_for(WAIT, |f| f
+            .original_response(&st)
+            .is_some_and(|m| m.content.contains("firstmate session")
+                && m.content.contains("agent: scripted"))),
+        "{:?}",
+        fake.original_response(&st)
+    );
+    let session_id = buttons
+        .split("fm:stop:")
+        .nth(1)
+        .and_then(|r| r.split('"').next())
+        .expect("a stop button")
+        .to_string();
+    fake.click_button(
+        ALICE,
+        thread.id,
+        status.id,
+        &format!("fm:stop:{session_id}"),
+    );
+    let stopped = bot
+        .env
+        .wait_session(&session_id, WAIT, |s| s["state"] == "stopped");
+    assert_eq!(stopped["state"], "stopped");
+    assert!(
+        fake.wait_for(WAIT, |f| f
+            .message(status.id)
+            .is_some_and(|m| m.content.contains("stopped"))),
+        "the status message does not say it stopped: {:?}",
+        fake.message(status.id)
+    );
+    // `logs` attaches the transcript.
+    let logs = fake.slash_command(ALICE, thread.id, "agent", "logs", &[]);
+    assert!(
+        fake.wait_for(WAIT, |f| f
+            .original_response(&logs)
+            .is_some_and(|m| !m.attachments.is_empty())),
+        "{:?}",
+        fake.original_response(&logs)
+    );
+    let file = &fake.original_response(&logs).expect("logs").attachments[0];
+    assert!(String::from_utf8_lossy(&file.bytes).contains("hello from the agent"));
+
+    for m in fake.messages(thread.id) {
+        assert!(m.content.chars().count() <= 2000);
+    }
+    assert_eq!(fake.count_429(), 0, "429s under the default limits");
+    bot.stop();
+}
+
+/// A flood in a thread, under a tight message limit: everything arrives, edits are few,
+/// and 429s are rare and waited out.
+#[test]
+fn discord_a_flood_is_paced_and_nothing_is_lost() {
+    let fake = FakeDiscord::start_with(Limits {
+        messages: Rate::new(2, Duration::from_secs(2)),
+        ..Limits::default()
+    });
+    fake.add_member(ALICE, "alice", &[]);
+    let Some(mut bot) = Bot::start(&fake) else {
+        return;
+    };
+    assert!(
+        fake.wait_for(WAIT, |f| !f.registered_commands().is_empty()),
+        "{}",
+        bot.stop()
+    );
+    fake.slash_command(
+        ALICE,
+        fake.channel_id(),
+        "agent",
+        "new",
+        &[
+            ("prompt", json!("flood 3000")),
+            ("agent", json!("scripted")),
+        ],
+    );
+    let done = fake.wait_for(Duration::from_secs(120), |f| {
+        thread_with(f, "line 3000/3000")
+    });
+    let thread = fake.threads().first().map(|t| t.id).unwrap_or_default();
+    assert!(
+        done,
+        "the flood did not arrive:\n{}\n{}",
+        contents(&fake.messages(thread)),
+        bot.stop()
+    );
+    let text: String = fake
+        .messages(thread)
+        .iter()
+        .map(|m| m.content.clone())
+        .collect::<Vec<_>>()
+        .join("\n");
+    for i in [1, 1500, 2999, 3000] {
+        assert!(
+            text.contains(&format!("line {i}/3000")),
+            "line {i} is missing"
+        );
+    }
+    let writes = fake
+        .requests()
+        .iter()
+        .filter(|r| r.path.contains(&format!("/channels/{thread}/messages")))
+        .count();
+    assert!(writes < 200, "{writes} message writes for 3000 lines");
+    let n429 = fake.count_429();
+    assert!(n429 <= 3, "{n429} 429s: the limits are not honoured");
+    bot.stop();
+}
