@@ -220,7 +220,7 @@ impl<T: Threads> Deliveries<T> {
         let mut status_key = String::new();
         loop {
             // The status first, so the thread starts with it.
-            match store.session(&session).await {
+            match store.session_report(&session).await {
                 Ok(Some(s)) => {
                     let key = self.inner.threads.status_key(&s);
                     if key != status_key {
@@ -259,7 +259,7 @@ impl<T: Threads> Deliveries<T> {
                 read = last;
             }
             // Status again: the events may have changed it.
-            if let Ok(Some(s)) = store.session(&session).await {
+            if let Ok(Some(s)) = store.session_report(&session).await {
                 let key = self.inner.threads.status_key(&s);
                 if key != status_key {
                     status_key = key;

@@ -79,11 +79,13 @@ fn contents(ms: &[Message]) -> String {
         .join("\n")
 }
 
-/// The one thread, once it has a message containing `text`.
+/// Whether a thread has a message of the bot containing `text`.
 fn thread_with(fake: &FakeDiscord, text: &str) -> bool {
-    fake.threads()
-        .iter()
-        .any(|t| fake.messages(t.id).iter().any(|m| m.content.contains(text)))
+    fake.threads().iter().any(|t| {
+        fake.messages(t.id)
+            .iter()
+            .any(|m| m.author_id == fake.bot_user_id() && m.content.contains(text))
+    })
 }
 
 #[test]
@@ -133,7 +135,7 @@ fn discord_sessions_live_in_threads() {
         ],
     );
     let ok = fake.wait_for(WAIT, |f| {
-        thread_with(f, "hello from the agent") && thread_with(f, "42")
+        thread_with(f, "hello from the agent") && thread_with(f, "```\n42\n```")
     });
     let threads = fake.threads();
     assert!(
