@@ -299,3 +299,69 @@ fn discord_a_flood_is_paced_and_nothing_is_lost() {
     assert!(n429 <= 3, "{n429} 429s: the limits are not honoured");
     bot.stop();
 }
+
+/// The bot is killed while a session floods its thread, and started again: it goes on
+/// from what Discord acknowledged, so every line arrives, and at most the one message
+/// in flight at the kill comes twice.
+#[test]
+fn discord_a_restart_mid_flood_loses_nothing() {
+    let fake = FakeDiscord::start();
+    fake.add_member(ALICE, "alice", &[]);
+    let Some(mut bot) = Bot::start(&fake) else {
+        return;
+    };
+    assert!(
+        fake.wait_for(WAIT, |f| !f.registered_commands().is_empty()),
+        "{}",
+        bot.stop()
+    );
+    fake.slash_command(
+        ALICE,
+        fake.channel_id(),
+        "agent",
+        "new",
+        &[
+            ("prompt", json!("flood 2000")),
+            ("agent", json!("scripted")),
+        ],
+    );
+    // Kill it once some output is in the thread, long before the end.
+    assert!(
+        fake.wait_for(WAIT, |f| thread_with(f, "line 1/2000")),
+        "{}",
+        bot.stop()
+    );
+    let first_log = bot.stop();
+    assert!(
+        !thread_with(&fake, "line 2000/2000"),
+        "the flood was over before the kill; nothing was tested"
+    );
+    bot.spawn();
+    let done = fake.wait_for(Duration::from_secs(120), |f| {
+        thread_with(f, "line 2000/2000")
+    });
+    let thread = fake.threads()[0].id;
+    let text: Vec<String> = fake
+        .messages(thread)
+        .iter()
+        .filter(|m| m.author_id == fake.bot_user_id())
+        .flat_map(|m| m.content.lines().map(str::to_string).collect::<Vec<_>>())
+        .collect();
+    assert!(
+        done,
+        "the flood did not finish after the restart:\n{first_log}\n{}",
+        bot.stop()
+    );
+    let mut twice = 0;
+    for i in 1..=2000 {
+        let n = text
+            .iter()
+            .filter(|l| **l == format!("line {i}/2000"))
+            .count();
+        assert!(n >= 1, "line {i} is lost");
+        twice += n - 1;
+    }
+    // One message holds about 135 lines of `line i/2000`.
+    assert!(twice <= 150, "{twice} lines came twice: more than one message");
+    bot.stop();
+}
