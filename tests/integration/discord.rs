@@ -362,6 +362,9 @@ fn discord_a_restart_mid_flood_loses_nothing() {
         twice += n - 1;
     }
     // One message holds about 135 lines of `line i/2000`.
-    assert!(twice <= 150, "{twice} lines came twice: more than one message");
+    assert!(
+        twice <= 150,
+        "{twice} lines came twice: more than one message"
+    );
     bot.stop();
 }
