@@ -18,6 +18,10 @@ use serde_json::json;
 #[allow(dead_code)]
 #[path = "../tests/integration/support/discord.rs"]
 mod discord;
+// The fake's HTTP side reads bodies with the stand-ins' reader.
+#[allow(dead_code)]
+#[path = "../tests/integration/support/stub.rs"]
+mod stub;
 
 use discord::FakeDiscord;
 

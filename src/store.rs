@@ -553,16 +553,7 @@ impl Store {
             .bind(since)
             .fetch_one(&self.pool)
             .await?;
-        Ok(ApiUsage {
-            calls: r.try_get("calls")?,
-            usage: Usage {
-                input_tokens: r.try_get("i")?,
-                output_tokens: r.try_get("o")?,
-                cache_read_tokens: r.try_get("cr")?,
-                cache_write_tokens: r.try_get("cw")?,
-            },
-            cost_usd: r.try_get("cost")?,
-        })
+        api_usage_from_row(&r)
     }
 
     /// What the model APIs used for a session, as the gateway counted it.
@@ -620,16 +611,7 @@ impl Store {
         .bind(instance)
         .fetch_one(&self.pool)
         .await?;
-        m.api = ApiUsage {
-            calls: r.try_get("calls")?,
-            usage: Usage {
-                input_tokens: r.try_get("i")?,
-                output_tokens: r.try_get("o")?,
-                cache_read_tokens: r.try_get("cr")?,
-                cache_write_tokens: r.try_get("cw")?,
-            },
-            cost_usd: r.try_get("cost")?,
-        };
+        m.api = api_usage_from_row(&r)?;
         Ok(m)
     }
 
@@ -823,6 +805,20 @@ impl Store {
         .await?;
         Ok(())
     }
+}
+
+/// A row of summed API usage (`calls`, `i`, `o`, `cr`, `cw`, `cost`).
+fn api_usage_from_row(r: &AnyRow) -> Result<ApiUsage> {
+    Ok(ApiUsage {
+        calls: r.try_get("calls")?,
+        usage: Usage {
+            input_tokens: r.try_get("i")?,
+            output_tokens: r.try_get("o")?,
+            cache_read_tokens: r.try_get("cr")?,
+            cache_write_tokens: r.try_get("cw")?,
+        },
+        cost_usd: r.try_get("cost")?,
+    })
 }
 
 fn binding_from_row(r: &AnyRow) -> Result<Binding> {

@@ -242,16 +242,10 @@ fn discord_sessions_live_in_threads() {
 
 /// A flood in a thread, under a tight message limit: everything arrives, edits are few,
 /// and 429s are rare and waited out.
-#[test]
-fn discord_a_flood_is_paced_and_nothing_is_lost() {
-    let fake = FakeDiscord::start_with(Limits {
-        messages: Rate::new(2, Duration::from_secs(2)),
-        ..Limits::default()
-    });
+/// Alice, the bot, and a session flooding `lines` lines into its thread.
+fn flood(fake: &FakeDiscord, lines: usize) -> Option<Bot> {
     fake.add_member(ALICE, "alice", &[]);
-    let Some(mut bot) = Bot::start(&fake) else {
-        return;
-    };
+    let mut bot = Bot::start(fake)?;
     assert!(
         fake.wait_for(WAIT, |f| !f.registered_commands().is_empty()),
         "{}",
@@ -263,10 +257,22 @@ fn discord_a_flood_is_paced_and_nothing_is_lost() {
         "agent",
         "new",
         &[
-            ("prompt", json!("flood 3000")),
+            ("prompt", json!(format!("flood {lines}"))),
             ("agent", json!("scripted")),
         ],
     );
+    Some(bot)
+}
+
+#[test]
+fn discord_a_flood_is_paced_and_nothing_is_lost() {
+    let fake = FakeDiscord::start_with(Limits {
+        messages: Rate::new(2, Duration::from_secs(2)),
+        ..Limits::default()
+    });
+    let Some(mut bot) = flood(&fake, 3000) else {
+        return;
+    };
     let done = fake.wait_for(Duration::from_secs(120), |f| {
         thread_with(f, "line 3000/3000")
     });
@@ -306,25 +312,9 @@ fn discord_a_flood_is_paced_and_nothing_is_lost() {
 #[test]
 fn discord_a_restart_mid_flood_loses_nothing() {
     let fake = FakeDiscord::start();
-    fake.add_member(ALICE, "alice", &[]);
-    let Some(mut bot) = Bot::start(&fake) else {
+    let Some(mut bot) = flood(&fake, 2000) else {
         return;
     };
-    assert!(
-        fake.wait_for(WAIT, |f| !f.registered_commands().is_empty()),
-        "{}",
-        bot.stop()
-    );
-    fake.slash_command(
-        ALICE,
-        fake.channel_id(),
-        "agent",
-        "new",
-        &[
-            ("prompt", json!("flood 2000")),
-            ("agent", json!("scripted")),
-        ],
-    );
     // Kill it once some output is in the thread, long before the end.
     assert!(
         fake.wait_for(WAIT, |f| thread_with(f, "line 1/2000")),

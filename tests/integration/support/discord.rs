@@ -26,7 +26,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
-use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message as WsMessage;
@@ -2654,38 +2654,8 @@ async fn read_request<S: AsyncRead + AsyncWrite + Unpin>(
     let chunked = req
         .header("transfer-encoding")
         .is_some_and(|t| t.to_ascii_lowercase().contains("chunked"));
-    if chunked {
-        loop {
-            line.clear();
-            conn.read_line(&mut line).await?;
-            let size = line.trim().split(';').next().unwrap_or_default();
-            let size = usize::from_str_radix(size, 16).map_err(|_| bad("bad chunk size"))?;
-            if req.body.len() + size > MAX_BODY {
-                return Err(bad("body too large"));
-            }
-            if size == 0 {
-                loop {
-                    line.clear();
-                    if conn.read_line(&mut line).await? == 0 || line.trim().is_empty() {
-                        break;
-                    }
-                }
-                break;
-            }
-            let start = req.body.len();
-            req.body.resize(start + size, 0);
-            conn.read_exact(&mut req.body[start..]).await?;
-            line.clear();
-            conn.read_line(&mut line).await?;
-        }
-    } else if let Some(len) = req.header("content-length") {
-        let len: usize = len.parse().map_err(|_| bad("bad content-length"))?;
-        if len > MAX_BODY {
-            return Err(bad("body too large"));
-        }
-        req.body.resize(len, 0);
-        conn.read_exact(&mut req.body).await?;
-    }
+    let length = req.header("content-length").map(str::to_string);
+    req.body = super::stub::read_body(conn, chunked, length.as_deref()).await?;
     Ok(Some(req))
 }
 

@@ -17,7 +17,7 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::tcp::OwnedWriteHalf;
 use tokio::net::{TcpListener, TcpStream};
 
@@ -258,6 +258,52 @@ async fn serve<A: Api>(stream: TcpStream, shared: Arc<Shared<A::Reply>>) {
     }
 }
 
+/// Reads a request body: chunked (trailers skipped), or of `content_length` bytes, or
+/// none; at most 64 MiB.
+pub async fn read_body<R: AsyncBufRead + Unpin>(
+    reader: &mut R,
+    chunked: bool,
+    content_length: Option<&str>,
+) -> std::io::Result<Vec<u8>> {
+    let bad = |m: &str| std::io::Error::new(std::io::ErrorKind::InvalidData, m.to_string());
+    let mut body = Vec::new();
+    let mut line = String::new();
+    if chunked {
+        loop {
+            line.clear();
+            reader.read_line(&mut line).await?;
+            let size = line.trim().split(';').next().unwrap_or_default();
+            let size = usize::from_str_radix(size, 16).map_err(|_| bad("bad chunk size"))?;
+            if body.len() + size > MAX_BODY {
+                return Err(bad("body too large"));
+            }
+            if size == 0 {
+                // Trailers, up to the empty line.
+                loop {
+                    line.clear();
+                    if reader.read_line(&mut line).await? == 0 || line.trim().is_empty() {
+                        break;
+                    }
+                }
+                break;
+            }
+            let start = body.len();
+            body.resize(start + size, 0);
+            reader.read_exact(&mut body[start..]).await?;
+            line.clear();
+            reader.read_line(&mut line).await?; // the CRLF after the chunk
+        }
+    } else if let Some(len) = content_length {
+        let len: usize = len.trim().parse().map_err(|_| bad("bad content-length"))?;
+        if len > MAX_BODY {
+            return Err(bad("body too large"));
+        }
+        body.resize(len, 0);
+        reader.read_exact(&mut body).await?;
+    }
+    Ok(body)
+}
+
 /// Reads one request; `None` at a clean end of the connection.
 async fn read_request(
     reader: &mut BufReader<tokio::net::tcp::OwnedReadHalf>,
@@ -308,39 +354,8 @@ async fn read_request(
     let chunked = req
         .header("transfer-encoding")
         .is_some_and(|t| t.to_ascii_lowercase().contains("chunked"));
-    if chunked {
-        loop {
-            line.clear();
-            reader.read_line(&mut line).await?;
-            let size = line.trim().split(';').next().unwrap_or_default();
-            let size = usize::from_str_radix(size, 16).map_err(|_| bad("bad chunk size"))?;
-            if req.body.len() + size > MAX_BODY {
-                return Err(bad("body too large"));
-            }
-            if size == 0 {
-                // Trailers, up to the empty line.
-                loop {
-                    line.clear();
-                    if reader.read_line(&mut line).await? == 0 || line.trim().is_empty() {
-                        break;
-                    }
-                }
-                break;
-            }
-            let start = req.body.len();
-            req.body.resize(start + size, 0);
-            reader.read_exact(&mut req.body[start..]).await?;
-            line.clear();
-            reader.read_line(&mut line).await?; // the CRLF after the chunk
-        }
-    } else if let Some(len) = req.header("content-length") {
-        let len: usize = len.parse().map_err(|_| bad("bad content-length"))?;
-        if len > MAX_BODY {
-            return Err(bad("body too large"));
-        }
-        req.body.resize(len, 0);
-        reader.read_exact(&mut req.body).await?;
-    }
+    let length = req.header("content-length").map(str::to_string);
+    req.body = read_body(reader, chunked, length.as_deref()).await?;
     Ok(Some(req))
 }
 
