@@ -25,7 +25,7 @@ use crate::support::anthropic::{AnthropicStub, Reply, conversation_text};
 use crate::support::worker::{
     self, Net, REAL_KEY, WORKER_IMAGE, assert_contains_all, assert_in_order,
     assert_interrupt_scenario, assert_key_kept, console_interrupt_scenario, console_with_key,
-    gateway_env, started, texts, turn_end,
+    engine_scenario, gateway_env, started, texts, turn_end,
 };
 use crate::support::{inspect, lines_of, session_ids, stdout, text};
 
@@ -508,27 +508,12 @@ fn real_claude_through_the_engine_and_the_gateway_tool_follow_up_stop_and_resume
         return;
     };
 
-    let out = console_with_key(
+    let (out, id, lines) = engine_scenario(
         &env,
-        "new --agent claude --model claude-haiku-4-5 What is 6*7? Use the shell.\n\
-         What did I ask you?\n\
-         stop\n\
-         resume\n\
-         What is in answer.txt?\n\
-         status\n\
-         stop\n",
+        "new --agent claude --model claude-haiku-4-5 What is 6*7? Use the shell.",
+        &|| stub.log(),
     );
-    let all = stdout(&out);
-    assert!(
-        out.status.success(),
-        "{}\n--- stand-in\n{}",
-        text(&out),
-        stub.log()
-    );
-    let ids = session_ids(&all);
-    assert_eq!(ids.len(), 1, "expected one session in:\n{all}");
-    let id = &ids[0];
-    let lines = lines_of(&all, id);
+    let id = &id;
     let want = [
         "I'll compute that with the shell.",
         &format!("$ {TOOL_COMMAND}"),
@@ -544,13 +529,7 @@ fn real_claude_through_the_engine_and_the_gateway_tool_follow_up_stop_and_resume
     assert_in_order(
         &lines,
         &want,
-        &format!(
-            "{}
---- stand-in
-{}",
-            text(&out),
-            stub.log()
-        ),
+        &format!("{}\n--- stand-in\n{}", text(&out), stub.log()),
     );
 
     let s = env.session(id);

@@ -12,12 +12,12 @@ use firstmate::protocol::codex::{self, TurnCommand, parse_line};
 use firstmate::protocol::{AgentEvent, TurnOutcome};
 
 use crate::support::openai::{OpenAiStub, Reply, conversation_text};
+use crate::support::text;
 use crate::support::worker::{
     self, Net, REAL_KEY, WORKER_IMAGE, assert_contains_all, assert_in_order,
-    assert_interrupt_scenario, assert_key_kept, console_interrupt_scenario, console_with_key,
+    assert_interrupt_scenario, assert_key_kept, console_interrupt_scenario, engine_scenario,
     gateway_env, started, texts, turn_end,
 };
-use crate::support::{lines_of, session_ids, stdout, text};
 
 fn worker_ready() -> bool {
     worker::worker_ready("a real Codex CLI test")
@@ -277,27 +277,12 @@ fn real_codex_through_the_engine_and_the_gateway_tool_follow_up_stop_and_resume(
     let Some((env, _)) = codex_env(&net, &stub, "") else {
         return;
     };
-    let out = console_with_key(
+    let (out, id, lines) = engine_scenario(
         &env,
-        "new --agent codex What is 6*7? Use the shell.\n\
-         What did I ask you?\n\
-         stop\n\
-         resume\n\
-         What is in answer.txt?\n\
-         status\n\
-         stop\n",
+        "new --agent codex What is 6*7? Use the shell.",
+        &|| stub.log(),
     );
-    let all = stdout(&out);
-    assert!(
-        out.status.success(),
-        "{}\n--- stand-in\n{}",
-        text(&out),
-        stub.log()
-    );
-    let ids = session_ids(&all);
-    assert_eq!(ids.len(), 1, "expected one session in:\n{all}");
-    let id = &ids[0];
-    let lines = lines_of(&all, id);
+    let id = &id;
     let want = [
         "I'll compute that with the shell.",
         "42",
@@ -312,19 +297,14 @@ fn real_codex_through_the_engine_and_the_gateway_tool_follow_up_stop_and_resume(
     assert_in_order(
         &lines,
         &want,
-        &format!(
-            "{}
---- stand-in
-{}",
-            text(&out),
-            stub.log()
-        ),
+        &format!("{}\n--- stand-in\n{}", text(&out), stub.log()),
     );
     assert!(
         lines
             .iter()
             .any(|l| l.starts_with("$ ") && l.contains("echo $((6*7))")),
-        "the shell call is not shown:\n{all}"
+        "the shell call is not shown:\n{}",
+        text(&out)
     );
 
     let s = env.session(id);

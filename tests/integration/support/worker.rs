@@ -359,3 +359,29 @@ pub fn assert_interrupt_scenario(
     let s = env.session(&id);
     assert_eq!(s["state"], "waiting", "{s:#}");
 }
+
+/// The engine scenario of the real-CLI tests, through `firstmate console` with the real
+/// key: `new_line` (the `new` command), a follow-up, `stop`, `resume`, another prompt,
+/// `status`, `stop`. Checks that the console ended well with one session; its output,
+/// the session's id and the session's lines.
+pub fn engine_scenario(
+    env: &Env,
+    new_line: &str,
+    stand_in_log: &dyn Fn() -> String,
+) -> (Output, String, Vec<String>) {
+    let input = format!(
+        "{new_line}\nWhat did I ask you?\nstop\nresume\nWhat is in answer.txt?\nstatus\nstop\n"
+    );
+    let out = console_with_key(env, &input);
+    let all = super::stdout(&out);
+    assert!(
+        out.status.success(),
+        "{}\n--- stand-in\n{}",
+        super::text(&out),
+        stand_in_log()
+    );
+    let ids = super::session_ids(&all);
+    assert_eq!(ids.len(), 1, "expected one session in:\n{all}");
+    let lines = super::lines_of(&all, &ids[0]);
+    (out, ids[0].clone(), lines)
+}
