@@ -81,6 +81,13 @@ pub struct NewSession {
     /// Which front end (`console`, `matrix`, `discord`) and where (room / channel id).
     pub frontend: String,
     pub room: String,
+    /// The session id, when the front end chose it beforehand ([`Engine::new_id`]), for
+    /// example to name the thread before the session exists.
+    pub id: Option<String>,
+    /// The thread (in `frontend`) that shows the session. Stored in the same transaction
+    /// as the session, so a session never exists without its thread; `None` when the
+    /// caller binds none (tests and benchmarks drive the engine directly).
+    pub thread: Option<String>,
 }
 
 enum Msg {
@@ -112,7 +119,8 @@ pub struct Engine {
     inner: Arc<Inner>,
 }
 
-fn new_session_id() -> String {
+/// A new session id: ten hex digits of a random UUID.
+pub fn new_session_id() -> String {
     let u = uuid::Uuid::new_v4().simple().to_string();
     u[..10].to_string()
 }
@@ -228,8 +236,14 @@ impl Engine {
         self.schedule().await
     }
 
-    /// Stores a new session with its first prompt, and starts it when a slot is free.
-    pub async fn new_session(&self, req: NewSession) -> Result<SessionRecord> {
+    /// Checks what `new` asks for (the agent exists, the image is there) without
+    /// creating anything: a front end that must open a thread first asks this before.
+    pub async fn check_new(&self, req: &NewSession) -> Result<()> {
+        self.resolve(req).await.map(|_| ())
+    }
+
+    /// The agent and image a `new` request names, checked.
+    async fn resolve(&self, req: &NewSession) -> Result<(String, &AgentConfig, String)> {
         let cfg = &self.inner.config;
         let agent_name = req
             .agent
@@ -248,8 +262,15 @@ impl Engine {
         let image = req.image.clone().unwrap_or_else(|| agent.image.clone());
         // Fail now, with a clear message, rather than in the session task.
         self.inner.runtime.image_home(&image).await?;
+        Ok((agent_name, agent, image))
+    }
+
+    /// Stores a new session with its first prompt (and its thread, `req.thread`), and
+    /// starts it when a slot is free.
+    pub async fn new_session(&self, req: NewSession) -> Result<SessionRecord> {
+        let (agent_name, agent, image) = self.resolve(&req).await?;
         let mut s = SessionRecord::new_queued(
-            new_session_id(),
+            req.id.clone().unwrap_or_else(new_session_id),
             self.instance().to_string(),
             agent_name,
             agent.protocol.as_str().to_string(),
@@ -261,21 +282,17 @@ impl Engine {
         );
         s.model = req.model.clone().or_else(|| agent.model.clone());
         s.idle_timeout_ms = req.idle_timeout.map(|d| d.as_millis() as i64);
-        self.inner.store.insert_session(&s).await?;
-        self.inner
-            .store
-            .enqueue_prompt(&s.id, &req.prompt, &req.owner)
-            .await?;
-        let mut s2 = s.clone();
+        // The row, the first prompt, the thread and the first events: all or nothing.
+        let notice = format!("session {}: agent {}, image {}", s.id, s.agent, s.image);
         let evs = self
             .inner
             .store
-            .commit(
-                &mut s2,
+            .create_session(
+                &mut s,
+                &req.owner,
+                req.thread.as_deref(),
                 vec![
-                    EventBody::Notice {
-                        text: format!("session {}: agent {}, image {}", s.id, s.agent, s.image),
-                    },
+                    EventBody::Notice { text: notice },
                     EventBody::State {
                         state: SessionState::Queued,
                         detail: None,
@@ -284,20 +301,40 @@ impl Engine {
             )
             .await?;
         self.publish(evs);
-        info!(session = %s.id, agent = %s.agent, owner = %s.owner, "session created");
+        info!(session = %s.id, agent = %s.agent, owner = %s.owner, frontend = %s.frontend, "session created");
+        match self.after_create(&s.id).await {
+            Ok(s) => Ok(s),
+            Err(e) => {
+                // Created but not started: stop it, so nothing is left half-made.
+                warn!(session = %s.id, error = %e, "cannot schedule a new session; stopping it");
+                let reason = format!("it could not be scheduled: {e}");
+                if let Err(e2) = self.stop_with_reason(&s.id, reason).await {
+                    warn!(session = %s.id, error = %e2, "cannot stop a session that failed to start");
+                }
+                Err(EngineError::Other(format!(
+                    "session {} was created but could not be started ({e}); it is stopped, try `new` again",
+                    s.id
+                )))
+            }
+        }
+    }
+
+    /// Starts a just created session when a slot is free, else says why it waits.
+    async fn after_create(&self, id: &str) -> Result<SessionRecord> {
         self.schedule().await?;
         // Under the scheduler's lock: only the scheduler moves a session out of `queued`.
         let _guard = self.inner.schedule.lock().await;
-        let mut s = self.session(&s.id).await?;
+        let s = self.session(id).await?;
         if s.state == SessionState::Queued {
             // Say why it waits; it starts when a session ends.
-            let limits = &cfg.sessions;
+            let limits = &self.inner.config.sessions;
             let detail = format!(
                 "waiting for a free slot (sessions.max_running = {}, sessions.max_running_per_user = {}); it starts when another session ends",
                 limits.max_running, limits.max_running_per_user
             );
-            self.commit_state(&mut s, SessionState::Queued, Some(detail))
+            self.commit_state(id, SessionState::Queued, Some(detail), false)
                 .await?;
+            return self.session(id).await;
         }
         Ok(s)
     }
@@ -359,7 +396,7 @@ impl Engine {
         // Under the scheduler's lock: only the scheduler moves a session out of `queued`
         // and registers its task.
         let guard = self.inner.schedule.lock().await;
-        let mut s = self.session(id).await?;
+        let s = self.session(id).await?;
         if self.send(
             id,
             Msg::Stop {
@@ -373,7 +410,7 @@ impl Engine {
         }
         match s.state {
             SessionState::Queued => {
-                self.record_stopped(&mut s, reason).await?;
+                self.record_stopped(&s, reason).await?;
                 drop(guard);
                 Ok(())
             }
@@ -394,9 +431,9 @@ impl Engine {
                     .wait_ended(id, &mut events, Duration::from_secs(3))
                     .await;
                 if let Err(EngineError::StopTimeout { .. }) = waited {
-                    let mut s = self.session(id).await?;
+                    let s = self.session(id).await?;
                     if !s.state.is_ended() {
-                        self.record_stopped(&mut s, reason).await?;
+                        self.record_stopped(&s, reason).await?;
                     }
                 }
                 Ok(())
@@ -405,28 +442,28 @@ impl Engine {
     }
 
     /// Records a stop made without a session task (queued, or run by no engine).
-    async fn record_stopped(&self, s: &mut SessionRecord, reason: String) -> Result<()> {
-        self.commit_state(s, SessionState::Stopped, Some(reason))
+    async fn record_stopped(&self, s: &SessionRecord, reason: String) -> Result<()> {
+        self.commit_state(&s.id, SessionState::Stopped, Some(reason), false)
             .await?;
         self.inner.store.cancel_pending_prompts(&s.id).await?;
         Ok(())
     }
 
     /// Moves a session without a task to `state`, stores the change with its event, and
-    /// publishes it. (A session task records its own changes: `SessionTask::set_state`.)
+    /// publishes it; `touch` also marks it active now. Only the state is written: the
+    /// caller's copy of the row may be stale. (A session task records its own changes:
+    /// `SessionTask::set_state`.)
     async fn commit_state(
         &self,
-        s: &mut SessionRecord,
+        id: &str,
         state: SessionState,
         detail: Option<String>,
+        touch: bool,
     ) -> Result<()> {
-        s.state = state;
-        s.state_detail = detail.clone();
-        s.ended_at = state.is_ended().then(now_ms);
         let evs = self
             .inner
             .store
-            .commit(s, vec![EventBody::State { state, detail }])
+            .commit_state(id, state, detail, touch)
             .await?;
         self.publish(evs);
         Ok(())
@@ -460,7 +497,7 @@ impl Engine {
 
     /// Starts a stopped or failed session again, continuing its conversation.
     pub async fn resume(&self, id: &str, by: &str) -> Result<()> {
-        let mut s = self.session(id).await?;
+        let s = self.session(id).await?;
         if !s.state.is_ended() {
             return Err(EngineError::WrongState {
                 session: s.id,
@@ -468,11 +505,11 @@ impl Engine {
                 hint: "only a stopped or failed session can be resumed",
             });
         }
-        s.last_activity_at = now_ms();
         self.commit_state(
-            &mut s,
+            &s.id,
             SessionState::Queued,
             Some(format!("resumed by {by}")),
+            true,
         )
         .await?;
         self.schedule().await
@@ -498,7 +535,19 @@ impl Engine {
     /// `max_running_per_user` allow.
     pub async fn schedule(&self) -> Result<()> {
         let _guard = self.inner.schedule.lock().await;
-        let all = self.inner.store.sessions(self.instance(), &[]).await?;
+        let all = self
+            .inner
+            .store
+            .sessions(
+                self.instance(),
+                &[
+                    SessionState::Queued,
+                    SessionState::Starting,
+                    SessionState::Running,
+                    SessionState::Waiting,
+                ],
+            )
+            .await?;
         let cfg = &self.inner.config.sessions;
         let mut running = all.iter().filter(|s| s.state.is_live()).count();
         let mut per_user = std::collections::HashMap::<String, usize>::new();
@@ -520,9 +569,10 @@ impl Engine {
             }
             *mine += 1;
             running += 1;
-            let mut s = s.clone();
-            self.commit_state(&mut s, SessionState::Starting, None)
+            self.commit_state(&s.id, SessionState::Starting, None, false)
                 .await?;
+            // The task starts from the row as stored now, not from the list read above.
+            let s = self.session(&s.id).await?;
             self.spawn_task(s);
         }
         Ok(())

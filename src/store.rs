@@ -2,9 +2,10 @@
 //! session to a chat thread. One code path for SQLite and PostgreSQL through sqlx's `Any`
 //! driver; only the migrations differ per backend. Only this module writes SQL.
 //!
-//! Invariant: the events of one session are written by one task at a time (the engine's
-//! session task), so `next_seq` in the session row is the single source of sequence
-//! numbers and the log is dense.
+//! Invariant: sequence numbers are allocated in one place, `append_events`, from the
+//! session row and in the same transaction as the events they number; so any number of
+//! writers (the session task, the scheduler, `stop` from another process) can append
+//! at once and the log stays dense and unique.
 
 use std::borrow::Cow;
 use std::str::FromStr;
@@ -286,33 +287,50 @@ impl Store {
     // --- sessions ---------------------------------------------------------------
 
     pub async fn insert_session(&self, s: &SessionRecord) -> Result<()> {
+        let mut conn = self.pool.acquire().await?;
+        insert_session_row(&mut conn, s).await
+    }
+
+    /// Creates a session in one transaction: its row, its first prompt (pending), its
+    /// binding to the thread that shows it (when the front end has one already), and
+    /// its first events. Either all of it is stored or none: no session exists without
+    /// its prompt, or (when `thread` is given) without its thread.
+    pub async fn create_session(
+        &self,
+        s: &mut SessionRecord,
+        author: &str,
+        thread: Option<&str>,
+        events: Vec<EventBody>,
+    ) -> Result<Vec<SessionEvent>> {
+        let mut tx = self.pool.begin().await?;
+        insert_session_row(&mut tx, s).await?;
         sqlx::query(
-            "INSERT INTO sessions (id, instance, agent, protocol, image, model, repo, branch, owner, \
-             frontend, room, first_prompt, idle_timeout_ms, state, state_detail, created_at, \
-             last_activity_at, cost_usd) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)",
+            "INSERT INTO prompts (session_id, body, author, status, created_at) \
+             VALUES ($1, $2, $3, 'pending', $4)",
         )
         .bind(&s.id)
-        .bind(&s.instance)
-        .bind(&s.agent)
-        .bind(&s.protocol)
-        .bind(&s.image)
-        .bind(&s.model)
-        .bind(&s.repo)
-        .bind(&s.branch)
-        .bind(&s.owner)
-        .bind(&s.frontend)
-        .bind(&s.room)
         .bind(&s.first_prompt)
-        .bind(s.idle_timeout_ms)
-        .bind(s.state.as_str())
-        .bind(&s.state_detail)
+        .bind(author)
         .bind(s.created_at)
-        .bind(s.last_activity_at)
-        .bind(s.cost_usd)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?;
-        Ok(())
+        if let Some(thread) = thread {
+            sqlx::query(
+                "INSERT INTO bindings (session_id, frontend, thread_ref, delivered_seq) \
+                 VALUES ($1, $2, $3, 0)",
+            )
+            .bind(&s.id)
+            .bind(&s.frontend)
+            .bind(thread)
+            .execute(&mut *tx)
+            .await?;
+        }
+        let out = append_events(&mut tx, &s.id, events).await?;
+        tx.commit().await?;
+        if let Some(last) = out.last() {
+            s.next_seq = last.seq + 1;
+        }
+        Ok(out)
     }
 
     pub async fn session(&self, id: &str) -> Result<Option<SessionRecord>> {
@@ -330,21 +348,22 @@ impl Store {
         instance: &str,
         states: &[SessionState],
     ) -> Result<Vec<SessionRecord>> {
+        // The states are our own constants: listed in the SQL, so the database skips
+        // the (many) ended sessions when only live ones are asked for.
+        let filter = if states.is_empty() {
+            String::new()
+        } else {
+            let names: Vec<String> = states.iter().map(|s| format!("'{}'", s.as_str())).collect();
+            format!(" AND state IN ({})", names.join(", "))
+        };
         let sql = format!(
-            "SELECT {SESSION_COLUMNS} FROM sessions WHERE instance = $1 ORDER BY created_at DESC, id"
+            "SELECT {SESSION_COLUMNS} FROM sessions WHERE instance = $1{filter} ORDER BY created_at DESC, id"
         );
         let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(instance)
             .fetch_all(&self.pool)
             .await?;
-        let mut out = Vec::with_capacity(rows.len());
-        for r in rows {
-            let s = session_from_row(&r)?;
-            if states.is_empty() || states.contains(&s.state) {
-                out.push(s);
-            }
-        }
-        Ok(out)
+        rows.iter().map(session_from_row).collect()
     }
 
     /// Sessions started from one room (channel) of one front end, newest first.
@@ -367,8 +386,8 @@ impl Store {
         rows.iter().map(session_from_row).collect()
     }
 
-    /// Writes a session's mutable fields and appends `events` (numbered from
-    /// `s.next_seq`, which it advances) in one transaction.
+    /// Writes a session's mutable fields and appends `events` in one transaction; the
+    /// events are numbered by the database and `s.next_seq` follows.
     pub async fn commit(
         &self,
         s: &mut SessionRecord,
@@ -403,31 +422,17 @@ impl Store {
                 .execute(&mut *tx)
                 .await?;
         }
-        let mut out = Vec::with_capacity(events.len());
-        for body in events {
-            let json = serde_json::to_string(&body)
-                .map_err(|e| StoreError::Corrupt(format!("cannot encode an event: {e}")))?;
-            sqlx::query("INSERT INTO events (session_id, seq, at, body) VALUES ($1, $2, $3, $4)")
-                .bind(&s.id)
-                .bind(s.next_seq)
-                .bind(at)
-                .bind(json)
-                .execute(&mut *tx)
-                .await?;
-            out.push(SessionEvent {
-                session: s.id.clone(),
-                seq: s.next_seq,
-                at_ms: at,
-                body,
-            });
-            s.next_seq += 1;
+        let out = append_events(&mut tx, &s.id, events).await?;
+        if let Some(last) = out.last() {
+            s.next_seq = last.seq + 1;
         }
+        // Every field but `next_seq`, which only `append_events` moves.
         sqlx::query(
             "UPDATE sessions SET state = $2, state_detail = $3, container_id = $4, \
-             agent_session_id = $5, log_cursor_ns = $6, log_cursor_count = $7, next_seq = $8, \
-             turns = $9, input_tokens = $10, output_tokens = $11, cache_read_tokens = $12, \
-             cache_write_tokens = $13, cost_usd = $14, started_at = $15, last_activity_at = $16, \
-             ended_at = $17, image = $18, agent_cost_usd = $19 WHERE id = $1",
+             agent_session_id = $5, log_cursor_ns = $6, log_cursor_count = $7, \
+             turns = $8, input_tokens = $9, output_tokens = $10, cache_read_tokens = $11, \
+             cache_write_tokens = $12, cost_usd = $13, started_at = $14, last_activity_at = $15, \
+             ended_at = $16, image = $17, agent_cost_usd = $18 WHERE id = $1",
         )
         .bind(&s.id)
         .bind(s.state.as_str())
@@ -436,7 +441,6 @@ impl Store {
         .bind(&s.agent_session_id)
         .bind(s.log_cursor_ns)
         .bind(s.log_cursor_count)
-        .bind(s.next_seq)
         .bind(s.turns)
         .bind(s.usage.input_tokens)
         .bind(s.usage.output_tokens)
@@ -450,6 +454,35 @@ impl Store {
         .bind(s.agent_cost_usd)
         .execute(&mut *tx)
         .await?;
+        tx.commit().await?;
+        Ok(out)
+    }
+
+    /// Moves a session to `state` and appends its `State` event, in one transaction,
+    /// touching nothing else: for changes made outside the session's task (queued,
+    /// starting, resumed, stopped), which must not write back a stale copy of the row.
+    pub async fn commit_state(
+        &self,
+        id: &str,
+        state: SessionState,
+        detail: Option<String>,
+        touch: bool,
+    ) -> Result<Vec<SessionEvent>> {
+        let mut tx = self.pool.begin().await?;
+        let now = now_ms();
+        sqlx::query(
+            "UPDATE sessions SET state = $2, state_detail = $3, ended_at = $4, \
+             last_activity_at = CASE WHEN $5 = 1 THEN $6 ELSE last_activity_at END WHERE id = $1",
+        )
+        .bind(id)
+        .bind(state.as_str())
+        .bind(&detail)
+        .bind(state.is_ended().then_some(now))
+        .bind(touch as i64)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        let out = append_events(&mut tx, id, vec![EventBody::State { state, detail }]).await?;
         tx.commit().await?;
         Ok(out)
     }
@@ -805,6 +838,83 @@ impl Store {
         .await?;
         Ok(())
     }
+}
+
+/// Inserts a session's row.
+async fn insert_session_row(conn: &mut sqlx::AnyConnection, s: &SessionRecord) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO sessions (id, instance, agent, protocol, image, model, repo, branch, owner, \
+         frontend, room, first_prompt, idle_timeout_ms, state, state_detail, created_at, \
+         last_activity_at, cost_usd) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)",
+    )
+    .bind(&s.id)
+    .bind(&s.instance)
+    .bind(&s.agent)
+    .bind(&s.protocol)
+    .bind(&s.image)
+    .bind(&s.model)
+    .bind(&s.repo)
+    .bind(&s.branch)
+    .bind(&s.owner)
+    .bind(&s.frontend)
+    .bind(&s.room)
+    .bind(&s.first_prompt)
+    .bind(s.idle_timeout_ms)
+    .bind(s.state.as_str())
+    .bind(&s.state_detail)
+    .bind(s.created_at)
+    .bind(s.last_activity_at)
+    .bind(s.cost_usd)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+/// Appends events to a session's log inside the caller's transaction. The sequence
+/// numbers come from the session row, advanced by the same transaction (the row is
+/// locked from the `UPDATE` on, on PostgreSQL and SQLite alike), so two writers can
+/// never take the same numbers and a rolled-back write leaves no gap.
+async fn append_events(
+    conn: &mut sqlx::AnyConnection,
+    session: &str,
+    events: Vec<EventBody>,
+) -> Result<Vec<SessionEvent>> {
+    if events.is_empty() {
+        return Ok(Vec::new());
+    }
+    let n = events.len() as i64;
+    let row = sqlx::query(
+        "UPDATE sessions SET next_seq = next_seq + $2 WHERE id = $1 RETURNING next_seq",
+    )
+    .bind(session)
+    .bind(n)
+    .fetch_optional(&mut *conn)
+    .await?
+    .ok_or_else(|| StoreError::NoSession(session.to_string()))?;
+    let end: i64 = row.try_get(0)?;
+    let first = end - n;
+    let at = now_ms();
+    let mut out = Vec::with_capacity(events.len());
+    for (i, body) in events.into_iter().enumerate() {
+        let seq = first + i as i64;
+        let json = serde_json::to_string(&body)
+            .map_err(|e| StoreError::Corrupt(format!("cannot encode an event: {e}")))?;
+        sqlx::query("INSERT INTO events (session_id, seq, at, body) VALUES ($1, $2, $3, $4)")
+            .bind(session)
+            .bind(seq)
+            .bind(at)
+            .bind(json)
+            .execute(&mut *conn)
+            .await?;
+        out.push(SessionEvent {
+            session: session.to_string(),
+            seq,
+            at_ms: at,
+            body,
+        });
+    }
+    Ok(out)
 }
 
 /// A row of summed API usage (`calls`, `i`, `o`, `cr`, `cw`, `cost`).

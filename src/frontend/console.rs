@@ -251,6 +251,9 @@ impl Console {
                 Ok(())
             }
             Command::New(args) => {
+                // The console's thread is the session itself: bound from seq 1 in the
+                // same transaction as the session, so the printer shows everything.
+                let id = crate::engine::new_session_id();
                 let req = NewSession {
                     agent: args.agent,
                     model: args.model,
@@ -262,20 +265,12 @@ impl Console {
                     owner: by.clone(),
                     frontend: FRONTEND.into(),
                     room: ROOM.into(),
+                    id: Some(id.clone()),
+                    thread: Some(id),
                 };
-                match self.engine.new_session(req).await {
-                    Ok(s) => {
-                        // Bind first, so the printer shows everything from seq 1.
-                        let bound = self
-                            .engine
-                            .store()
-                            .bind_thread(&s.id, FRONTEND, &s.id, 0)
-                            .await;
-                        self.current = Some(s.id.clone());
-                        bound.map_err(EngineError::from)
-                    }
-                    Err(e) => Err(e),
-                }
+                self.engine.new_session(req).await.map(|s| {
+                    self.current = Some(s.id);
+                })
             }
             Command::Use { session } => match self.engine.session(&session).await {
                 Ok(s) => {

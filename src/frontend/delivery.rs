@@ -213,7 +213,7 @@ impl<T: Threads> Deliveries<T> {
             binding.delivered_seq,
             status_event,
         );
-        tokio::spawn(outbox::run(outbox, rx, sink));
+        tokio::spawn(outbox::run(session.to_string(), outbox, rx, sink));
 
         let mut renderer = T::Renderer::default();
         let mut read = binding.delivered_seq;

@@ -179,6 +179,19 @@ pub enum Op {
     },
 }
 
+impl Op {
+    /// A short name for logs.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Op::PostStatus { .. } => "post the status message",
+            Op::EditStatus { .. } => "edit the status message",
+            Op::Post { .. } => "post output",
+            Op::Edit { .. } => "edit output",
+            Op::Mark { .. } => "mark delivered",
+        }
+    }
+}
+
 #[derive(Debug)]
 struct Msg {
     id: u64,
@@ -525,9 +538,19 @@ pub trait Sink: Send + Sync {
     fn delivered(&self, seq: i64) -> impl std::future::Future<Output = ()> + Send;
 }
 
+/// The longest one operation on a thread may take before it is given up (and tried
+/// again later, with what came meanwhile).
+pub const SEND_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(90);
+
 /// Runs an outbox: takes input as it comes, runs operations when due, reports delivered
-/// events. Returns when the input is closed and everything is sent.
-pub async fn run<S: Sink>(mut outbox: Outbox, mut input: mpsc::UnboundedReceiver<Input>, sink: S) {
+/// events. Returns when the input is closed and everything is sent. `session` names the
+/// session in the logs.
+pub async fn run<S: Sink>(
+    session: String,
+    mut outbox: Outbox,
+    mut input: mpsc::UnboundedReceiver<Input>,
+    sink: S,
+) {
     let mut closed = false;
     let mut reported = outbox.delivered();
     loop {
@@ -536,10 +559,13 @@ pub async fn run<S: Sink>(mut outbox: Outbox, mut input: mpsc::UnboundedReceiver
         }
         let now = Instant::now();
         if let Some(op) = outbox.next(now) {
-            match sink.send(&op).await {
+            let sent = tokio::time::timeout(SEND_TIMEOUT, sink.send(&op))
+                .await
+                .unwrap_or_else(|_| Err(format!("no answer within {}s", SEND_TIMEOUT.as_secs())));
+            match sent {
                 Ok(id) => outbox.done(id, Instant::now()),
                 Err(e) => {
-                    tracing::warn!(error = %e, "cannot post to the thread; trying again");
+                    tracing::warn!(%session, op = op.name(), error = %e, "cannot update the session's thread; trying again");
                     outbox.failed(Instant::now());
                 }
             }
@@ -666,7 +692,12 @@ mod tests {
         rec: &Recorder,
     ) -> (mpsc::UnboundedSender<Input>, tokio::task::JoinHandle<()>) {
         let (tx, rx) = mpsc::unbounded_channel();
-        let task = tokio::spawn(run(Outbox::new(limits, 0, None), rx, rec.clone()));
+        let task = tokio::spawn(run(
+            "test".into(),
+            Outbox::new(limits, 0, None),
+            rx,
+            rec.clone(),
+        ));
         (tx, task)
     }
 

@@ -358,3 +358,135 @@ fn discord_a_restart_mid_flood_loses_nothing() {
     );
     bot.stop();
 }
+
+/// Fifty `/agent new` at once from five people: every command is answered, every
+/// session has its own thread with its status message, every session's events are
+/// gapless and unique, and no session runs without its thread.
+#[test]
+fn discord_a_burst_of_fifty_new_from_five_people() {
+    const N: usize = 50;
+    let people: Vec<u64> = (1..=5).map(|k| 300_000_000_000_000_000 + k).collect();
+    let fake = FakeDiscord::start();
+    for (k, p) in people.iter().enumerate() {
+        fake.add_member(*p, &format!("person{k}"), &[]);
+    }
+    let extra = format!(
+        r#"
+[discord]
+token_env = "FIRSTMATE_TEST_DISCORD_TOKEN"
+guild_ids = [{guild}]
+allowed_users = [{users}]
+api_base_url = "{base}"
+"#,
+        guild = fake.guild_id(),
+        base = fake.base_url(),
+        users = people
+            .iter()
+            .map(u64::to_string)
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    let Some(env) = Env::with_sessions(&extra, "max_running = 10\nmax_running_per_user = 2") else {
+        return;
+    };
+    let mut bot = Bot { env, child: None };
+    bot.spawn();
+    assert!(
+        fake.wait_for(WAIT, |f| f.identified()
+            && !f.registered_commands().is_empty()),
+        "{}",
+        bot.stop()
+    );
+    let asked: Vec<_> = (0..N)
+        .map(|i| {
+            fake.slash_command(
+                people[i % people.len()],
+                fake.channel_id(),
+                "agent",
+                "new",
+                &[("prompt", json!(format!("say burst-{i}")))],
+            )
+        })
+        .collect();
+    let answered = fake.wait_for(Duration::from_secs(120), |f| {
+        asked.iter().all(|i| f.original_response(i).is_some())
+            && f.threads().len() >= N
+            && f.threads().iter().all(|t| {
+                f.messages(t.id)
+                    .iter()
+                    .any(|m| m.content.contains("firstmate session"))
+            })
+    });
+    let threads = fake.threads();
+    assert!(
+        answered,
+        "{} of {N} answered, {} threads, {} with a status message\n{}",
+        asked
+            .iter()
+            .filter(|i| fake.original_response(i).is_some())
+            .count(),
+        threads.len(),
+        threads
+            .iter()
+            .filter(|t| fake
+                .messages(t.id)
+                .iter()
+                .any(|m| m.content.contains("firstmate session")))
+            .count(),
+        bot.stop()
+    );
+    assert_eq!(threads.len(), N, "one thread per `new`: {threads:?}");
+    for (i, a) in asked.iter().enumerate() {
+        let answer = fake.original_response(a).expect("answer");
+        assert!(
+            !answer.content.contains('⚠'),
+            "`new` {i} was answered with a problem: {}",
+            answer.content
+        );
+        let t = threads
+            .iter()
+            .find(|t| t.message_id == Some(answer.id))
+            .unwrap_or_else(|| panic!("no thread from the answer to `new` {i}"));
+        assert_eq!(t.name, format!("say burst-{i}"));
+    }
+
+    // From the database: fifty sessions, each bound to one of those threads, each log
+    // dense; the live ones all have their thread.
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    rt.block_on(async {
+        let store = firstmate::store::Store::open(&bot.env.db_url)
+            .await
+            .expect("database");
+        let all = store
+            .sessions(&bot.env.instance, &[])
+            .await
+            .expect("sessions");
+        assert_eq!(all.len(), N, "one session per `new`");
+        let thread_ids: std::collections::HashSet<String> =
+            threads.iter().map(|t| t.id.to_string()).collect();
+        let mut bound = std::collections::HashSet::new();
+        for s in &all {
+            let b = store
+                .binding(&s.id, "discord")
+                .await
+                .expect("binding")
+                .unwrap_or_else(|| panic!("session {} ({}) has no thread", s.id, s.state));
+            assert!(thread_ids.contains(&b.thread_ref), "{b:?}");
+            assert!(
+                bound.insert(b.thread_ref.clone()),
+                "two sessions share {b:?}"
+            );
+            let seqs: Vec<i64> = store
+                .events_after(&s.id, 0, 100_000)
+                .await
+                .expect("events")
+                .iter()
+                .map(|e| e.seq)
+                .collect();
+            let want: Vec<i64> = (1..=seqs.len() as i64).collect();
+            assert_eq!(seqs, want, "session {}: the log is not gapless", s.id);
+        }
+        store.close().await;
+    });
+    bot.stop();
+}

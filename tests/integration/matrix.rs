@@ -471,3 +471,96 @@ async fn matrix_a_revoked_login_comes_back_as_a_new_device() {
         tail(&bot.log_text(), 30)
     );
 }
+
+/// Fifty `new` at once from five people in one room: every one is answered with its own
+/// thread and status message, every session is bound to its root, every log is dense.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn matrix_a_burst_of_fifty_new_from_five_people() {
+    const N: usize = 50;
+    let Some(syn) = Synapse::main() else {
+        return;
+    };
+    let bot_user = syn.register("bot").await;
+    let mut users = Vec::new();
+    for k in 0..5 {
+        users.push(syn.register(&format!("burst{k}")).await);
+    }
+    let allowed: Vec<&crate::support::synapse::User> = users.iter().collect();
+    let Some(env) = Env::with_sessions(
+        &syn.matrix_table(&bot_user, &allowed),
+        "max_running = 10\nmax_running_per_user = 2",
+    ) else {
+        return;
+    };
+    let mut people = Vec::new();
+    for u in &users {
+        people.push(Person::login(&syn, u).await);
+    }
+    let mut bot = Bot::start(&env, &bot_user, 1);
+    let mut invite: Vec<&crate::support::synapse::User> = vec![&bot_user];
+    invite.extend(users.iter().skip(1));
+    let room = people[0].create_room(false, &invite).await;
+    people[0]
+        .wait_member(&room, &bot_user, Duration::from_secs(60))
+        .await;
+    for p in people.iter().skip(1) {
+        p.join(&room).await;
+    }
+
+    let sends = (0..N).map(|i| {
+        let p = &people[i % people.len()];
+        let room = room.clone();
+        async move { p.send(&room, &format!("!fm new say mburst-{i}")).await }
+    });
+    let roots: Vec<String> = futures_util::future::join_all(sends).await;
+    let watcher = &people[0];
+    crate::support::synapse::wait_async(
+        Duration::from_secs(180),
+        "every `new` to have its thread with a status message",
+        || async {
+            roots.iter().all(|r| {
+                watcher
+                    .thread(r, &bot_user)
+                    .first()
+                    .is_some_and(|m| m.body.starts_with("firstmate session "))
+            })
+        },
+    )
+    .await;
+
+    bot.assert_running();
+    let store = firstmate::store::Store::open(&env.db_url)
+        .await
+        .expect("database");
+    let all = store.sessions(&env.instance, &[]).await.expect("sessions");
+    assert_eq!(
+        all.len(),
+        N,
+        "one session per `new`:\n{}",
+        tail(&bot.log_text(), 40)
+    );
+    let mut bound = std::collections::HashSet::new();
+    for s in &all {
+        let b = store
+            .binding(&s.id, "matrix")
+            .await
+            .expect("binding")
+            .unwrap_or_else(|| panic!("session {} ({}) has no thread", s.id, s.state));
+        assert!(roots.contains(&b.thread_ref), "{b:?}");
+        assert!(
+            bound.insert(b.thread_ref.clone()),
+            "two sessions share {b:?}"
+        );
+        let seqs: Vec<i64> = store
+            .events_after(&s.id, 0, 100_000)
+            .await
+            .expect("events")
+            .iter()
+            .map(|e| e.seq)
+            .collect();
+        let want: Vec<i64> = (1..=seqs.len() as i64).collect();
+        assert_eq!(seqs, want, "session {}: the log is not gapless", s.id);
+    }
+    store.close().await;
+    bot.kill();
+}

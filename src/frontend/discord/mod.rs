@@ -517,7 +517,8 @@ impl Handler {
             }
         };
         let channel = cmd.channel_id.get();
-        let req = NewSession {
+        let id = crate::engine::new_session_id();
+        let mut req = NewSession {
             agent: get("agent"),
             model: get("model"),
             image: get("image"),
@@ -528,18 +529,23 @@ impl Handler {
             owner: user.to_string(),
             frontend: FRONTEND.into(),
             room: channel.to_string(),
+            id: Some(id.clone()),
+            thread: None,
         };
-        let s = match inner.engine.new_session(req).await {
-            Ok(s) => s,
-            Err(e) => return ephemeral(rest, cmd, format!("⚠ {e}")).await,
-        };
+        // A bad agent or image is told to the requester alone, before anything shows.
+        if let Err(e) = inner.engine.check_new(&req).await {
+            return ephemeral(rest, cmd, format!("⚠ {e}")).await;
+        }
+        let agent = req
+            .agent
+            .clone()
+            .unwrap_or_else(|| inner.engine.config().sessions.default_agent.clone());
         let head = clip(&format!(
-            "<@{user}> started session `{}` ({}, {}):\n> {}",
-            s.id,
-            s.agent,
-            s.image,
+            "<@{user}> started session `{id}` ({agent}):\n> {}",
             prompt.lines().next().unwrap_or_default()
         ));
+        // The thread comes first: the session is created bound to it, so it never runs
+        // without a place for its output. Nothing is created when the thread fails.
         let thread = async {
             rest.respond(cmd.id.get(), &cmd.token, 4, Some(message(&head)))
                 .await?;
@@ -552,40 +558,66 @@ impl Handler {
                         "/channels/{channel}/messages/{}/threads",
                         rest::object_id(&answer)
                     ),
-                    json!({"name": thread_name(&s.id, &prompt), "auto_archive_duration": 1440}),
+                    json!({"name": thread_name(&id, &prompt), "auto_archive_duration": 1440}),
                 )
                 .await?;
             Ok::<u64, RestError>(rest::object_id(&t))
         }
         .await;
-        match thread {
-            Ok(t) if t > 0 => {
-                if let Err(e) = inner
-                    .engine
-                    .store()
-                    .bind_thread(&s.id, FRONTEND, &t.to_string(), 0)
-                    .await
-                {
-                    warn!(session = %s.id, error = %e, "cannot bind the session to its thread");
-                }
-                info!(session = %s.id, thread = t, "session started from Discord");
-                inner.ensure(&s.id);
-            }
+        let t = match thread {
+            Ok(t) if t > 0 => t,
             other => {
                 let why = match other {
                     Err(e) => e.to_string(),
                     Ok(_) => "Discord gave no thread id".to_string(),
                 };
-                // No thread for its output: stop it rather than run it unseen.
-                warn!(session = %s.id, error = %why, "cannot open the session's thread; stopping it");
-                let _ = inner
-                    .engine
-                    .stop_with_reason(
-                        &s.id,
-                        format!("its Discord thread could not be opened: {why}"),
-                    )
-                    .await;
+                warn!(session = %id, channel, error = %why, "cannot open a new session's Discord thread; the session is not started");
+                let text = format!(
+                    "⚠ the thread for this session could not be opened ({why}); nothing was started, try `/agent new` again"
+                );
+                self.tell_after_answer(cmd, &text).await;
+                return;
             }
+        };
+        req.thread = Some(t.to_string());
+        match inner.engine.new_session(req).await {
+            Ok(s) => {
+                info!(session = %s.id, thread = t, "session started from Discord");
+                inner.ensure(&s.id);
+            }
+            Err(e) => {
+                warn!(session = %id, thread = t, error = %e, "cannot create a session for its Discord thread");
+                let text = clip(&format!("⚠ the session could not be started: {e}"));
+                if let Err(e2) = rest.send_message(t, message(&text)).await {
+                    warn!(session = %id, thread = t, error = %e2, "cannot say in the thread why the session did not start");
+                }
+                self.tell_after_answer(cmd, &text).await;
+            }
+        }
+    }
+
+    /// Says something to the requester of a `new` whose answer may already be out:
+    /// edits the original answer when there is one, else answers now (ephemeral).
+    async fn tell_after_answer(&self, cmd: &CommandInteraction, text: &str) {
+        let rest = &self.inner.rest;
+        let path = original(cmd.application_id.get(), &cmd.token);
+        if rest
+            .call(
+                reqwest::Method::PATCH,
+                &path,
+                Some(message(&clip(text))),
+                None,
+            )
+            .await
+            .is_ok()
+        {
+            return;
+        }
+        let mut data = message(&clip(text));
+        data["flags"] = json!(EPHEMERAL);
+        let follow = format!("/webhooks/{}/{}", cmd.application_id.get(), cmd.token);
+        if let Err(e) = rest.post(&follow, data).await {
+            warn!(error = %e, "cannot tell a requester that their session did not start");
         }
     }
 

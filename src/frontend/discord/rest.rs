@@ -24,6 +24,10 @@ const API: &str = "/api/v10";
 const MAX_TRIES: usize = 6;
 /// The longest a 429 is waited out; longer, the call fails.
 const MAX_RETRY_AFTER: Duration = Duration::from_secs(60);
+/// The longest one call may take, its waits for rate limits included.
+const CALL_DEADLINE: Duration = Duration::from_secs(120);
+/// The longest one HTTP request may take.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
 #[derive(Debug, thiserror::Error)]
 pub enum RestError {
@@ -40,6 +44,12 @@ pub enum RestError {
         /// Discord's JSON error code, when it gave one.
         code: Option<i64>,
         message: String,
+    },
+    #[error("Discord did not answer {method} {route} within {}s (rate-limit waits included); the call was given up", .waited.as_secs())]
+    Timeout {
+        method: String,
+        route: String,
+        waited: Duration,
     },
 }
 
@@ -116,7 +126,8 @@ impl Rest {
             inner: Arc::new(Inner {
                 client: reqwest::Client::builder()
                     .user_agent("DiscordBot (https://github.com/firstmate, 0.1) firstmate")
-                    .timeout(Duration::from_secs(30))
+                    .connect_timeout(Duration::from_secs(10))
+                    .timeout(REQUEST_TIMEOUT)
                     .build()
                     .unwrap_or_default(),
                 base: base_url.trim_end_matches('/').to_string(),
@@ -147,8 +158,35 @@ impl Rest {
             .clone()
     }
 
-    /// One call: JSON in, JSON out (`Value::Null` for 204), rate limits honoured.
+    /// One call: JSON in, JSON out (`Value::Null` for 204), rate limits honoured, and
+    /// given up (logged at WARN) after [`CALL_DEADLINE`].
     pub async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+        file: Option<&File>,
+    ) -> Result<Value, RestError> {
+        match tokio::time::timeout(
+            CALL_DEADLINE,
+            self.call_inner(method.clone(), path, body, file),
+        )
+        .await
+        {
+            Ok(r) => r,
+            Err(_) => {
+                let route = route_key(method.as_str(), path);
+                warn!(%route, waited_s = CALL_DEADLINE.as_secs(), "a Discord call took too long: given up");
+                Err(RestError::Timeout {
+                    method: method.to_string(),
+                    route,
+                    waited: CALL_DEADLINE,
+                })
+            }
+        }
+    }
+
+    async fn call_inner(
         &self,
         method: reqwest::Method,
         path: &str,

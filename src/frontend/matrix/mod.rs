@@ -221,9 +221,10 @@ impl MatrixFrontend {
 /// The bot's client on its SQLite store (state, sync position, encryption keys), not yet
 /// logged in.
 ///
-/// Requests use the SDK's default `RequestConfig`: no retry limit, so a homeserver's
-/// `M_LIMIT_EXCEEDED` is retried after its `retry_after_ms` (and network errors with a
-/// growing pause), for up to 15 minutes; nothing here turns that off.
+/// Requests time out after 30 s; a homeserver's `M_LIMIT_EXCEEDED` is retried after its
+/// `retry_after_ms` (and network errors with a growing pause) for up to 2 minutes, then
+/// the request fails: the outbox tries again later with what came meanwhile, and says
+/// so at WARN with the session.
 ///
 /// The SDK's own record of the last sync position is dropped: firstmate keeps its own
 /// (stored only once a response is fully handled) and syncs from it. Were the SDK's kept,
@@ -231,8 +232,14 @@ impl MatrixFrontend {
 /// twice") instead of handing its messages over again.
 async fn open_client(cfg: &MatrixConfig) -> Result<Client> {
     let path = &cfg.store_path;
+    // Every request has a deadline, and gives up retrying after a while: a homeserver
+    // that does not answer shows as a logged failure, never as a thread that hangs.
+    let requests = RequestConfig::new()
+        .timeout(Duration::from_secs(30))
+        .max_retry_time(Duration::from_secs(120));
     let client = Client::builder()
         .homeserver_url(&cfg.homeserver_url)
+        .request_config(requests)
         .sqlite_store(path, None)
         .build()
         .await
@@ -1026,17 +1033,12 @@ impl Bot {
                     owner: inc.sender.clone(),
                     frontend: FRONTEND.into(),
                     room: inc.room.to_string(),
+                    id: None,
+                    // The thread is rooted at this message: bound with the session.
+                    thread: Some(inc.event_id.clone()),
                 };
                 match engine.new_session(req).await {
                     Ok(s) => {
-                        if let Err(e) = engine
-                            .store()
-                            .bind_thread(&s.id, FRONTEND, &inc.event_id, 0)
-                            .await
-                        {
-                            warn!(session = %s.id, error = %e, "cannot bind the session to its thread");
-                            return self.reply(inc, None, render::problem(&e.to_string()));
-                        }
                         info!(session = %s.id, room = %inc.room, "session started from Matrix");
                         self.inner.deliveries.ensure(&s.id);
                     }
