@@ -27,7 +27,10 @@ const MAX_RETRY_AFTER: Duration = Duration::from_secs(60);
 
 #[derive(Debug, thiserror::Error)]
 pub enum RestError {
-    #[error("cannot reach Discord at {base}: {source}; check discord.api_base_url")]
+    #[error(
+        "cannot reach Discord at {base}: {}; check discord.api_base_url in the config and the network",
+        network_reason(source)
+    )]
     Network {
         base: String,
         source: reqwest::Error,
@@ -41,6 +44,11 @@ pub enum RestError {
         code: Option<i64>,
         message: String,
     },
+}
+
+/// Why a request got no answer (connection refused, DNS, timeout, TLS), said once.
+fn network_reason(e: &reqwest::Error) -> String {
+    crate::error::network_failure(e).unwrap_or_else(|| crate::error::cause(e))
 }
 
 /// A file sent with a message.
