@@ -1593,14 +1593,18 @@ mod tests {
         let d = parse("[discord]\ntoken_env = \"T\"\n").unwrap().warnings();
         assert_eq!(d.len(), 2, "{d:?}");
         assert!(d.iter().any(|w| w.contains("discord.guild_ids is empty")));
-        assert!(d.iter().any(|w| w.contains("nobody may use the bot on Discord")));
+        assert!(
+            d.iter()
+                .any(|w| w.contains("nobody may use the bot on Discord"))
+        );
 
         let d = parse("[discord]\ntoken_env = \"T\"\nguild_ids = [1]\nallowed_roles = [2]\n")
             .unwrap()
             .warnings();
         assert!(d.is_empty(), "{d:?}");
 
-        let m = "[matrix]\nhomeserver_url = \"https://m\"\nuser_id = \"@a:m\"\npassword_env = \"P\"\n";
+        let m =
+            "[matrix]\nhomeserver_url = \"https://m\"\nuser_id = \"@a:m\"\npassword_env = \"P\"\n";
         let w = parse(m).unwrap().warnings();
         assert_eq!(w.len(), 1, "{w:?}");
         assert!(w[0].contains("matrix.allowed_users is empty"), "{w:?}");

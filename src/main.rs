@@ -364,7 +364,8 @@ async fn doctor(arg: &ConfigArg) -> anyhow::Result<ExitCode> {
         println!("{} {what}: {detail}", if pass { "ok  " } else { "FAIL" });
     };
     // A warning is valid but likely unintended: it is shown, and does not fail doctor.
-    let warn = |what: &str, detail: &str| println!("warn {what}: {detail} (a warning, not a failure)");
+    let warn =
+        |what: &str, detail: &str| println!("warn {what}: {detail} (a warning, not a failure)");
     let cfg = match load_config(arg) {
         Ok(c) => {
             line(

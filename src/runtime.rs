@@ -44,7 +44,10 @@ pub enum RuntimeError {
          agents.<name>.image in the config"
     )]
     NoImage { image: String },
-    #[error("Docker refused to {action} for session {session}: {}", crate::error::cause(source))]
+    #[error(
+        "Docker refused to {action} for session {session}: {}",
+        crate::error::cause(source)
+    )]
     Docker {
         action: &'static str,
         session: String,

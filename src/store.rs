@@ -19,7 +19,11 @@ use crate::protocol::Usage;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    #[error("cannot open the database {url}: {}; {}", crate::error::cause(source), connect_hint(source))]
+    #[error(
+        "cannot open the database {url}: {}; {}",
+        crate::error::cause(source),
+        connect_hint(source)
+    )]
     Connect { url: String, source: sqlx::Error },
     #[error(
         "cannot open the database {url}: no answer within {}s; check database.url in the config \
