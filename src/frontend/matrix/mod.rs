@@ -178,7 +178,7 @@ fn sdk_failure(cfg: &MatrixConfig, e: &matrix_sdk::Error) -> MatrixError {
 fn is_credential_error(kind: &ErrorKind) -> bool {
     matches!(
         kind,
-        ErrorKind::Forbidden { .. }
+        ErrorKind::Forbidden
             | ErrorKind::UnknownToken { .. }
             | ErrorKind::MissingToken
             | ErrorKind::UserDeactivated
