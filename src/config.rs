@@ -41,6 +41,8 @@ pub enum ConfigError {
 pub struct Secret {
     pub source: SecretSource,
     value: Option<String>,
+    /// Why a `_file` secret could not be read (the OS error), for messages.
+    unreadable: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -53,15 +55,31 @@ pub enum SecretSource {
 
 impl Secret {
     fn resolve(source: SecretSource, env: EnvLookup) -> Secret {
+        let mut unreadable = None;
         let value = match &source {
             SecretSource::None => None,
             SecretSource::Env(var) => env(var).filter(|v| !v.is_empty()),
             SecretSource::File(path) => std::fs::read_to_string(path)
+                .map_err(|e| unreadable = Some(e.to_string()))
                 .ok()
                 .map(|s| s.trim_end_matches(['\r', '\n']).to_string())
                 .filter(|v| !v.is_empty()),
         };
-        Secret { source, value }
+        Secret {
+            source,
+            value,
+            unreadable,
+        }
+    }
+
+    /// Where the secret comes from, for a message that asks to check it: the config key
+    /// and the variable or file it names, e.g. `discord.token_env (FIRSTMATE_DISCORD_TOKEN)`.
+    pub fn origin(&self, key: &str) -> String {
+        match &self.source {
+            SecretSource::None => format!("{key}_env / {key}_file (none is set)"),
+            SecretSource::Env(var) => format!("{key}_env ({var})"),
+            SecretSource::File(path) => format!("{key}_file ({})", path.display()),
+        }
     }
 
     /// The secret's value, when it was set.
@@ -89,10 +107,13 @@ impl Secret {
             (SecretSource::Env(var), None) => Some(format!(
                 "{key}_env names the environment variable {var}, which is not set (export {var}=...)"
             )),
-            (SecretSource::File(path), None) => Some(format!(
-                "{key}_file names {}, which cannot be read or is empty",
-                path.display()
-            )),
+            (SecretSource::File(path), None) => Some(match &self.unreadable {
+                Some(why) => format!(
+                    "{key}_file names {}, which cannot be read: {why}",
+                    path.display()
+                ),
+                None => format!("{key}_file names {}, which is empty", path.display()),
+            }),
             _ => None,
         }
     }
@@ -1292,6 +1313,47 @@ impl Config {
         }
     }
 
+    /// What is valid but probably not what the user wants, each with how to change it:
+    /// printed by `firstmate config` (as `warning:` lines) and `firstmate doctor`.
+    pub fn warnings(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        if self.matrix.is_none() && self.discord.is_none() {
+            out.push(
+                "no front end is configured (neither [matrix] nor [discord]): `firstmate run` \
+                 would serve only the model gateway and metrics; add a [matrix] or [discord] \
+                 table (see bot.example.toml), or use `firstmate console`"
+                    .to_string(),
+            );
+        }
+        if let Some(m) = &self.matrix
+            && m.allowed_users.is_empty()
+        {
+            out.push(
+                "matrix.allowed_users is empty: nobody may use the bot on Matrix; list the \
+                 Matrix ids allowed to, e.g. allowed_users = [\"@alice:example.org\"]"
+                    .to_string(),
+            );
+        }
+        if let Some(d) = &self.discord {
+            if d.guild_ids.is_empty() {
+                out.push(
+                    "discord.guild_ids is empty: the /agent command is registered in no server; \
+                     list the ids of the servers the bot serves, e.g. guild_ids = [123456789012345678]"
+                        .to_string(),
+                );
+            }
+            if d.allowed_users.is_empty() && d.allowed_roles.is_empty() {
+                out.push(
+                    "discord.allowed_users and discord.allowed_roles are both empty: nobody may \
+                     use the bot on Discord; list user ids in allowed_users or role ids in \
+                     allowed_roles"
+                        .to_string(),
+                );
+            }
+        }
+        out
+    }
+
     /// The effective configuration as TOML, secrets shown as `<set>` / `<unset: VAR>`.
     pub fn render_effective(&self) -> String {
         let body = toml::to_string(self).unwrap_or_else(|e| format!("# cannot render: {e}\n"));
@@ -1518,6 +1580,49 @@ mod tests {
         assert_eq!(
             parse("").unwrap().docker.host,
             "unix:///var/run/docker.sock"
+        );
+    }
+
+    #[test]
+    fn warnings_name_what_lets_nobody_in_and_how_to_fix_it() {
+        let none = parse("").unwrap().warnings();
+        assert_eq!(none.len(), 1, "{none:?}");
+        assert!(none[0].contains("no front end"), "{none:?}");
+        assert!(none[0].contains("[matrix] or [discord]"), "{none:?}");
+
+        let d = parse("[discord]\ntoken_env = \"T\"\n").unwrap().warnings();
+        assert_eq!(d.len(), 2, "{d:?}");
+        assert!(d.iter().any(|w| w.contains("discord.guild_ids is empty")));
+        assert!(
+            d.iter()
+                .any(|w| w.contains("nobody may use the bot on Discord"))
+        );
+
+        let d = parse("[discord]\ntoken_env = \"T\"\nguild_ids = [1]\nallowed_roles = [2]\n")
+            .unwrap()
+            .warnings();
+        assert!(d.is_empty(), "{d:?}");
+
+        let m =
+            "[matrix]\nhomeserver_url = \"https://m\"\nuser_id = \"@a:m\"\npassword_env = \"P\"\n";
+        let w = parse(m).unwrap().warnings();
+        assert_eq!(w.len(), 1, "{w:?}");
+        assert!(w[0].contains("matrix.allowed_users is empty"), "{w:?}");
+        let w = parse(&format!("{m}allowed_users = [\"@b:m\"]\n"))
+            .unwrap()
+            .warnings();
+        assert!(w.is_empty(), "{w:?}");
+    }
+
+    #[test]
+    fn an_unreadable_secret_file_says_why_once() {
+        let c = parse("[discord]\ntoken_file = \"/nonexistent/firstmate-token\"\n").unwrap();
+        let msg = c.check_secrets().unwrap_err().to_string();
+        assert!(msg.contains("discord.token_file names /nonexistent/firstmate-token, which cannot be read: No such file or directory"), "{msg}");
+        assert_eq!(msg.matches("No such file").count(), 1, "{msg}");
+        assert_eq!(
+            c.discord.unwrap().token.origin("discord.token"),
+            "discord.token_file (/nonexistent/firstmate-token)"
         );
     }
 }

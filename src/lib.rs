@@ -4,6 +4,7 @@
 //! - [`config`]: `bot.toml` to a validated [`config::Config`]; the only reader of the
 //!   process environment for settings (through the function `main` hands it).
 //! - [`command`]: the chat command grammar shared by every front end. Pure.
+//! - [`error`]: how errors are shown: a message holds its cause once; `main` prints `{}`.
 //! - [`protocol`]: agent wire formats (Claude Code stream-json, Codex exec --json) to neutral
 //!   [`protocol::AgentEvent`]s and back. Pure.
 //! - [`event`]: session states and the events the engine stores and publishes.
@@ -23,6 +24,7 @@
 pub mod command;
 pub mod config;
 pub mod engine;
+pub mod error;
 pub mod event;
 pub mod frontend;
 pub mod gateway;

@@ -5,7 +5,6 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 
 use firstmate::config::{Config, ConfigError};
@@ -141,7 +140,9 @@ fn main() -> ExitCode {
         Err(e) => {
             let usage = e.downcast_ref::<ConfigError>().is_some()
                 || e.downcast_ref::<UsageError>().is_some();
-            eprintln!("firstmate: {e:#}");
+            // Each error's message holds its cause (src/error.rs): the outermost only, so
+            // no cause is printed twice.
+            eprintln!("firstmate: {e}");
             ExitCode::from(if usage { 2 } else { 1 })
         }
     }
@@ -155,6 +156,14 @@ fn init_logging(default: &str) {
         .with_writer(std::io::stderr)
         .with_target(false)
         .try_init();
+}
+
+fn current_dir() -> anyhow::Result<PathBuf> {
+    std::env::current_dir().map_err(|e| {
+        anyhow::anyhow!(
+            "cannot read the current directory: {e}; run firstmate from a folder that exists, or pass --config"
+        )
+    })
 }
 
 fn env_lookup(key: &str) -> Option<String> {
@@ -171,7 +180,7 @@ fn load_config(arg: &ConfigArg) -> anyhow::Result<Config> {
             if path.exists() {
                 Ok(Config::load(path, &env_lookup)?)
             } else {
-                let cwd = std::env::current_dir().context("cannot read the current directory")?;
+                let cwd = current_dir()?;
                 Ok(Config::defaults(&cwd, &env_lookup))
             }
         }
@@ -196,6 +205,9 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Cmd::Config(arg) => {
             let cfg = load_config(&arg)?;
             print!("{}", cfg.render_effective());
+            for w in cfg.warnings() {
+                eprintln!("warning: {w}");
+            }
             cfg.check_secrets()?;
             Ok(ExitCode::SUCCESS)
         }
@@ -215,7 +227,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let cfg = Arc::new(load_config(&arg)?);
             let engine = start_engine(cfg).await?;
             let owner = env_lookup("USER").unwrap_or_else(|| "console".into());
-            let cwd = std::env::current_dir().context("cannot read the current directory")?;
+            let cwd = current_dir()?;
             let outcome = console::Console::new(engine.clone(), owner, cwd)
                 .run(tokio::io::stdin())
                 .await?;
@@ -241,6 +253,14 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 }
                 None => None,
             };
+            if matrix.is_none() && discord.is_none() {
+                tracing::warn!(
+                    "no front end is configured (neither [matrix] nor [discord] in {}): firstmate \
+                     serves only the model gateway and metrics, and no chat reaches it; add a \
+                     [matrix] or [discord] table (see bot.example.toml), or use `firstmate console`",
+                    cfg.file_name()
+                );
+            }
             let engine = start_engine(cfg).await?;
             tracing::info!(
                 "firstmate is running; stop it with Ctrl-C or SIGTERM (sessions keep running)"
@@ -302,9 +322,9 @@ async fn start_engine(cfg: Arc<Config>) -> anyhow::Result<Engine> {
         engine.enforce_limits(limits);
     }
     if let Some(m) = &cfg_metrics {
-        let listener = tokio::net::TcpListener::bind(m.listen).await.with_context(|| {
-            format!(
-                "cannot listen on {} for metrics: is another firstmate running? Change metrics.listen in the config",
+        let listener = tokio::net::TcpListener::bind(m.listen).await.map_err(|e| {
+            anyhow::anyhow!(
+                "cannot listen on {} for metrics: {e}; is another firstmate running? Change metrics.listen in the config",
                 m.listen
             )
         })?;
@@ -343,6 +363,9 @@ async fn doctor(arg: &ConfigArg) -> anyhow::Result<ExitCode> {
         ok &= pass;
         println!("{} {what}: {detail}", if pass { "ok  " } else { "FAIL" });
     };
+    // A warning is valid but likely unintended: it is shown, and does not fail doctor.
+    let warn =
+        |what: &str, detail: &str| println!("warn {what}: {detail} (a warning, not a failure)");
     let cfg = match load_config(arg) {
         Ok(c) => {
             line(
@@ -356,10 +379,15 @@ async fn doctor(arg: &ConfigArg) -> anyhow::Result<ExitCode> {
             c
         }
         Err(e) => {
-            line(false, "config", format!("{e:#}"));
-            return Ok(ExitCode::from(1));
+            line(false, "config", e.to_string());
+            // Like every command: a bad config exits 2 (README, SPEC section 1).
+            let usage = e.downcast_ref::<ConfigError>().is_some();
+            return Ok(ExitCode::from(if usage { 2 } else { 1 }));
         }
     };
+    for w in cfg.warnings() {
+        warn("config", &w);
+    }
     match cfg.check_secrets() {
         Ok(()) => line(true, "secrets", "every referenced secret is set".into()),
         Err(e) => line(false, "secrets", e.to_string()),
@@ -392,7 +420,7 @@ async fn doctor(arg: &ConfigArg) -> anyhow::Result<ExitCode> {
                 }
             }
         }
-        Err(e) => line(false, "docker", format!("{e:#}")),
+        Err(e) => line(false, "docker", e.to_string()),
     }
     if let Some(m) = &cfg.matrix {
         match matrix::check(m).await {

@@ -31,8 +31,9 @@ pub const WORKSPACE: &str = "/workspace";
 #[derive(Debug, thiserror::Error)]
 pub enum RuntimeError {
     #[error(
-        "cannot reach Docker at {host}: {source}; start the Docker daemon or the socket proxy, \
-         or fix docker.host in the config"
+        "cannot reach Docker at {host}: {}; start the Docker daemon or the socket proxy, \
+         or fix docker.host in the config",
+        crate::error::cause(source)
     )]
     Connect {
         host: String,
@@ -43,7 +44,10 @@ pub enum RuntimeError {
          agents.<name>.image in the config"
     )]
     NoImage { image: String },
-    #[error("Docker refused to {action} for session {session}: {source}")]
+    #[error(
+        "Docker refused to {action} for session {session}: {}",
+        crate::error::cause(source)
+    )]
     Docker {
         action: &'static str,
         session: String,

@@ -20,11 +20,21 @@ use crate::protocol::Usage;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    #[error("cannot open the database {url}: {source}; check database.url in the config")]
+    #[error(
+        "cannot open the database {url}: {}; {}",
+        crate::error::cause(source),
+        connect_hint(source)
+    )]
     Connect { url: String, source: sqlx::Error },
-    #[error("cannot apply the database migrations: {0}")]
+    #[error(
+        "cannot open the database {url}: no answer within {}s; check database.url in the config \
+         (is the database server running and reachable at that address?)",
+        CONNECT_TIMEOUT.as_secs()
+    )]
+    ConnectTimeout { url: String },
+    #[error("cannot apply the database migrations: {}", crate::error::cause(.0))]
     Migrate(#[from] sqlx::migrate::MigrateError),
-    #[error("database error: {0}")]
+    #[error("database error: {}", crate::error::cause(.0))]
     Sql(#[from] sqlx::Error),
     #[error("the database holds an unreadable row: {0}")]
     Corrupt(String),
@@ -33,6 +43,32 @@ pub enum StoreError {
 }
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// How long opening the database may take: a server that is down or unreachable is
+/// reported after this, with its real cause, instead of after the pool's 30 s wait.
+pub const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// What to check for a failed connection, by what went wrong.
+fn connect_hint(e: &sqlx::Error) -> &'static str {
+    let code = match e {
+        sqlx::Error::Database(d) => d.code().map(|c| c.into_owned()),
+        _ => None,
+    };
+    match code.as_deref() {
+        // PostgreSQL: invalid_password, invalid_authorization_specification.
+        Some("28P01") | Some("28000") => {
+            "check the user name and password in database.url in the config"
+        }
+        // PostgreSQL: invalid_catalog_name.
+        Some("3D000") => {
+            "create that database (createdb NAME) or fix the database name in database.url in the config"
+        }
+        _ if matches!(e, sqlx::Error::Io(_) | sqlx::Error::Tls(_)) => {
+            "check database.url in the config (is the database server running and reachable at that address?)"
+        }
+        _ => "check database.url in the config",
+    }
+}
 
 pub fn now_ms() -> i64 {
     SystemTime::now()
@@ -248,6 +284,20 @@ impl Store {
             url: redact_url(url),
             source,
         };
+        // One direct connection first: the pool would retry a refused connection until
+        // its acquire timeout and then report only that it timed out.
+        let url_redacted = redact_url(url);
+        let timeout_err = || StoreError::ConnectTimeout {
+            url: url_redacted.clone(),
+        };
+        let first = tokio::time::timeout(
+            CONNECT_TIMEOUT,
+            <sqlx::AnyConnection as sqlx::Connection>::connect(&url_owned),
+        )
+        .await
+        .map_err(|_| timeout_err())?
+        .map_err(connect_err)?;
+        let _ = sqlx::Connection::close(first).await;
         let pool = AnyPoolOptions::new()
             .max_connections(if backend == Backend::Sqlite { 4 } else { 8 })
             .connect(&url_owned)

@@ -83,7 +83,7 @@ impl Gateway {
             .connect_timeout(Duration::from_secs(30))
             .no_gzip()
             .build()
-            .map_err(|e| GatewayError::Client(e.to_string()))?;
+            .map_err(|e| GatewayError::Client(crate::error::cause(&e)))?;
         let (tx, rx) = mpsc::unbounded_channel();
         let gw = Gateway {
             inner: Arc::new(Inner {

@@ -70,7 +70,9 @@ pub enum ProxyError {
         "--upstream {0:?}: expected unix:///PATH (e.g. unix:///var/run/docker.sock) or tcp://HOST:PORT"
     )]
     BadUpstream(String),
-    #[error("cannot listen on {addr}: {source}")]
+    #[error(
+        "cannot listen on {addr}: {source}; pick a free address for --listen, or stop what holds it"
+    )]
     Listen { addr: String, source: io::Error },
 }
 

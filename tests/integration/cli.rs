@@ -147,3 +147,297 @@ fn sessions_list_show_logs_work_from_the_database() {
         text(&missing)
     );
 }
+
+// --- error messages: the real cause, once, with its fix ----------------------------------
+
+/// A 127.0.0.1 port nothing listens on.
+fn closed_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    l.local_addr().expect("addr").port()
+}
+
+/// A tiny HTTP server on 127.0.0.1 answering every request with `answer(method, path)`
+/// (status, JSON body); returns its base URL.
+fn canned_http(answer: fn(&str, &str) -> (u16, &'static str)) -> String {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let base = format!("http://{}", l.local_addr().expect("addr"));
+    std::thread::spawn(move || {
+        for conn in l.incoming() {
+            let Ok(mut conn) = conn else { continue };
+            std::thread::spawn(move || {
+                let mut r = BufReader::new(conn.try_clone().expect("clone"));
+                let mut first = String::new();
+                if r.read_line(&mut first).is_err() {
+                    return;
+                }
+                let mut len = 0usize;
+                loop {
+                    let mut h = String::new();
+                    if r.read_line(&mut h).unwrap_or(0) == 0 || h == "\r\n" {
+                        break;
+                    }
+                    if let Some(v) = h.to_ascii_lowercase().strip_prefix("content-length:") {
+                        len = v.trim().parse().unwrap_or(0);
+                    }
+                }
+                let mut body = vec![0; len];
+                let _ = r.read_exact(&mut body);
+                let mut parts = first.split_whitespace();
+                let (method, path) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+                let (status, json) = answer(method, path);
+                let _ = write!(
+                    conn,
+                    "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{json}",
+                    json.len()
+                );
+            });
+        }
+    });
+    base
+}
+
+/// Writes `toml` to a file in the env's folder and returns its path.
+fn config_file(env: &Env, name: &str, toml: &str) -> String {
+    let path = env.path().join(name);
+    std::fs::write(&path, toml).expect("write config");
+    path.to_string_lossy().into_owned()
+}
+
+/// Runs `firstmate ARGS` with extra environment variables.
+fn firstmate_with(env: &Env, args: &[&str], vars: &[(&str, &str)]) -> std::process::Output {
+    let mut c = env.command();
+    c.args(args);
+    for (k, v) in vars {
+        c.env(k, v);
+    }
+    crate::support::run_with_timeout(c, "", std::time::Duration::from_secs(120))
+}
+
+/// The doctor line of `what` (`FAIL matrix: ...`).
+fn doctor_line(out: &std::process::Output, what: &str) -> String {
+    stdout(out)
+        .lines()
+        .find(|l| l[4..].trim_start().starts_with(&format!("{what}:")))
+        .unwrap_or_else(|| panic!("no {what} line: {}", text(out)))
+        .to_string()
+}
+
+#[test]
+fn a_refused_postgres_names_the_refusal_and_database_url_within_seconds() {
+    let Some(env) = Env::new("") else { return };
+    let port = closed_port();
+    let cfg = config_file(
+        &env,
+        "pg.toml",
+        &format!("[database]\nurl = \"postgres://firstmate:secret@127.0.0.1:{port}/firstmate\"\n"),
+    );
+    let started = std::time::Instant::now();
+    let out = env.firstmate(&["migrate", "--config", &cfg]);
+    let took = started.elapsed();
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let err = stderr(&out);
+    assert!(err.contains("Connection refused"), "{err}");
+    assert_eq!(err.matches("Connection refused").count(), 1, "{err}");
+    assert!(err.contains("database.url"), "{err}");
+    assert!(!err.contains("secret"), "the password leaked: {err}");
+    // A hang guard, not a benchmark: the pool alone waited 30 s before saying "timed out".
+    assert!(
+        took < std::time::Duration::from_secs(15),
+        "took {took:?}: {err}"
+    );
+}
+
+#[test]
+fn doctor_tells_an_unreachable_matrix_and_discord_from_bad_credentials() {
+    let Some(env) = Env::new("") else { return };
+    let db = format!("sqlite://{}", env.path().join("d.db").display());
+    let front_ends = |matrix: &str, discord: &str| {
+        format!(
+            "[database]\nurl = \"{db}\"\n\
+             [matrix]\nhomeserver_url = \"{matrix}\"\nuser_id = \"@bot:localhost\"\n\
+             password_env = \"FIRSTMATE_TEST_MATRIX_PASSWORD\"\nstore_path = \"ms\"\n\
+             allowed_users = [\"@alice:localhost\"]\n\
+             [discord]\ntoken_env = \"FIRSTMATE_TEST_DISCORD_TOKEN\"\nguild_ids = [1]\n\
+             allowed_users = [2]\napi_base_url = \"{discord}\"\n"
+        )
+    };
+    let vars = [
+        ("FIRSTMATE_TEST_MATRIX_PASSWORD", "pw"),
+        ("FIRSTMATE_TEST_DISCORD_TOKEN", "tok"),
+    ];
+
+    // Nothing listens: the address is at fault, not the password or the token.
+    let closed = format!("http://127.0.0.1:{}", closed_port());
+    let cfg = config_file(&env, "closed.toml", &front_ends(&closed, &closed));
+    let out = firstmate_with(&env, &["doctor", "--config", &cfg], &vars);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let m = doctor_line(&out, "matrix");
+    assert!(m.starts_with("FAIL"), "{m}");
+    assert!(m.contains("cannot reach the Matrix homeserver"), "{m}");
+    assert!(m.contains("Connection refused"), "{m}");
+    assert!(m.contains("matrix.homeserver_url"), "{m}");
+    assert!(!m.contains("password"), "blames the password: {m}");
+    let d = doctor_line(&out, "discord");
+    assert!(d.starts_with("FAIL"), "{d}");
+    assert!(d.contains("cannot reach Discord"), "{d}");
+    assert_eq!(d.matches("Connection refused").count(), 1, "{d}");
+    assert!(d.contains("discord.api_base_url"), "{d}");
+    assert!(!d.contains("token"), "blames the token: {d}");
+
+    // They answer and refuse the credential: the password's and the token's keys are named.
+    let matrix = canned_http(|_, path| {
+        if path.starts_with("/_matrix/client/versions") {
+            (200, r#"{"versions":["v1.1","v1.5"]}"#)
+        } else if path.contains("/login") {
+            (
+                403,
+                r#"{"errcode":"M_FORBIDDEN","error":"Invalid username or password"}"#,
+            )
+        } else {
+            (
+                404,
+                r#"{"errcode":"M_UNRECOGNIZED","error":"Unrecognized request"}"#,
+            )
+        }
+    });
+    let discord = canned_http(|_, _| (401, r#"{"message":"401: Unauthorized","code":0}"#));
+    let cfg = config_file(&env, "refused.toml", &front_ends(&matrix, &discord));
+    let out = firstmate_with(&env, &["doctor", "--config", &cfg], &vars);
+    let m = doctor_line(&out, "matrix");
+    assert!(m.starts_with("FAIL"), "{m}");
+    assert!(m.contains("Matrix login as @bot:localhost failed"), "{m}");
+    assert!(
+        m.contains("matrix.password_env (FIRSTMATE_TEST_MATRIX_PASSWORD)"),
+        "{m}"
+    );
+    assert!(!m.contains("cannot reach"), "{m}");
+    let d = doctor_line(&out, "discord");
+    assert!(d.contains("Discord refused the bot token"), "{d}");
+    assert!(
+        d.contains("discord.token_env (FIRSTMATE_TEST_DISCORD_TOKEN)"),
+        "{d}"
+    );
+}
+
+#[test]
+fn a_missing_file_is_named_with_its_cause_once() {
+    let Some(env) = Env::new("") else { return };
+    let missing = env.path().join("nosuch.toml");
+    let out = env.firstmate(&["config", "--config", &missing.to_string_lossy()]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    let err = stderr(&out);
+    assert!(err.contains("cannot read the config file"), "{err}");
+    assert_eq!(err.matches("No such file or directory").count(), 1, "{err}");
+
+    let cfg = config_file(
+        &env,
+        "secretfile.toml",
+        "[discord]\ntoken_file = \"no-such-token\"\nguild_ids = [1]\nallowed_roles = [2]\n",
+    );
+    let out = env.firstmate(&["config", "--config", &cfg]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    let err = stderr(&out);
+    assert!(err.contains("discord.token_file names"), "{err}");
+    assert!(err.contains("no-such-token, which cannot be read"), "{err}");
+    assert_eq!(err.matches("No such file or directory").count(), 1, "{err}");
+}
+
+#[test]
+fn doctor_exits_2_on_a_bad_config() {
+    let Some(env) = Env::new("") else { return };
+    let cfg = config_file(&env, "bad.toml", "[sessions]\nidel_timeout = \"30m\"\n");
+    let out = env.firstmate(&["doctor", "--config", &cfg]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(
+        doctor_line(&out, "config").contains("idle_timeout"),
+        "{}",
+        text(&out)
+    );
+    let missing = env.path().join("nosuch.toml");
+    let out = env.firstmate(&["doctor", "--config", &missing.to_string_lossy()]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+}
+
+#[test]
+fn config_and_doctor_warn_about_a_config_that_serves_nobody() {
+    let Some(env) = Env::new("") else { return };
+    let vars = [("FIRSTMATE_TEST_DISCORD_TOKEN", "tok")];
+    // No front end: valid, and `run` would serve no chat.
+    let out = env.firstmate(&["config"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        stderr(&out).contains("warning: no front end is configured"),
+        "{}",
+        text(&out)
+    );
+    let closed = format!("http://127.0.0.1:{}", closed_port());
+    let cfg = config_file(
+        &env,
+        "discord.toml",
+        &format!(
+            "[discord]\ntoken_env = \"FIRSTMATE_TEST_DISCORD_TOKEN\"\napi_base_url = \"{closed}\"\n\
+             [matrix]\nhomeserver_url = \"{closed}\"\nuser_id = \"@bot:localhost\"\n\
+             access_token_env = \"FIRSTMATE_TEST_DISCORD_TOKEN\"\n"
+        ),
+    );
+    let out = firstmate_with(&env, &["config", "--config", &cfg], &vars);
+    assert!(out.status.success(), "{}", text(&out));
+    let err = stderr(&out);
+    for needle in [
+        "warning: discord.guild_ids is empty",
+        "warning: discord.allowed_users and discord.allowed_roles are both empty",
+        "warning: matrix.allowed_users is empty",
+    ] {
+        assert!(err.contains(needle), "no {needle:?}: {err}");
+    }
+    assert!(!err.contains("no front end"), "{err}");
+    let out = firstmate_with(&env, &["doctor", "--config", &cfg], &vars);
+    let out_text = stdout(&out);
+    let warns: Vec<&str> = out_text
+        .lines()
+        .filter(|l| l.starts_with("warn config:"))
+        .collect();
+    assert_eq!(warns.len(), 3, "{}", text(&out));
+    assert!(
+        out_text.contains("nobody may use the bot on Discord"),
+        "{out_text}"
+    );
+}
+
+#[test]
+fn run_without_a_front_end_says_so_at_startup() {
+    use std::io::{BufRead, BufReader};
+    let Some(env) = Env::new("") else { return };
+    let mut c = env.command();
+    c.arg("run")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped());
+    let mut child = c.spawn().expect("spawn firstmate run");
+    let stderr = child.stderr.take().expect("stderr");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let mut seen = Vec::new();
+    let found = loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(line) if line.contains("no front end is configured") => break Some(line),
+            Ok(line) => seen.push(line),
+            Err(_) => break None,
+        }
+    };
+    let _ = child.kill();
+    let _ = child.wait();
+    let line = found.unwrap_or_else(|| panic!("no warning in: {}", seen.join("\n")));
+    assert!(line.contains("WARN"), "{line}");
+    assert!(line.contains("[matrix] or [discord]"), "{line}");
+    assert!(line.contains("gateway and metrics"), "{line}");
+}

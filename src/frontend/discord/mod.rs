@@ -44,11 +44,17 @@ pub const COMMAND: &str = "agent";
 #[derive(Debug, thiserror::Error)]
 pub enum DiscordError {
     #[error(
-        "Discord refused the bot token (discord.token_env / discord.token_file in the config): {0}"
+        "Discord refused the bot token ({reason}); check the token named by {origin} in the config \
+         (the Bot token from the Discord developer portal, Bot tab)"
     )]
-    Login(String),
+    Login { origin: String, reason: String },
     #[error(transparent)]
     Rest(#[from] RestError),
+    #[error(
+        "cannot connect to the Discord gateway (its address comes from {base}/api/v10/gateway/bot): \
+         {reason}; check discord.api_base_url in the config and the network"
+    )]
+    Gateway { base: String, reason: String },
     #[error("the Discord front end stopped: {0}")]
     Client(String),
 }
@@ -70,7 +76,12 @@ pub async fn check(cfg: &DiscordConfig) -> Result<String, DiscordError> {
             status: 401,
             message,
             ..
-        }) => return Err(DiscordError::Login(message)),
+        }) => {
+            return Err(DiscordError::Login {
+                origin: cfg.token.origin("discord.token"),
+                reason: format!("401 {message}"),
+            });
+        }
         Err(e) => return Err(e.into()),
     };
     Ok(format!(
@@ -78,6 +89,31 @@ pub async fn check(cfg: &DiscordConfig) -> Result<String, DiscordError> {
         me["username"].as_str().unwrap_or("?"),
         me["id"].as_str().unwrap_or("?")
     ))
+}
+
+/// A gateway connection that ended: a refused token, or no connection at all.
+fn gateway_error(cfg: &DiscordConfig, e: serenity::Error) -> DiscordError {
+    use serenity::all::GatewayError as G;
+    match &e {
+        serenity::Error::Gateway(G::InvalidAuthentication) => DiscordError::Login {
+            origin: cfg.token.origin("discord.token"),
+            reason: "the gateway closed with 4004 authentication failed".into(),
+        },
+        serenity::Error::Http(h) if h.status_code().is_some_and(|c| c.as_u16() == 401) => {
+            DiscordError::Login {
+                origin: cfg.token.origin("discord.token"),
+                reason: crate::error::cause(&e),
+            }
+        }
+        serenity::Error::Gateway(_)
+        | serenity::Error::Tungstenite(_)
+        | serenity::Error::Io(_)
+        | serenity::Error::Http(_) => DiscordError::Gateway {
+            base: cfg.api_base_url.trim_end_matches('/').to_string(),
+            reason: crate::error::cause(&e),
+        },
+        _ => DiscordError::Client(crate::error::cause(&e)),
+    }
 }
 
 impl DiscordFrontend {
@@ -114,7 +150,7 @@ impl DiscordFrontend {
         client
             .start()
             .await
-            .map_err(|e| DiscordError::Client(e.to_string()))
+            .map_err(|e| gateway_error(&self.cfg, e))
     }
 }
 

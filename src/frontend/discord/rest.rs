@@ -31,7 +31,10 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
 #[derive(Debug, thiserror::Error)]
 pub enum RestError {
-    #[error("cannot reach Discord at {base}: {source}; check discord.api_base_url")]
+    #[error(
+        "cannot reach Discord at {base}: {}; check discord.api_base_url in the config and the network",
+        network_reason(source)
+    )]
     Network {
         base: String,
         source: reqwest::Error,
@@ -51,6 +54,11 @@ pub enum RestError {
         route: String,
         waited: Duration,
     },
+}
+
+/// Why a request got no answer (connection refused, DNS, timeout, TLS), said once.
+fn network_reason(e: &reqwest::Error) -> String {
+    crate::error::network_failure(e).unwrap_or_else(|| crate::error::cause(e))
 }
 
 /// A file sent with a message.

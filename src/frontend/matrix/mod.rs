@@ -88,12 +88,21 @@ pub enum MatrixError {
         "the Matrix store at {path} belongs to another login ({reason}); point matrix.store_path at a new folder, or delete this one to start afresh (encrypted history it held is lost)"
     )]
     StoreMismatch { path: PathBuf, reason: String },
-    #[error("cannot reach the Matrix homeserver {url}: {reason}; check matrix.homeserver_url")]
+    #[error(
+        "cannot reach the Matrix homeserver {url}: {reason}; check matrix.homeserver_url in the config and the network"
+    )]
     Connect { url: String, reason: String },
     #[error(
-        "Matrix login as {user} failed: {reason}; check matrix.password_env / password_file or access_token_env / access_token_file"
+        "the Matrix homeserver {url} answered {reason}; check that matrix.homeserver_url in the config is the homeserver's client API address"
     )]
-    Login { user: String, reason: String },
+    Homeserver { url: String, reason: String },
+    #[error("Matrix login as {user} failed: {reason}; check the {credential} in the config")]
+    Login {
+        user: String,
+        /// Which secret was used, and the config key that names it.
+        credential: String,
+        reason: String,
+    },
     #[error(
         "matrix.user_id is {configured} but the Matrix access token belongs to {actual}; fix matrix.user_id or the token"
     )]
@@ -112,6 +121,70 @@ type Result<T, E = MatrixError> = std::result::Result<T, E>;
 
 fn other(e: impl std::fmt::Display) -> MatrixError {
     MatrixError::Other(e.to_string())
+}
+
+/// The credential a login uses, for messages: the access token when set, else the password.
+fn credential(cfg: &MatrixConfig) -> String {
+    if cfg.access_token.value().is_some() {
+        format!(
+            "access token named by {}",
+            cfg.access_token.origin("matrix.access_token")
+        )
+    } else {
+        format!(
+            "password named by {}",
+            cfg.password.origin("matrix.password")
+        )
+    }
+}
+
+/// A failed request to the homeserver, told apart: no answer (refused, DNS, timeout,
+/// TLS) is the address's fault; a refused credential is the password's or token's; any
+/// other answer is the server's.
+fn http_failure(cfg: &MatrixConfig, e: &matrix_sdk::HttpError) -> MatrixError {
+    if let matrix_sdk::HttpError::Reqwest(r) = e
+        && let Some(reason) = crate::error::network_failure(r)
+    {
+        return MatrixError::Connect {
+            url: cfg.homeserver_url.clone(),
+            reason,
+        };
+    }
+    if let matrix_sdk::HttpError::Cached(inner) = e {
+        return http_failure(cfg, inner);
+    }
+    match e.client_api_error_kind() {
+        Some(kind) if is_credential_error(kind) => MatrixError::Login {
+            user: cfg.user_id.clone(),
+            credential: credential(cfg),
+            reason: crate::error::cause(e),
+        },
+        _ => MatrixError::Homeserver {
+            url: cfg.homeserver_url.clone(),
+            reason: crate::error::cause(e),
+        },
+    }
+}
+
+/// [`http_failure`] for the SDK's wider error.
+fn sdk_failure(cfg: &MatrixConfig, e: &matrix_sdk::Error) -> MatrixError {
+    match e {
+        matrix_sdk::Error::Http(h) => http_failure(cfg, h),
+        _ => other(crate::error::cause(e)),
+    }
+}
+
+/// The homeserver refused who we say we are (as opposed to being unreachable or broken).
+fn is_credential_error(kind: &ErrorKind) -> bool {
+    matches!(
+        kind,
+        ErrorKind::Forbidden
+            | ErrorKind::UnknownToken { .. }
+            | ErrorKind::MissingToken
+            | ErrorKind::UserDeactivated
+            | ErrorKind::UserLocked
+            | ErrorKind::InvalidUsername
+    )
 }
 
 // --- login --------------------------------------------------------------------------
@@ -154,12 +227,7 @@ impl MatrixFrontend {
                         fresh_login(&client, &cfg).await?;
                         return Ok(MatrixFrontend { client, cfg });
                     }
-                    Err(e) => {
-                        return Err(MatrixError::Connect {
-                            url: cfg.homeserver_url.clone(),
-                            reason: e.to_string(),
-                        });
-                    }
+                    Err(e) => return Err(http_failure(&cfg, &e)),
                 }
             }
             None => false,
@@ -387,10 +455,7 @@ async fn whoami_token(cfg: &MatrixConfig, token: &str) -> Result<(OwnedUserId, O
         })
         .await
         .map_err(other)?;
-    let w = probe.whoami().await.map_err(|e| MatrixError::Login {
-        user: cfg.user_id.clone(),
-        reason: e.to_string(),
-    })?;
+    let w = probe.whoami().await.map_err(|e| http_failure(cfg, &e))?;
     Ok((w.user_id, w.device_id.map(|d| d.to_string())))
 }
 
@@ -402,6 +467,7 @@ async fn fresh_login(client: &Client, cfg: &MatrixConfig) -> Result<()> {
         check_user(cfg, user.as_str())?;
         let device_id = device_id.ok_or_else(|| MatrixError::Login {
             user: cfg.user_id.clone(),
+            credential: credential(cfg),
             reason: "the homeserver did not say which device the access token belongs to".into(),
         })?;
         let session = MatrixSession {
@@ -436,10 +502,7 @@ async fn fresh_login(client: &Client, cfg: &MatrixConfig) -> Result<()> {
                     reason,
                 }
             } else {
-                MatrixError::Login {
-                    user: cfg.user_id.clone(),
-                    reason,
-                }
+                sdk_failure(cfg, &e)
             }
         })?;
     check_user(cfg, resp.user_id.as_str())?;
@@ -483,10 +546,7 @@ pub async fn check(cfg: &MatrixConfig) -> Result<String> {
                     Some(ErrorKind::UnknownToken { .. })
                 ) =>
             {
-                return Err(MatrixError::Connect {
-                    url: cfg.homeserver_url.clone(),
-                    reason: e.to_string(),
-                });
+                return Err(http_failure(cfg, &e));
             }
             // Revoked: `run` logs in again with the credential; check that instead.
             Err(_) => {}
@@ -516,11 +576,8 @@ pub async fn check(cfg: &MatrixConfig) -> Result<String> {
         .initial_device_display_name("firstmate doctor")
         .send()
         .await
-        .map_err(|e| MatrixError::Login {
-            user: cfg.user_id.clone(),
-            reason: e.to_string(),
-        })?;
-    let w = probe.whoami().await.map_err(other)?;
+        .map_err(|e| sdk_failure(cfg, &e))?;
+    let w = probe.whoami().await.map_err(|e| http_failure(cfg, &e))?;
     // The probe's device is not needed any more.
     let _ = probe.logout().await;
     check_user(cfg, w.user_id.as_str())?;
