@@ -3,7 +3,7 @@
 use std::io::{BufRead, BufReader, Write};
 use std::time::Duration;
 
-use crate::support::{Env, inspect, lines_of, session_ids, stdout, text};
+use crate::support::{Env, inspect, lines_of, session_ids, stdout, text, wait_child};
 
 fn only_session(out: &str) -> String {
     let ids = session_ids(out);
@@ -263,4 +263,74 @@ fn a_console_killed_mid_turn_loses_nothing_and_repeats_nothing() {
             "`{expected}` appears {n} times:\n--- first console\n{seen}--- second console\n{second}"
         );
     }
+}
+
+/// Runs `firstmate console` with raw bytes on stdin, to completion.
+fn console_bytes(env: &Env, input: &[u8]) -> std::process::Output {
+    let mut c = env.command();
+    c.arg("console")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let mut child = c.spawn().expect("spawn firstmate console");
+    let mut stdin = child.stdin.take().expect("stdin");
+    let input = input.to_vec();
+    let writer = std::thread::spawn(move || {
+        let _ = stdin.write_all(&input);
+    });
+    let out = wait_child(child, Duration::from_secs(180));
+    let _ = writer.join();
+    out
+}
+
+/// A line that is not UTF-8 is refused like a bad command: an error that names the
+/// line, the lines after it still run, exit code 2.
+#[test]
+fn a_line_that_is_not_utf8_is_refused_and_the_others_run() {
+    let Some(env) = Env::new("") else { return };
+    let out = console_bytes(&env, b"new say one\n\xff\xfe bad bytes\nsay two\nstop\n");
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("line 2: not UTF-8"),
+        "the bad line is not named:\n{}",
+        text(&out)
+    );
+    let all = stdout(&out);
+    let id = only_session(&all);
+    let lines = lines_of(&all, &id);
+    for expected in ["one", "two"] {
+        assert!(
+            lines.iter().any(|l| l == expected),
+            "no `{expected}`:\n{}",
+            text(&out)
+        );
+    }
+    assert_eq!(env.session(&id)["state"], "stopped", "{}", text(&out));
+}
+
+/// A pasted megabyte in an argument is not echoed back whole.
+#[test]
+fn errors_quote_a_huge_argument_cut_short() {
+    let Some(env) = Env::new("") else { return };
+    let huge = "x".repeat(1 << 20);
+    let out = env.console(&format!("use {huge}\nnew --agent {huge} go\nlist\n"));
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.len() < 2000,
+        "stderr is {} bytes long: {}…",
+        stderr.len(),
+        &stderr[..500.min(stderr.len())]
+    );
+    assert_eq!(
+        stderr.matches("… (1048576 characters)").count(),
+        2,
+        "both echoes are not cut:\n{stderr}"
+    );
+    assert!(
+        stdout(&out).contains("no sessions yet"),
+        "the line after them did not run:\n{}",
+        text(&out)
+    );
 }
