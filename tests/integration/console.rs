@@ -265,6 +265,67 @@ fn a_console_killed_mid_turn_loses_nothing_and_repeats_nothing() {
     }
 }
 
+/// Starts a console on `input`, waits until it printed a line ending in `marker` (so the
+/// turn of the last prompt runs), then kills it with SIGKILL. Returns the session id
+/// and what the console printed.
+fn console_killed_after(env: &crate::support::Env, input: &str, marker: &str) -> (String, String) {
+    let mut child = env.spawn_console();
+    let mut stdin = child.stdin.take().expect("stdin");
+    let mut out = BufReader::new(child.stdout.take().expect("stdout"));
+    stdin.write_all(input.as_bytes()).expect("write");
+    stdin.flush().expect("flush");
+    let mut seen = String::new();
+    let id = loop {
+        let mut line = String::new();
+        if out.read_line(&mut line).expect("read") == 0 {
+            panic!("the console ended early:\n{seen}");
+        }
+        seen.push_str(&line);
+        if line.trim_end().ends_with(marker) {
+            break session_ids(&seen).remove(0);
+        }
+    };
+    child.kill().expect("SIGKILL");
+    let _ = child.wait();
+    drop(stdin);
+    (id, seen)
+}
+
+/// A turn that ends while no console runs: the next console shows its output once,
+/// whether it comes back with no input or with more lines.
+#[test]
+fn a_console_back_after_the_turn_ended_shows_what_it_missed() {
+    let Some(env) = Env::new("") else { return };
+    for input in ["", "list\n"] {
+        let (id, seen) = console_killed_after(
+            &env,
+            "new say start\nrun sleep 3 && echo missed-output\n",
+            "$ sleep 3 && echo missed-output",
+        );
+        // The turn ends while the console is away.
+        std::thread::sleep(Duration::from_secs(4));
+        let out = env.console(input);
+        assert!(out.status.success(), "{}", text(&out));
+        let second = stdout(&out);
+        let all = format!("{seen}{second}");
+        for expected in ["start", "missed-output"] {
+            let n = lines_of(&all, &id)
+                .iter()
+                .filter(|l| *l == expected)
+                .count();
+            assert_eq!(
+                n,
+                1,
+                "input {input:?}: `{expected}` appears {n} times:\n--- first console\n{seen}--- second console\n{}",
+                text(&out)
+            );
+        }
+        // The next round starts a session of its own.
+        let out = env.console(&format!("use {id}\nstop\n"));
+        assert!(out.status.success(), "{}", text(&out));
+    }
+}
+
 /// Runs `firstmate console` with raw bytes on stdin, to completion.
 fn console_bytes(env: &Env, input: &[u8]) -> std::process::Output {
     let mut c = env.command();
