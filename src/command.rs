@@ -8,6 +8,7 @@
 //! verbatim to the end of the message, newlines included. Anything that is not a
 //! command is a prompt for the session of the thread it was written in.
 
+use std::borrow::Cow;
 use std::time::Duration;
 
 /// One thing a user asked for.
@@ -270,11 +271,36 @@ pub fn parse_prefixed(body: &str, prefix: &str) -> Option<Result<Command, Comman
     })
 }
 
+/// How many characters of a user's own input an error message quotes.
+pub const ECHO_CHARS: usize = 80;
+
+/// User input as an error message quotes it: whole when it is at most [`ECHO_CHARS`]
+/// characters, else cut to [`ECHO_CHARS`] characters (the last one `…`) and followed by
+/// its full length, so that a pasted megabyte does not come back whole. Cutting what
+/// was cut changes nothing.
+pub fn echo(input: &str) -> Cow<'_, str> {
+    if input.chars().nth(ECHO_CHARS).is_none() {
+        return Cow::Borrowed(input);
+    }
+    match input.char_indices().nth(ECHO_CHARS - 1) {
+        None => Cow::Borrowed(input),
+        Some((end, _)) => Cow::Owned(format!(
+            "{}… ({} characters)",
+            &input[..end],
+            input.chars().count()
+        )),
+    }
+}
+
 /// Parses a `--timeout` value: a humantime duration such as `30m`, `2h` or `1h30m`,
 /// more than zero.
 pub fn parse_timeout(value: &str) -> Result<Duration, CommandError> {
-    let bad =
-        |what: &str| CommandError::new(format!("--timeout: {value:?} {what}; use e.g. 30m or 2h"));
+    let bad = |what: &str| {
+        CommandError::new(format!(
+            "--timeout: {:?} {what}; use e.g. 30m or 2h",
+            echo(value)
+        ))
+    };
     match humantime::parse_duration(value.trim()) {
         Ok(d) if d.is_zero() => Err(bad("is too short")),
         Ok(d) => Ok(d),
@@ -394,8 +420,9 @@ fn unknown_command(word: &str, mode: Mode) -> CommandError {
         None => ".".to_string(),
     };
     CommandError::new(format!(
-        "unknown command `{word}`{hint} Send {} for the commands; \
+        "unknown command `{}`{hint} Send {} for the commands; \
          in a session's thread, write without the prefix to prompt the agent",
+        echo(word),
         mode.spell("help")
     ))
 }
@@ -493,7 +520,8 @@ fn unknown_flag(name: &str) -> CommandError {
         None => ".".to_string(),
     };
     CommandError::new(format!(
-        "unknown flag --{name} for `new`{hint} Usage: {NEW_USAGE}"
+        "unknown flag --{} for `new`{hint} Usage: {NEW_USAGE}",
+        echo(name)
     ))
 }
 
@@ -783,6 +811,39 @@ mod tests {
         }
         for (flag, _, _) in FLAGS {
             assert!(help.contains(&format!("--{flag} ")), "help lacks --{flag}");
+        }
+    }
+
+    #[test]
+    fn echoed_input_is_cut_to_a_readable_length() {
+        assert_eq!(echo(""), "");
+        let short = "x".repeat(ECHO_CHARS);
+        assert_eq!(echo(&short), short.as_str());
+        // Cut on a character, not a byte: é is two bytes.
+        let long = "é".repeat(ECHO_CHARS + 1);
+        let cut = format!(
+            "{}… ({} characters)",
+            "é".repeat(ECHO_CHARS - 1),
+            ECHO_CHARS + 1
+        );
+        assert_eq!(echo(&long), cut);
+        let first = cut.split(' ').next().unwrap_or_default();
+        assert_eq!(echo(first), first, "cut twice");
+        // Every error that quotes the user's words quotes at most ECHO_CHARS of them.
+        let huge = "x".repeat(1 << 20);
+        for input in [
+            format!("!fm {huge}"),
+            format!("!fm new --{huge} go"),
+            format!("!fm new --timeout {huge} go"),
+        ] {
+            let e = parse_prefixed(&input, "!fm")
+                .expect("addressed to the bot")
+                .expect_err("refused");
+            assert!(
+                e.message().len() < 1000 && e.message().contains("(1048576 characters)"),
+                "not cut: {}…",
+                &e.message()[..200.min(e.message().len())]
+            );
         }
     }
 

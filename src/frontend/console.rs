@@ -69,16 +69,21 @@ impl Console {
         // Read input on its own task, so `interrupt` can act while a turn runs. Every
         // line goes to `lines`, in order; an interrupt is also announced on `interrupts`
         // at once, for the main loop to act on while it waits for a turn.
-        let (line_tx, mut line_rx) = mpsc::unbounded_channel::<(usize, String)>();
+        let (line_tx, mut line_rx) = mpsc::unbounded_channel::<(usize, Input)>();
         let (intr_tx, mut intr_rx) = mpsc::unbounded_channel::<usize>();
         tokio::spawn(async move {
-            let mut lines = BufReader::new(input).lines();
+            let mut input = BufReader::new(input);
             let mut index = 0;
-            while let Ok(Some(line)) = lines.next_line().await {
-                if matches!(command::parse_line(&line), Ok(Command::Interrupt)) {
+            loop {
+                let line = read_line(&mut input).await;
+                let last = matches!(line, None | Some(Input::Unreadable(_)));
+                let Some(line) = line else { break };
+                if let Input::Line(text) = &line
+                    && matches!(command::parse_line(text), Ok(Command::Interrupt))
+                {
                     let _ = intr_tx.send(index);
                 }
-                if line_tx.send((index, line)).is_err() {
+                if line_tx.send((index, line)).is_err() || last {
                     break;
                 }
                 index += 1;
@@ -87,7 +92,25 @@ impl Console {
 
         // Interrupts already acted on while waiting for a turn, by line index.
         let mut done = std::collections::HashSet::new();
-        while let Some((index, line)) = line_rx.recv().await {
+        while let Some((index, input)) = line_rx.recv().await {
+            let line = match input {
+                Input::Line(line) => line,
+                Input::NotUtf8 => {
+                    self.error(format!(
+                        "line {}: not UTF-8 text, skipped; the console reads UTF-8 lines \
+                         (convert the input first, e.g. with `iconv -t UTF-8`)",
+                        index + 1
+                    ));
+                    continue;
+                }
+                Input::Unreadable(e) => {
+                    self.error(format!(
+                        "cannot read line {} of the input: {e}; the lines after it are not read",
+                        index + 1
+                    ));
+                    break;
+                }
+            };
             let parsed = command::parse_line(&line);
             match parsed {
                 Ok(Command::Interrupt) => {
@@ -178,9 +201,11 @@ impl Console {
         }
     }
 
+    /// Reports a refused line on stderr. Messages quote the user's input (a session
+    /// id, an agent or image name): each overlong word is cut, see [`cut_long_words`].
     fn error(&mut self, msg: impl std::fmt::Display) {
         self.had_errors = true;
-        eprintln!("firstmate: {msg}");
+        eprintln!("firstmate: {}", cut_long_words(&msg.to_string()));
     }
 
     fn reply(&self, session: Option<&str>, text: &str) {
@@ -361,6 +386,55 @@ impl Console {
     }
 }
 
+/// A line of input, as the reader task hands it to the main loop.
+enum Input {
+    /// A line of text, without its line ending.
+    Line(String),
+    /// A line that is not UTF-8: refused, and the lines after it still run.
+    NotUtf8,
+    /// Reading failed: the input ends here.
+    Unreadable(std::io::Error),
+}
+
+/// Reads the next line (`\n` or `\r\n` ended, or the last bytes before end of input);
+/// None at end of input.
+async fn read_line<R>(input: &mut BufReader<R>) -> Option<Input>
+where
+    R: tokio::io::AsyncRead + Unpin,
+{
+    let mut buf = Vec::new();
+    match input.read_until(b'\n', &mut buf).await {
+        Ok(0) => None,
+        Ok(_) => {
+            if buf.last() == Some(&b'\n') {
+                buf.pop();
+                if buf.last() == Some(&b'\r') {
+                    buf.pop();
+                }
+            }
+            Some(String::from_utf8(buf).map_or(Input::NotUtf8, Input::Line))
+        }
+        Err(e) => Some(Input::Unreadable(e)),
+    }
+}
+
+/// `msg` with every word longer than [`command::ECHO_CHARS`] characters cut as
+/// [`command::echo`] cuts it (the punctuation around a word stays): error messages
+/// quote what the user wrote, and a pasted megabyte must not come back whole.
+fn cut_long_words(msg: &str) -> String {
+    let punct = |c: char| c.is_ascii_punctuation();
+    msg.split_inclusive(char::is_whitespace)
+        .map(|piece| {
+            let word = piece.trim_end_matches(char::is_whitespace);
+            let core = word.trim_start_matches(punct);
+            let lead = &word[..word.len() - core.len()];
+            let core = core.trim_end_matches(punct);
+            let rest = &piece[lead.len() + core.len()..];
+            format!("{lead}{}{rest}", command::echo(core))
+        })
+        .collect()
+}
+
 async fn flush(tx: &mpsc::Sender<tokio::sync::oneshot::Sender<()>>) {
     let (done, wait) = tokio::sync::oneshot::channel();
     if tx.send(done).await.is_ok() {
@@ -470,5 +544,49 @@ fn print_event(ev: &SessionEvent) {
     } = &ev.body
     {
         tracing::debug!(session = %ev.session, ?detail, "session failed");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_messages_cut_overlong_words_only() {
+        let id = "x".repeat(1 << 20);
+        let msg = format!("no session {id}; `list` shows the sessions here");
+        assert_eq!(
+            cut_long_words(&msg),
+            format!(
+                "no session {}… (1048576 characters); `list` shows the sessions here",
+                "x".repeat(command::ECHO_CHARS - 1)
+            )
+        );
+        let quoted = format!("unknown agent `{id}`.");
+        assert!(
+            cut_long_words(&quoted).ends_with("… (1048576 characters)`."),
+            "{}",
+            &cut_long_words(&quoted)[100..]
+        );
+        let once = cut_long_words(&format!("--timeout: {:?} is bad", command::echo(&id)));
+        assert_eq!(cut_long_words(&once), once, "cut twice");
+        assert_eq!(once.matches("characters").count(), 1, "{once}");
+        let plain = "line 3: not UTF-8 text,\tskipped\n  twice ";
+        assert_eq!(cut_long_words(plain), plain);
+    }
+
+    #[tokio::test]
+    async fn input_lines_end_at_newlines_and_bad_bytes_refuse_one_line() {
+        let bytes: &[u8] = b"one\r\n\xff\xfe two\nthree";
+        let mut input = BufReader::new(bytes);
+        let mut got = Vec::new();
+        while let Some(line) = read_line(&mut input).await {
+            got.push(match line {
+                Input::Line(l) => l,
+                Input::NotUtf8 => "<not utf-8>".into(),
+                Input::Unreadable(e) => format!("<{e}>"),
+            });
+        }
+        assert_eq!(got, ["one", "<not utf-8>", "three"]);
     }
 }

@@ -3,7 +3,7 @@
 use std::io::{BufRead, BufReader, Write};
 use std::time::Duration;
 
-use crate::support::{Env, inspect, lines_of, session_ids, stdout, text};
+use crate::support::{Env, inspect, lines_of, session_ids, stdout, text, wait_child};
 
 fn only_session(out: &str) -> String {
     let ids = session_ids(out);
@@ -263,4 +263,135 @@ fn a_console_killed_mid_turn_loses_nothing_and_repeats_nothing() {
             "`{expected}` appears {n} times:\n--- first console\n{seen}--- second console\n{second}"
         );
     }
+}
+
+/// Starts a console on `input`, waits until it printed a line ending in `marker` (so the
+/// turn of the last prompt runs), then kills it with SIGKILL. Returns the session id
+/// and what the console printed.
+fn console_killed_after(env: &crate::support::Env, input: &str, marker: &str) -> (String, String) {
+    let mut child = env.spawn_console();
+    let mut stdin = child.stdin.take().expect("stdin");
+    let mut out = BufReader::new(child.stdout.take().expect("stdout"));
+    stdin.write_all(input.as_bytes()).expect("write");
+    stdin.flush().expect("flush");
+    let mut seen = String::new();
+    let id = loop {
+        let mut line = String::new();
+        if out.read_line(&mut line).expect("read") == 0 {
+            panic!("the console ended early:\n{seen}");
+        }
+        seen.push_str(&line);
+        if line.trim_end().ends_with(marker) {
+            break session_ids(&seen).remove(0);
+        }
+    };
+    child.kill().expect("SIGKILL");
+    let _ = child.wait();
+    drop(stdin);
+    (id, seen)
+}
+
+/// A turn that ends while no console runs: the next console shows its output once,
+/// whether it comes back with no input or with more lines.
+#[test]
+fn a_console_back_after_the_turn_ended_shows_what_it_missed() {
+    let Some(env) = Env::new("") else { return };
+    for input in ["", "list\n"] {
+        let (id, seen) = console_killed_after(
+            &env,
+            "new say start\nrun sleep 3 && echo missed-output\n",
+            "$ sleep 3 && echo missed-output",
+        );
+        // The turn ends while the console is away.
+        std::thread::sleep(Duration::from_secs(4));
+        let out = env.console(input);
+        assert!(out.status.success(), "{}", text(&out));
+        let second = stdout(&out);
+        let all = format!("{seen}{second}");
+        for expected in ["start", "missed-output"] {
+            let n = lines_of(&all, &id)
+                .iter()
+                .filter(|l| *l == expected)
+                .count();
+            assert_eq!(
+                n,
+                1,
+                "input {input:?}: `{expected}` appears {n} times:\n--- first console\n{seen}--- second console\n{}",
+                text(&out)
+            );
+        }
+        // The next round starts a session of its own.
+        let out = env.console(&format!("use {id}\nstop\n"));
+        assert!(out.status.success(), "{}", text(&out));
+    }
+}
+
+/// Runs `firstmate console` with raw bytes on stdin, to completion.
+fn console_bytes(env: &Env, input: &[u8]) -> std::process::Output {
+    let mut c = env.command();
+    c.arg("console")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let mut child = c.spawn().expect("spawn firstmate console");
+    let mut stdin = child.stdin.take().expect("stdin");
+    let input = input.to_vec();
+    let writer = std::thread::spawn(move || {
+        let _ = stdin.write_all(&input);
+    });
+    let out = wait_child(child, Duration::from_secs(180));
+    let _ = writer.join();
+    out
+}
+
+/// A line that is not UTF-8 is refused like a bad command: an error that names the
+/// line, the lines after it still run, exit code 2.
+#[test]
+fn a_line_that_is_not_utf8_is_refused_and_the_others_run() {
+    let Some(env) = Env::new("") else { return };
+    let out = console_bytes(&env, b"new say one\n\xff\xfe bad bytes\nsay two\nstop\n");
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("line 2: not UTF-8"),
+        "the bad line is not named:\n{}",
+        text(&out)
+    );
+    let all = stdout(&out);
+    let id = only_session(&all);
+    let lines = lines_of(&all, &id);
+    for expected in ["one", "two"] {
+        assert!(
+            lines.iter().any(|l| l == expected),
+            "no `{expected}`:\n{}",
+            text(&out)
+        );
+    }
+    assert_eq!(env.session(&id)["state"], "stopped", "{}", text(&out));
+}
+
+/// A pasted megabyte in an argument is not echoed back whole.
+#[test]
+fn errors_quote_a_huge_argument_cut_short() {
+    let Some(env) = Env::new("") else { return };
+    let huge = "x".repeat(1 << 20);
+    let out = env.console(&format!("use {huge}\nnew --agent {huge} go\nlist\n"));
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.len() < 2000,
+        "stderr is {} bytes long: {}…",
+        stderr.len(),
+        &stderr[..500.min(stderr.len())]
+    );
+    assert_eq!(
+        stderr.matches("… (1048576 characters)").count(),
+        2,
+        "both echoes are not cut:\n{stderr}"
+    );
+    assert!(
+        stdout(&out).contains("no sessions yet"),
+        "the line after them did not run:\n{}",
+        text(&out)
+    );
 }
