@@ -111,6 +111,9 @@ struct Inner {
     gateway: Option<Gateway>,
     /// Events stored and published since this engine started.
     published: AtomicU64,
+    /// Sessions re-attached to a container that is no longer running: their task is
+    /// taking the rest of its log and recording the end.
+    settling: DashMap<String, ()>,
 }
 
 /// The engine. Cheap to clone.
@@ -148,6 +151,7 @@ impl Engine {
                 schedule: Mutex::new(()),
                 gateway,
                 published: AtomicU64::new(0),
+                settling: DashMap::new(),
             }),
         }
     }
@@ -208,6 +212,13 @@ impl Engine {
         &self.inner.config.docker.instance
     }
 
+    /// Whether a session's task is still taking the output of a container that ended
+    /// while no engine ran: its state will change without anyone asking. A front end
+    /// about to exit waits for it.
+    pub fn is_settling(&self, id: &str) -> bool {
+        self.inner.settling.contains_key(id)
+    }
+
     /// Every event of every session, as it is stored. A receiver that lags should read
     /// the missed events from the store (`events_after`).
     pub fn subscribe(&self) -> broadcast::Receiver<SessionEvent> {
@@ -231,6 +242,9 @@ impl Engine {
             .await?;
         for s in live {
             info!(session = %s.id, state = %s.state, "re-attaching");
+            // Settling until its task has seen whether the container still runs (and,
+            // when it does not, until its end is recorded).
+            self.inner.settling.insert(s.id.clone(), ());
             self.spawn_task(s);
         }
         self.schedule().await
@@ -604,6 +618,7 @@ impl Engine {
                 warn!(session = %id, error = %e, "session task failed");
                 task.fail(format!("{e}")).await;
             }
+            engine.inner.settling.remove(&id);
             engine.inner.live.remove_if(&id, |_, v| v.same_channel(&tx));
             if let Err(e) = engine.schedule().await {
                 warn!(error = %e, "scheduling after a session ended failed");
@@ -795,6 +810,11 @@ impl SessionTask {
             info!(session = %self.s.id, container = %name, "container started");
         }
 
+        if !(reattach && !status.as_ref().is_some_and(|st| st.running)) {
+            // An ordinary live session from here on; one whose container ended while
+            // no engine ran stays settling until its end is recorded.
+            self.engine.inner.settling.remove(&self.s.id);
+        }
         let since = self.cursor.ts_ns;
         let container = self.s.container_id.clone().unwrap_or(name);
         let mut logs = self.runtime().follow_logs(&container, since);

@@ -181,7 +181,7 @@ impl Console {
                     _ => false,
                 };
                 tracing::trace!(session = %s.id, state = %s.state, working, "waiting for the turn");
-                busy |= working;
+                busy |= working || self.engine.is_settling(&s.id);
             }
             if !busy {
                 tracing::debug!(line = index, "no session of this console is working");

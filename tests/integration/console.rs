@@ -326,6 +326,49 @@ fn a_console_back_after_the_turn_ended_shows_what_it_missed() {
     }
 }
 
+/// A session whose container ended while no console ran: the next console, even with
+/// no input at all, shows the output it missed and the session's end, and only exits
+/// once that end is stored.
+#[test]
+fn a_console_back_after_the_container_ended_shows_the_end() {
+    let Some(env) = Env::new("") else { return };
+    let (id, seen) = console_killed_after(
+        &env,
+        "new say start\nrun sleep 2 && echo missed-output\n",
+        "$ sleep 2 && echo missed-output",
+    );
+    // The turn ends, then the container dies, while the console is away.
+    std::thread::sleep(Duration::from_secs(3));
+    let killed = std::process::Command::new("docker")
+        .args(["kill", &format!("firstmate-{id}")])
+        .output()
+        .expect("docker kill");
+    let _ = killed; // it may have ended by itself already (its stdin closed)
+    std::thread::sleep(Duration::from_secs(1));
+    let out = env.console("");
+    let second = stdout(&out);
+    let all = format!("{seen}{second}");
+    let lines = lines_of(&all, &id);
+    assert!(
+        lines.iter().any(|l| l == "missed-output"),
+        "the missed output is not shown:\n--- first console\n{seen}--- second console\n{}",
+        text(&out)
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("-- failed") || l.starts_with("-- stopped")),
+        "the session's end is not shown:\n--- first console\n{seen}--- second console\n{}",
+        text(&out)
+    );
+    let state = env.session(&id)["state"].clone();
+    assert!(
+        state == "failed" || state == "stopped",
+        "the end is not stored: {state}\n{}",
+        text(&out)
+    );
+}
+
 /// Runs `firstmate console` with raw bytes on stdin, to completion.
 fn console_bytes(env: &Env, input: &[u8]) -> std::process::Output {
     let mut c = env.command();
