@@ -810,7 +810,7 @@ impl SessionTask {
             info!(session = %self.s.id, container = %name, "container started");
         }
 
-        if !(reattach && !status.as_ref().is_some_and(|st| st.running)) {
+        if !reattach || status.as_ref().is_some_and(|st| st.running) {
             // An ordinary live session from here on; one whose container ended while
             // no engine ran stays settling until its end is recorded.
             self.engine.inner.settling.remove(&self.s.id);
