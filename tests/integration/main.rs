@@ -3,6 +3,7 @@
 //! PostgreSQL (FIRSTMATE_TEST_DB=postgres).
 
 mod claude_real;
+mod cleanup;
 mod cli;
 mod codex_real;
 mod console;
