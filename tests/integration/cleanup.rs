@@ -95,6 +95,8 @@ fn rm_removes_a_stopped_sessions_container_and_volumes_and_keeps_the_transcript(
         "no workspace volume: {vols:?}"
     );
     assert_kept(&env, &id);
+    let conversation = env.session(&id)["agent_session_id"].clone();
+    assert!(conversation.is_string(), "no conversation id");
 
     let out = env.firstmate(&["sessions", "rm", &id]);
     assert!(out.status.success(), "{}", text(&out));
@@ -139,6 +141,23 @@ fn rm_removes_a_stopped_sessions_container_and_volumes_and_keeps_the_transcript(
         String::from_utf8_lossy(&unknown.stderr).contains("no session nosuchsession"),
         "{}",
         text(&unknown)
+    );
+
+    // `resume` afterwards starts a new conversation in a fresh container and workspace.
+    let out = env.console("resume\nsay back-again\nstop\n");
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        crate::support::lines_of(&stdout(&out), &id)
+            .iter()
+            .any(|l| l == "back-again"),
+        "no output after resume:\n{}",
+        text(&out)
+    );
+    assert_kept(&env, &id);
+    let resumed = env.session(&id)["agent_session_id"].clone();
+    assert!(
+        resumed.is_string() && resumed != conversation,
+        "the removed conversation {conversation} was resumed: {resumed}"
     );
     assert_proxy_let_everything_through(&env);
 }
