@@ -634,6 +634,13 @@ impl Engine {
         // Under the scheduler's lock: this engine starts no session while it goes.
         let _guard = self.inner.schedule.lock().await;
         let s = self.session(id).await?;
+        if s.instance != self.instance() {
+            return Err(EngineError::Other(format!(
+                "session {id} belongs to the instance {:?}, not {:?}; remove it with that instance's config",
+                s.instance,
+                self.instance()
+            )));
+        }
         if !s.state.is_ended() || self.inner.live.contains_key(id) {
             return Err(EngineError::StillLive {
                 session: s.id,
