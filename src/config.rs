@@ -135,6 +135,13 @@ fn ser_duration<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_str(&humantime::format_duration(*d).to_string())
 }
 
+fn ser_opt_duration<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+    match d {
+        Some(d) => ser_duration(d, s),
+        None => s.serialize_none(),
+    }
+}
+
 fn ser_path<S: Serializer>(p: &Path, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_str(&p.display().to_string())
 }
@@ -181,6 +188,14 @@ pub struct SessionsConfig {
     pub max_running: usize,
     pub max_running_per_user: usize,
     pub allowed_repo_hosts: Vec<String>,
+    /// `keep_stopped`: how long an ended session's container and volumes are kept
+    /// before the running engine removes them; None keeps them until
+    /// `firstmate sessions rm` / `prune`.
+    #[serde(
+        serialize_with = "ser_opt_duration",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub keep_stopped: Option<Duration>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -335,6 +350,7 @@ struct RawSessions {
     max_running_per_user: Option<Spanned<i64>>,
     #[serde(default)]
     allowed_repo_hosts: Vec<String>,
+    keep_stopped: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -988,6 +1004,7 @@ impl Config {
             max_running: None,
             max_running_per_user: None,
             allowed_repo_hosts: Vec::new(),
+            keep_stopped: None,
         });
         let default_agent = match &s.default_agent {
             Some(a) => {
@@ -1029,6 +1046,15 @@ impl Config {
                 3,
             )? as usize,
             allowed_repo_hosts: s.allowed_repo_hosts,
+            keep_stopped: match &s.keep_stopped {
+                Some(v) => Some(duration(
+                    &ctx,
+                    "sessions.keep_stopped",
+                    Some(v),
+                    Duration::ZERO,
+                )?),
+                None => None,
+            },
         };
 
         let matrix = match raw.matrix {
@@ -1440,6 +1466,30 @@ mod tests {
                 .max_lifetime,
             Duration::from_secs(9000)
         );
+    }
+
+    #[test]
+    fn keep_stopped_is_optional_and_a_duration() {
+        assert_eq!(parse("").unwrap().sessions.keep_stopped, None);
+        let c = parse("[sessions]\nkeep_stopped = \"7d\"\n").unwrap();
+        assert_eq!(
+            c.sessions.keep_stopped,
+            Some(Duration::from_secs(7 * 24 * 3600))
+        );
+        assert!(c.render_effective().contains("keep_stopped = \"7days\""));
+        assert!(
+            !parse("")
+                .unwrap()
+                .render_effective()
+                .contains("keep_stopped")
+        );
+        let e = err("[sessions]\nkeep_stopped = \"a week\"\n");
+        assert!(
+            e.contains("bot.toml:2") && e.contains("sessions.keep_stopped"),
+            "{e}"
+        );
+        assert!(err("[sessions]\nkeep_stopped = \"0s\"\n").contains("sessions.keep_stopped"));
+        assert!(err("[sessions]\nkeep_stoped = \"7d\"\n").contains("did you mean keep_stopped?"));
     }
 
     #[test]

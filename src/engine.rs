@@ -21,8 +21,8 @@ use crate::event::{EventBody, SessionEvent, SessionState};
 use crate::gateway::{Gateway, LimitReached};
 use crate::protocol::{AgentEvent, ProtocolKind, TurnOutcome, Usage, claude, codex};
 use crate::runtime::{
-    DockerRuntime, LogCursor, LogLine, LogStream, RuntimeError, StdinWriter, WorkerSpec,
-    container_name,
+    DockerRuntime, LogCursor, LogLine, LogStream, RemovedObjects, RuntimeError, StdinWriter,
+    WorkerSpec, container_name,
 };
 use crate::store::{SessionRecord, Store, StoreError, now_ms};
 
@@ -54,6 +54,13 @@ pub enum EngineError {
     StopTimeout { session: String, waited: Duration },
     #[error("{0} is not available yet in this version of firstmate")]
     NotBuilt(&'static str),
+    #[error(
+        "session {session} is {state}: only an ended session's container and volumes can be removed; stop it first with `firstmate sessions stop {session}`"
+    )]
+    StillLive {
+        session: String,
+        state: SessionState,
+    },
     #[error("{0}")]
     Other(String),
     #[error(transparent)]
@@ -624,6 +631,159 @@ impl Engine {
                 warn!(error = %e, "scheduling after a session ended failed");
             }
         });
+    }
+}
+
+/// How often the running engine looks for sessions past `sessions.keep_stopped` at most.
+const PRUNE_EVERY: Duration = Duration::from_secs(3600);
+
+/// What removing one ended session's container and volumes did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Removal {
+    pub session: String,
+    pub state: SessionState,
+    pub ended_at: Option<i64>,
+    pub removed: RemovedObjects,
+}
+
+impl std::fmt::Display for Removal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "session {} ({}", self.session, self.state)?;
+        if let Some(ended) = self.ended_at {
+            let ago = Duration::from_secs(((now_ms() - ended).max(0) / 1000) as u64);
+            write!(f, " {} ago", humantime::format_duration(ago))?;
+        }
+        f.write_str("): ")?;
+        let mut what = Vec::new();
+        if let Some(c) = &self.removed.container {
+            what.push(format!("container {c}"));
+        }
+        match self.removed.volumes.len() {
+            0 => {}
+            1 => what.push(format!("volume {}", self.removed.volumes[0])),
+            _ => what.push(format!("volumes {}", self.removed.volumes.join(", "))),
+        }
+        if what.is_empty() {
+            f.write_str("no container or volume was left; marked removed")
+        } else {
+            write!(f, "removed {}", what.join(" and "))
+        }
+    }
+}
+
+/// What `prune` did: the sessions cleaned up, and those that could not be.
+#[derive(Debug, Default)]
+pub struct PruneReport {
+    pub removed: Vec<Removal>,
+    pub failed: Vec<(String, EngineError)>,
+}
+
+/// The end time (ms since the epoch) at or before which an ended session is pruned
+/// when sessions ended more than `older_than` ago go.
+fn prune_cutoff(now_ms: i64, older_than: Duration) -> i64 {
+    now_ms.saturating_sub(older_than.as_millis().min(i64::MAX as u128) as i64)
+}
+
+/// How often the engine looks for sessions past `keep_stopped`: every hour, or every
+/// `keep_stopped` when that is shorter, so a session goes at most twice that after
+/// its end.
+fn prune_interval(keep_stopped: Duration) -> Duration {
+    keep_stopped.clamp(Duration::from_secs(1), PRUNE_EVERY)
+}
+
+/// Cleanup: the containers and volumes of ended sessions (the transcript stays).
+impl Engine {
+    /// Removes an ended session's container and volumes; its row and transcript stay.
+    /// A live or queued session is refused. Removing again is harmless.
+    pub async fn remove(&self, id: &str) -> Result<Removal> {
+        // Under the scheduler's lock: this engine starts no session while it goes.
+        let _guard = self.inner.schedule.lock().await;
+        let s = self.session(id).await?;
+        if s.instance != self.instance() {
+            return Err(EngineError::Other(format!(
+                "session {id} belongs to the instance {:?}, not {:?}; remove it with that instance's config",
+                s.instance,
+                self.instance()
+            )));
+        }
+        if !s.state.is_ended() || self.inner.live.contains_key(id) {
+            return Err(EngineError::StillLive {
+                session: s.id,
+                state: s.state,
+            });
+        }
+        self.remove_ended(&s).await
+    }
+
+    /// Removes the containers and volumes of this instance's ended sessions that ended
+    /// more than `older_than` ago (zero: every ended one) and are not removed yet.
+    pub async fn prune(&self, older_than: Duration) -> Result<PruneReport> {
+        let cutoff = prune_cutoff(now_ms(), older_than);
+        let mut report = PruneReport::default();
+        for s in self
+            .inner
+            .store
+            .prunable_sessions(self.instance(), cutoff)
+            .await?
+        {
+            match self.remove(&s.id).await {
+                Ok(r) => report.removed.push(r),
+                // Resumed since it was listed: it stays.
+                Err(EngineError::StillLive { .. }) => {}
+                Err(e) => report.failed.push((s.id, e)),
+            }
+        }
+        Ok(report)
+    }
+
+    /// With `sessions.keep_stopped` set: prunes sessions ended longer ago than that now
+    /// and then periodically (see `prune_interval`), logging what goes.
+    pub fn prune_periodically(&self) -> Option<tokio::task::JoinHandle<()>> {
+        let keep = self.inner.config.sessions.keep_stopped?;
+        let every = prune_interval(keep);
+        let engine = self.clone();
+        info!(
+            keep_stopped = %humantime::format_duration(keep),
+            every = %humantime::format_duration(every),
+            "ended sessions' containers and volumes are removed after sessions.keep_stopped"
+        );
+        Some(tokio::spawn(async move {
+            loop {
+                match engine.prune(keep).await {
+                    Ok(report) => {
+                        for r in &report.removed {
+                            info!(session = %r.session, "sessions.keep_stopped: {r}");
+                        }
+                        for (id, e) in &report.failed {
+                            warn!(session = %id, error = %e, "sessions.keep_stopped: cannot remove the session's container and volumes");
+                        }
+                    }
+                    Err(e) => {
+                        warn!(error = %e, "sessions.keep_stopped: cannot look for ended sessions")
+                    }
+                }
+                tokio::time::sleep(every).await;
+            }
+        }))
+    }
+
+    async fn remove_ended(&self, s: &SessionRecord) -> Result<Removal> {
+        let removed = self.inner.runtime.remove_session(&s.id).await?;
+        if !self.inner.store.mark_removed(&s.id, now_ms()).await? {
+            // Resumed meanwhile: its new container makes new volumes; nothing to record.
+            warn!(session = %s.id, "the session was resumed while its container was being removed");
+        }
+        Ok(Removal {
+            session: s.id.clone(),
+            state: s.state,
+            ended_at: s.ended_at,
+            removed,
+        })
+    }
+
+    /// When an ended session's container and volumes were removed, if they were.
+    pub async fn removed_at(&self, id: &str) -> Result<Option<i64>> {
+        Ok(self.inner.store.removed_at(id).await?)
     }
 }
 
@@ -1204,6 +1364,65 @@ mod tests {
             cache_read_tokens: c,
             cache_write_tokens: 0,
         }
+    }
+
+    #[test]
+    fn prune_takes_sessions_ended_at_or_before_the_cutoff() {
+        assert_eq!(prune_cutoff(10_000, Duration::from_secs(3)), 7_000);
+        assert_eq!(prune_cutoff(10_000, Duration::ZERO), 10_000);
+        assert_eq!(prune_cutoff(10_000, Duration::MAX), 10_000 - i64::MAX);
+    }
+
+    #[test]
+    fn keep_stopped_is_checked_hourly_or_more_often_when_shorter() {
+        let h = Duration::from_secs(3600);
+        assert_eq!(prune_interval(Duration::from_secs(7 * 24 * 3600)), h);
+        assert_eq!(prune_interval(h), h);
+        assert_eq!(
+            prune_interval(Duration::from_secs(90)),
+            Duration::from_secs(90)
+        );
+        assert_eq!(
+            prune_interval(Duration::from_millis(10)),
+            Duration::from_secs(1)
+        );
+    }
+
+    #[test]
+    fn a_removal_says_what_went() {
+        let r = |container: Option<&str>, volumes: &[&str]| Removal {
+            session: "abc".into(),
+            state: SessionState::Stopped,
+            ended_at: None,
+            removed: RemovedObjects {
+                container: container.map(String::from),
+                volumes: volumes.iter().map(|v| v.to_string()).collect(),
+            },
+        };
+        assert_eq!(
+            r(
+                Some("firstmate-abc"),
+                &["firstmate-abc-home", "firstmate-abc-workspace"]
+            )
+            .to_string(),
+            "session abc (stopped): removed container firstmate-abc and volumes firstmate-abc-home, firstmate-abc-workspace"
+        );
+        assert_eq!(
+            r(None, &["firstmate-abc-workspace"]).to_string(),
+            "session abc (stopped): removed volume firstmate-abc-workspace"
+        );
+        assert_eq!(
+            r(None, &[]).to_string(),
+            "session abc (stopped): no container or volume was left; marked removed"
+        );
+        let mut ended = r(Some("firstmate-abc"), &[]);
+        ended.ended_at = Some(now_ms() - 90_000);
+        assert!(
+            ended
+                .to_string()
+                .starts_with("session abc (stopped 1m 30s ago): removed container"),
+            "{ended}"
+        );
     }
 
     #[test]

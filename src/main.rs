@@ -102,6 +102,21 @@ enum SessionsCmd {
         /// The session id
         id: String,
     },
+    /// Remove an ended session's container and volumes (its transcript stays)
+    Rm {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// The session id (a stopped or failed session)
+        id: String,
+    },
+    /// Remove the containers and volumes of ended sessions (their transcripts stay)
+    Prune {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Only sessions that ended more than this long ago, like 7d or 12h [default: 0s, every ended session]
+        #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+        older_than: Option<std::time::Duration>,
+    },
 }
 
 /// An error that is the user's to fix in what they typed or configured: exit code 2.
@@ -332,6 +347,7 @@ async fn start_engine(cfg: Arc<Config>) -> anyhow::Result<Engine> {
         tokio::spawn(firstmate::metrics::serve(listener, engine.clone()));
     }
     engine.recover().await?;
+    engine.prune_periodically();
     Ok(engine)
 }
 
@@ -467,13 +483,30 @@ fn session_json(s: &SessionRecord) -> serde_json::Value {
     })
 }
 
+/// What `sessions show` says after the container line when `sessions rm` / `prune`
+/// removed the container and volumes.
+fn removed_note(removed_at: Option<i64>) -> String {
+    match removed_at {
+        Some(ms) => {
+            let at = std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms.max(0) as u64);
+            format!(
+                " (removed with its volumes at {}; the transcript is kept)",
+                humantime::format_rfc3339_seconds(at)
+            )
+        }
+        None => String::new(),
+    }
+}
+
 async fn sessions(cmd: SessionsCmd) -> anyhow::Result<ExitCode> {
     init_logging("warn");
     let arg = match &cmd {
         SessionsCmd::List { config, .. }
         | SessionsCmd::Show { config, .. }
         | SessionsCmd::Stop { config, .. }
-        | SessionsCmd::Logs { config, .. } => config.clone(),
+        | SessionsCmd::Logs { config, .. }
+        | SessionsCmd::Rm { config, .. }
+        | SessionsCmd::Prune { config, .. } => config.clone(),
     };
     let cfg = load_config(&arg)?;
     let store = open_store(&cfg).await?;
@@ -521,20 +554,61 @@ async fn sessions(cmd: SessionsCmd) -> anyhow::Result<ExitCode> {
         SessionsCmd::Show { id, json, .. } => {
             let s = get(id).await?;
             let s = store.session_report(&s.id).await?.unwrap_or(s);
+            let removed_at = store.removed_at(&s.id).await?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&session_json(&s))?);
+                let mut v = session_json(&s);
+                v["container_removed_at_ms"] = serde_json::json!(removed_at);
+                println!("{}", serde_json::to_string_pretty(&v)?);
             } else {
                 println!(
-                    "session: {}\n{}\ncontainer: {}",
+                    "session: {}\n{}\ncontainer: {}{}",
                     s.id,
                     render::status_text(&s),
-                    container_name(&s.id)
+                    container_name(&s.id),
+                    removed_note(removed_at)
                 );
             }
         }
         SessionsCmd::Logs { id, .. } => {
             let s = get(id).await?;
             print!("{}", render::transcript(&store, &s).await?);
+        }
+        SessionsCmd::Rm { id, .. } => {
+            let s = get(id).await?;
+            let rt = connect_docker(&cfg).await?;
+            let engine = Engine::new(store.clone(), rt, Arc::new(cfg));
+            let removal = engine.remove(&s.id).await?;
+            println!("{removal}");
+        }
+        SessionsCmd::Prune { older_than, .. } => {
+            let older_than = older_than.unwrap_or_default();
+            let rt = connect_docker(&cfg).await?;
+            let engine = Engine::new(store.clone(), rt, Arc::new(cfg));
+            let report = engine.prune(older_than).await?;
+            for r in &report.removed {
+                println!("{r}");
+            }
+            for (id, e) in &report.failed {
+                eprintln!("firstmate: session {id}: {e}");
+            }
+            let ago = if older_than.is_zero() {
+                String::new()
+            } else {
+                format!(" more than {} ago", humantime::format_duration(older_than))
+            };
+            println!(
+                "{} ended session(s){ago} cleaned up{}",
+                report.removed.len(),
+                if report.failed.is_empty() {
+                    String::new()
+                } else {
+                    format!(", {} failed", report.failed.len())
+                }
+            );
+            if !report.failed.is_empty() {
+                store.close().await;
+                return Ok(ExitCode::from(1));
+            }
         }
         SessionsCmd::Stop { id, .. } => {
             let s = get(id).await?;

@@ -16,8 +16,8 @@ use bollard::exec::{CreateExecOptions, StartExecOptions};
 use bollard::models::{ContainerCreateBody, HostConfig, Mount, MountType, VolumeCreateRequest};
 use bollard::query_parameters::{
     AttachContainerOptionsBuilder, CreateContainerOptionsBuilder, InspectContainerOptions,
-    ListContainersOptionsBuilder, LogsOptionsBuilder, RemoveContainerOptionsBuilder,
-    StopContainerOptionsBuilder,
+    ListContainersOptionsBuilder, ListVolumesOptionsBuilder, LogsOptionsBuilder,
+    RemoveContainerOptionsBuilder, RemoveVolumeOptions, StopContainerOptionsBuilder,
 };
 use futures_util::StreamExt;
 use tokio::io::AsyncWrite;
@@ -100,6 +100,15 @@ pub struct ManagedContainer {
 }
 
 pub type StdinWriter = Pin<Box<dyn AsyncWrite + Send>>;
+
+/// What [`DockerRuntime::remove_session`] found and removed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RemovedObjects {
+    /// The container's name, when there was one.
+    pub container: Option<String>,
+    /// The volumes' names, sorted.
+    pub volumes: Vec<String>,
+}
 
 #[derive(Clone)]
 pub struct DockerRuntime {
@@ -448,6 +457,66 @@ impl DockerRuntime {
                 source,
             }),
         }
+    }
+
+    /// Removes a session's container (forcefully) and every volume of this instance
+    /// labelled with the session; what was not there is skipped. The caller makes sure
+    /// the session has ended.
+    pub async fn remove_session(&self, session_id: &str) -> Result<RemovedObjects> {
+        let err = |action| {
+            move |source| RuntimeError::Docker {
+                action,
+                session: session_id.to_string(),
+                source,
+            }
+        };
+        let name = container_name(session_id);
+        let opts = RemoveContainerOptionsBuilder::default().force(true).build();
+        let container = match self.docker.remove_container(&name, Some(opts)).await {
+            Ok(()) => Some(name),
+            Err(bollard::errors::Error::DockerResponseServerError {
+                status_code: 404, ..
+            }) => None,
+            Err(source) => return Err(err("remove the container")(source)),
+        };
+        let filters = HashMap::from([(
+            "label".to_string(),
+            vec![
+                format!("{LABEL_MANAGED}=true"),
+                format!("{LABEL_SESSION}={session_id}"),
+                format!("{LABEL_INSTANCE}={}", self.instance),
+            ],
+        )]);
+        let opts = ListVolumesOptionsBuilder::default()
+            .filters(&filters)
+            .build();
+        let listed = self
+            .docker
+            .list_volumes(Some(opts))
+            .await
+            .map_err(err("list volumes"))?;
+        let mut names: Vec<String> = listed
+            .volumes
+            .unwrap_or_default()
+            .into_iter()
+            .map(|v| v.name)
+            .collect();
+        names.sort();
+        let mut volumes = Vec::with_capacity(names.len());
+        for v in names {
+            match self
+                .docker
+                .remove_volume(&v, None::<RemoveVolumeOptions>)
+                .await
+            {
+                Ok(()) => volumes.push(v),
+                Err(bollard::errors::Error::DockerResponseServerError {
+                    status_code: 404, ..
+                }) => {}
+                Err(source) => return Err(err("remove a volume")(source)),
+            }
+        }
+        Ok(RemovedObjects { container, volumes })
     }
 
     /// The containers of this instance.

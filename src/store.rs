@@ -213,6 +213,10 @@ fn migrations(backend: Backend) -> Vec<Migration> {
         Backend::Sqlite => include_str!("../migrations/sqlite/0003_status_ref.sql"),
         Backend::Postgres => include_str!("../migrations/postgres/0003_status_ref.sql"),
     };
+    let removed_at = match backend {
+        Backend::Sqlite => include_str!("../migrations/sqlite/0004_removed_at.sql"),
+        Backend::Postgres => include_str!("../migrations/postgres/0004_removed_at.sql"),
+    };
     vec![
         Migration::new(
             1,
@@ -233,6 +237,13 @@ fn migrations(backend: Backend) -> Vec<Migration> {
             Cow::Borrowed("status_ref"),
             MigrationType::Simple,
             status_ref.into_sql_str(),
+            false,
+        ),
+        Migration::new(
+            4,
+            Cow::Borrowed("removed_at"),
+            MigrationType::Simple,
+            removed_at.into_sql_str(),
             false,
         ),
     ]
@@ -661,6 +672,60 @@ impl Store {
     /// What a user's sessions used since `since_ms`.
     pub async fn user_api_usage(&self, owner: &str, since_ms: i64) -> Result<ApiUsage> {
         self.sum_api_usage("owner", owner, since_ms).await
+    }
+
+    // --- cleanup ----------------------------------------------------------------
+
+    /// Ended sessions of an instance that ended at or before `ended_before` (ms since
+    /// the epoch) and whose container and volumes were not removed since, oldest end
+    /// first: what `sessions prune` and `sessions.keep_stopped` remove.
+    pub async fn prunable_sessions(
+        &self,
+        instance: &str,
+        ended_before: i64,
+    ) -> Result<Vec<SessionRecord>> {
+        let sql = format!(
+            "SELECT {SESSION_COLUMNS} FROM sessions WHERE instance = $1 \
+             AND state IN ('stopped', 'failed') AND ended_at IS NOT NULL AND ended_at <= $2 \
+             AND (removed_at IS NULL OR removed_at < ended_at) ORDER BY ended_at, id"
+        );
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(instance)
+            .bind(ended_before)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(session_from_row).collect()
+    }
+
+    /// Records that an ended session's container and volumes were removed at `at`, and
+    /// forgets its agent conversation, which lived in the removed home volume (a
+    /// `resume` starts a new one). False when the session is not ended (any more).
+    pub async fn mark_removed(&self, id: &str, at: i64) -> Result<bool> {
+        let done = sqlx::query(
+            "UPDATE sessions SET removed_at = $2, agent_session_id = NULL \
+             WHERE id = $1 AND state IN ('stopped', 'failed')",
+        )
+        .bind(id)
+        .bind(at)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    /// When an ended session's container and volumes were removed, if they were since
+    /// it last ended.
+    pub async fn removed_at(&self, id: &str) -> Result<Option<i64>> {
+        let row = sqlx::query(
+            "SELECT removed_at FROM sessions WHERE id = $1 AND state IN ('stopped', 'failed') \
+             AND removed_at IS NOT NULL AND (ended_at IS NULL OR removed_at >= ended_at)",
+        )
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?;
+        match row {
+            Some(r) => Ok(r.try_get::<Option<i64>, _>("removed_at")?),
+            None => Ok(None),
+        }
     }
 
     // --- metrics ----------------------------------------------------------------
@@ -1241,6 +1306,75 @@ mod tests {
                 .expect("sum")
                 .calls,
             0
+        );
+        store.close().await;
+    }
+
+    #[tokio::test]
+    async fn prune_finds_ended_sessions_until_removed_and_again_after_a_new_end() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let url = format!("sqlite://{}", dir.path().join("t.db").display());
+        let store = Store::connect(&url).await.expect("connect");
+        let session = |id: &str, instance: &str| {
+            SessionRecord::new_queued(
+                id.into(),
+                instance.into(),
+                "scripted".into(),
+                "claude".into(),
+                "img".into(),
+                "alice".into(),
+                "console".into(),
+                "console".into(),
+                "p".into(),
+            )
+        };
+        let end = |s: &mut SessionRecord, state: SessionState, at: i64| {
+            s.state = state;
+            s.ended_at = Some(at);
+            s.agent_session_id = Some("conv".into());
+        };
+        let mut old = session("old", "i");
+        let mut new = session("new", "i");
+        let mut live = session("live", "i");
+        let mut other = session("other", "j");
+        for s in [&old, &new, &live, &other] {
+            store.insert_session(s).await.expect("insert");
+        }
+        end(&mut old, SessionState::Failed, 1_000);
+        end(&mut new, SessionState::Stopped, 5_000);
+        end(&mut other, SessionState::Stopped, 1_000);
+        live.state = SessionState::Waiting;
+        for s in [&mut old, &mut new, &mut live, &mut other] {
+            store.commit(s, Vec::new()).await.expect("commit");
+        }
+        let ids = |v: Vec<SessionRecord>| v.into_iter().map(|s| s.id).collect::<Vec<_>>();
+        let prunable = |before| store.prunable_sessions("i", before);
+        assert_eq!(ids(prunable(2_000).await.expect("list")), vec!["old"]);
+        assert_eq!(
+            ids(prunable(9_000).await.expect("list")),
+            vec!["old", "new"]
+        );
+
+        assert_eq!(store.removed_at("old").await.expect("get"), None);
+        assert!(store.mark_removed("old", 6_000).await.expect("mark"));
+        assert!(!store.mark_removed("live", 6_000).await.expect("mark"));
+        assert_eq!(store.removed_at("old").await.expect("get"), Some(6_000));
+        assert_eq!(store.removed_at("live").await.expect("get"), None);
+        let back = store.session("old").await.expect("get").expect("exists");
+        assert_eq!(
+            back.agent_session_id, None,
+            "the conversation was in the volume"
+        );
+        assert_eq!(ids(prunable(9_000).await.expect("list")), vec!["new"]);
+
+        // Resumed and ended again: it has a container again, until the next removal.
+        let mut old = back;
+        end(&mut old, SessionState::Stopped, 7_000);
+        store.commit(&mut old, Vec::new()).await.expect("commit");
+        assert_eq!(store.removed_at("old").await.expect("get"), None);
+        assert_eq!(
+            ids(prunable(9_000).await.expect("list")),
+            vec!["new", "old"]
         );
         store.close().await;
     }

@@ -109,6 +109,8 @@ fn every_subcommand_has_help() {
         vec!["sessions", "show", "--help"],
         vec!["sessions", "stop", "--help"],
         vec!["sessions", "logs", "--help"],
+        vec!["sessions", "rm", "--help"],
+        vec!["sessions", "prune", "--help"],
         vec!["migrate", "--help"],
         vec!["config", "--help"],
     ] {

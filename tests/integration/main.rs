@@ -4,6 +4,7 @@
 
 mod burst;
 mod claude_real;
+mod cleanup;
 mod cli;
 mod codex_real;
 mod console;
