@@ -619,6 +619,8 @@ mod tests {
         delivered: Vec<i64>,
         /// Fail this many sends first.
         fail: usize,
+        /// Then never answer this many sends.
+        hang: usize,
         next_id: usize,
     }
 
@@ -665,11 +667,20 @@ mod tests {
     impl Sink for Recorder {
         async fn send(&self, op: &Op) -> Result<Option<String>, String> {
             tokio::time::sleep(self.latency).await;
-            let mut log = self.log.lock().unwrap();
-            if log.fail > 0 {
-                log.fail -= 1;
-                return Err("M_LIMIT_EXCEEDED".into());
+            let hang = {
+                let mut log = self.log.lock().unwrap();
+                if log.fail > 0 {
+                    log.fail -= 1;
+                    return Err("M_LIMIT_EXCEEDED".into());
+                }
+                let hang = log.hang > 0;
+                log.hang = log.hang.saturating_sub(1);
+                hang
+            };
+            if hang {
+                std::future::pending::<()>().await;
             }
+            let mut log = self.log.lock().unwrap();
             log.ops.push((self.start.elapsed(), op.clone()));
             Ok(match op {
                 Op::PostStatus { .. } => Some("$status".into()),
@@ -699,6 +710,23 @@ mod tests {
             rec.clone(),
         ));
         (tx, task)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_send_that_never_answers_is_given_up_and_tried_again() {
+        let rec = Recorder::new(Duration::from_millis(10));
+        rec.log.lock().unwrap().hang = 1;
+        let (tx, task) = start(Limits::default(), &rec);
+        tx.send(block(1, "hi")).unwrap();
+        tokio::time::sleep(SEND_TIMEOUT / 2).await;
+        assert!(rec.ops().is_empty(), "{:?}", rec.ops());
+        tokio::time::sleep(SEND_TIMEOUT).await;
+        drop(tx);
+        task.await.unwrap();
+        let ops = rec.ops();
+        assert!(ops.iter().all(|(t, _)| *t >= SEND_TIMEOUT), "{ops:?}");
+        assert_eq!(rec.messages(), ["hi"]);
+        assert_eq!(rec.log.lock().unwrap().delivered, [1]);
     }
 
     #[tokio::test(start_paused = true)]

@@ -48,7 +48,7 @@ pub enum RestError {
         code: Option<i64>,
         message: String,
     },
-    #[error("Discord did not answer {method} {route} within {}s (rate-limit waits included); the call was given up", .waited.as_secs())]
+    #[error("Discord did not answer {method} {route} within {} (rate-limit waits included); the call was given up", humantime::format_duration(*.waited))]
     Timeout {
         method: String,
         route: String,
@@ -89,6 +89,8 @@ struct Inner {
     /// request of it is in flight.
     states: std::sync::Mutex<HashMap<String, Arc<Mutex<Bucket>>>>,
     global_until: std::sync::Mutex<Option<Instant>>,
+    /// The longest one call may take, waits included.
+    deadline: Duration,
 }
 
 /// The route key of a path: its major parameters (channel, guild, webhook) kept, the
@@ -124,6 +126,12 @@ fn secs(s: f64) -> Duration {
 impl Rest {
     /// A client for `base_url` (`https://discord.com`, a REST proxy, or a test double).
     pub fn new(base_url: &str, token: &str) -> Rest {
+        Rest::with_deadline(base_url, token, CALL_DEADLINE)
+    }
+
+    /// Like [`Rest::new`], with calls given up after `deadline` instead of
+    /// [`CALL_DEADLINE`].
+    pub fn with_deadline(base_url: &str, token: &str, deadline: Duration) -> Rest {
         let token = token.trim();
         let token = if token.starts_with("Bot ") {
             token.to_string()
@@ -143,6 +151,7 @@ impl Rest {
                 buckets: std::sync::Mutex::new(HashMap::new()),
                 states: std::sync::Mutex::new(HashMap::new()),
                 global_until: std::sync::Mutex::new(None),
+                deadline,
             }),
         }
     }
@@ -167,7 +176,7 @@ impl Rest {
     }
 
     /// One call: JSON in, JSON out (`Value::Null` for 204), rate limits honoured, and
-    /// given up (logged at WARN) after [`CALL_DEADLINE`].
+    /// given up (logged at WARN) after the client's deadline ([`CALL_DEADLINE`]).
     pub async fn call(
         &self,
         method: reqwest::Method,
@@ -175,20 +184,18 @@ impl Rest {
         body: Option<Value>,
         file: Option<&File>,
     ) -> Result<Value, RestError> {
-        match tokio::time::timeout(
-            CALL_DEADLINE,
-            self.call_inner(method.clone(), path, body, file),
-        )
-        .await
+        let deadline = self.inner.deadline;
+        match tokio::time::timeout(deadline, self.call_inner(method.clone(), path, body, file))
+            .await
         {
             Ok(r) => r,
             Err(_) => {
                 let route = route_key(method.as_str(), path);
-                warn!(%route, waited_s = CALL_DEADLINE.as_secs(), "a Discord call took too long: given up");
+                warn!(%route, waited_ms = deadline.as_millis() as u64, "a Discord call took too long: given up");
                 Err(RestError::Timeout {
                     method: method.to_string(),
                     route,
-                    waited: CALL_DEADLINE,
+                    waited: deadline,
                 })
             }
         }
@@ -417,6 +424,44 @@ fn multipart(boundary: &str, payload: &Value, file: &File) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A server that takes connections and never answers.
+    fn silent_server() -> (String, std::net::TcpListener) {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        (format!("http://{}", l.local_addr().expect("addr")), l)
+    }
+
+    #[tokio::test]
+    async fn a_call_that_gets_no_answer_is_given_up_at_its_deadline() {
+        let (base, _keep) = silent_server();
+        let rest = Rest::with_deadline(&base, "t", Duration::from_millis(300));
+        let started = std::time::Instant::now();
+        let r = rest.get("/users/@me").await;
+        assert!(
+            matches!(r, Err(RestError::Timeout { ref route, .. }) if route == "GET /users/@me"),
+            "{r:?}"
+        );
+        // A hang guard, not a timing assertion: without a deadline this never returns.
+        assert!(started.elapsed() < Duration::from_secs(20));
+        assert!(r.unwrap_err().to_string().contains("GET /users/@me"));
+    }
+
+    #[tokio::test]
+    async fn a_wait_for_an_empty_bucket_counts_against_the_deadline() {
+        let (base, _keep) = silent_server();
+        let rest = Rest::with_deadline(&base, "t", Duration::from_millis(200));
+        // The bucket is empty for an hour: the call gives up instead of waiting it out.
+        {
+            let state = rest.state_of("POST /channels/1/messages", "1");
+            let mut b = state.lock().await;
+            b.remaining = Some(0);
+            b.reset_at = Some(Instant::now() + Duration::from_secs(3600));
+        }
+        let r = rest
+            .post("/channels/1/messages", json!({"content": "x"}))
+            .await;
+        assert!(matches!(r, Err(RestError::Timeout { .. })), "{r:?}");
+    }
 
     #[test]
     fn routes_keep_their_major_parameters_and_mask_the_rest() {
