@@ -1429,8 +1429,13 @@ mod tests {
     #[test]
     fn the_example_config_loads() {
         let text = include_str!("../bot.example.toml");
-        let env = |k: &str| Some(format!("value-of-{k}"));
+        // Every secret set; DOCKER_HOST as compose sets it, which the example leaves be.
+        let env = |k: &str| match k {
+            "DOCKER_HOST" => Some("tcp://socket-proxy:2375".to_string()),
+            _ => Some(format!("value-of-{k}")),
+        };
         let c = Config::from_str(text, "bot.example.toml", Path::new("/srv"), &env).unwrap();
+        assert_eq!(c.docker.host, "tcp://socket-proxy:2375");
         assert!(c.matrix.is_some() && c.discord.is_some() && c.gateway.is_some());
         assert!(c.agents.contains_key("scripted"));
         c.check_secrets().unwrap();
