@@ -1429,10 +1429,65 @@ mod tests {
     #[test]
     fn the_example_config_loads() {
         let text = include_str!("../bot.example.toml");
-        let env = |k: &str| Some(format!("value-of-{k}"));
+        // Every secret set; DOCKER_HOST as compose sets it, which the example leaves be.
+        let env = |k: &str| match k {
+            "DOCKER_HOST" => Some("tcp://socket-proxy:2375".to_string()),
+            _ => Some(format!("value-of-{k}")),
+        };
         let c = Config::from_str(text, "bot.example.toml", Path::new("/srv"), &env).unwrap();
+        assert_eq!(c.docker.host, "tcp://socket-proxy:2375");
         assert!(c.matrix.is_some() && c.discord.is_some() && c.gateway.is_some());
         assert!(c.agents.contains_key("scripted"));
+        c.check_secrets().unwrap();
+    }
+
+    /// deploy/bot.toml, as docker-compose.yml mounts it at /etc/firstmate/bot.toml: every
+    /// path on the data volume, Docker through the proxy even when DOCKER_HOST says
+    /// otherwise, the gateway where workers reach it; and with its front ends uncommented
+    /// (as a user does), the Matrix store on the volume too.
+    #[test]
+    fn the_compose_config_loads_and_keeps_its_data_on_the_volume() {
+        let text = include_str!("../deploy/bot.toml");
+        let base = Path::new("/etc/firstmate");
+        let env = |k: &str| match k {
+            "DOCKER_HOST" => Some("unix:///elsewhere.sock".to_string()),
+            _ => Some(format!("value-of-{k}")),
+        };
+        let c = Config::from_str(text, "bot.toml", base, &env).unwrap();
+        assert_eq!(c.database_url, "sqlite:///var/lib/firstmate/firstmate.db");
+        assert_eq!(c.docker.host, "tcp://socket-proxy:2375");
+        assert_eq!(c.docker.network.as_deref(), Some("firstmate-workers"));
+        let g = c.gateway.as_ref().expect("[gateway]");
+        assert_eq!(g.url, "http://firstmate:8787");
+        assert_eq!(g.listen.to_string(), "0.0.0.0:8787");
+        assert_eq!(
+            c.metrics.as_ref().expect("[metrics]").listen.to_string(),
+            "0.0.0.0:9464"
+        );
+        assert!(c.agents.contains_key("scripted") && c.agents.contains_key("claude"));
+        c.check_secrets().unwrap();
+
+        // The commented front ends and repository, uncommented (tables and `key = value`
+        // lines; not the alternatives commented twice), load as well.
+        let is_key = |k: &str| k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+        let uncommented: String = text
+            .lines()
+            .map(|l| match l.strip_prefix("# ") {
+                Some(rest)
+                    if rest.starts_with('[')
+                        || rest.split_once(" = ").is_some_and(|(k, _)| is_key(k)) =>
+                {
+                    rest
+                }
+                _ => l,
+            })
+            .collect::<Vec<_>>()
+            .join("\n");
+        let c = Config::from_str(&uncommented, "bot.toml", base, &env).unwrap();
+        let m = c.matrix.as_ref().expect("[matrix] uncommented");
+        assert_eq!(m.store_path, Path::new("/var/lib/firstmate/matrix-store"));
+        assert!(c.discord.is_some() && c.repos.contains_key("demo"));
+        assert!(c.gateway.as_ref().unwrap().openai.is_some());
         c.check_secrets().unwrap();
     }
 
