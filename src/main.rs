@@ -243,14 +243,12 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let engine = start_engine(cfg).await?;
             let owner = env_lookup("USER").unwrap_or_else(|| "console".into());
             let cwd = current_dir()?;
-            let outcome = console::Console::new(engine.clone(), owner, cwd)
-                .run(tokio::io::stdin())
-                .await?;
+            let outcome =
+                console::Console::new(engine.clone(), owner, cwd, Arc::new(console::ProcessOutput))
+                    .run(tokio::io::stdin())
+                    .await?;
             engine.store().close().await;
-            Ok(match outcome {
-                console::Outcome::Clean => ExitCode::SUCCESS,
-                console::Outcome::HadErrors => ExitCode::from(2),
-            })
+            Ok(ExitCode::from(outcome.exit_code()))
         }
         Cmd::Run(arg) => {
             init_logging(&format!("info,serenity=warn,{}", matrix::LOG_FILTER));
