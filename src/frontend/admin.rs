@@ -14,8 +14,9 @@
 //!    to standard output and standard error, and `Exit` (one byte: 0 every line
 //!    accepted, 2 one refused, 1 a failure or a refusal of the connection) ends it.
 //!
-//! A client that closes the connection ends its console at once (its sessions go on,
-//! and what the console could not write is shown to the next one). One console at a time:
+//! A client that closes the connection ends its console (like a killed console: the line
+//! being handled is finished, the lines after it are dropped; its sessions go on, and what
+//! it could not write is shown to the next console). One console at a time:
 //! a second client is refused. Only the socket's owner may use it: the file is 0600, and
 //! the peer's uid is checked on every connection.
 
@@ -319,9 +320,18 @@ impl Drop for Slot {
 /// The console's output, as frames to its client.
 struct ClientSink {
     conn: Mutex<OwnedWriteHalf>,
+    /// The client closed the connection.
+    closed: AtomicBool,
 }
 
 impl ClientSink {
+    fn new(conn: OwnedWriteHalf) -> ClientSink {
+        ClientSink {
+            conn: Mutex::new(conn),
+            closed: AtomicBool::new(false),
+        }
+    }
+
     async fn send(&self, frame: &Frame) -> io::Result<()> {
         write_frame(&mut *self.conn.lock().await, frame).await
     }
@@ -342,6 +352,9 @@ impl Sink for ClientSink {
         text: &'a str,
     ) -> Pin<Box<dyn Future<Output = io::Result<()>> + Send + 'a>> {
         Box::pin(async move {
+            if self.closed.load(Ordering::SeqCst) {
+                return Err(io::ErrorKind::BrokenPipe.into());
+            }
             let mut conn = self.conn.lock().await;
             for chunk in text.as_bytes().chunks(MAX_FRAME) {
                 let frame = match stream {
@@ -352,6 +365,10 @@ impl Sink for ClientSink {
             }
             conn.flush().await
         })
+    }
+
+    fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::SeqCst)
     }
 }
 
@@ -469,15 +486,15 @@ async fn serve_client(
 ) -> Result<(), AdminError> {
     let peer = stream.peer_cred()?;
     let (rd, wr) = stream.into_split();
-    let out = Arc::new(ClientSink {
-        conn: Mutex::new(wr),
-    });
+    let out = Arc::new(ClientSink::new(wr));
     if peer.uid() != owner {
         tracing::warn!(
             uid = peer.uid(),
             "admin socket: refused a console of another user"
         );
-        out.refuse("only the user that runs the service may use its admin socket")
+        out.refuse(
+            "only the user that runs the service may use its admin socket: run the console as that user",
+        )
             .await;
         return Ok(());
     }
@@ -533,14 +550,19 @@ async fn serve_client(
     let _reader = AbortOnDrop(tokio::spawn(forward_input(rd, tx, left_tx)));
     let console = Console::new(engine, user, PathBuf::from(hello.cwd), out.clone());
     let input = ChannelReader::new(rx);
+    let run = console.run(input);
+    tokio::pin!(run);
     let outcome = tokio::select! {
-        r = console.run(input) => r,
+        r = &mut run => r,
         _ = left_rx => {
-            tracing::info!("the console left; its sessions go on");
-            return Ok(());
+            // Not dropped mid-line (an engine call half done would stay so in this
+            // service): the console stops at its next safe point.
+            out.closed.store(true, Ordering::SeqCst);
+            run.await
         }
     };
     match outcome {
+        _ if out.is_closed() => tracing::info!("the console left; its sessions go on"),
         Ok(Outcome::Left) => tracing::info!("the console left; its sessions go on"),
         Ok(o) => {
             tracing::info!(exit = o.exit_code(), "console ended");
@@ -793,9 +815,7 @@ mod tests {
     async fn a_refused_client_prints_why_and_gets_exit_1() {
         let (service, client) = UnixStream::pair().expect("pair");
         let (_rd, wr) = service.into_split();
-        let sink = ClientSink {
-            conn: Mutex::new(wr),
-        };
+        let sink = ClientSink::new(wr);
         sink.refuse("another `firstmate console` is connected")
             .await;
         let (mut out, mut err) = (Vec::new(), Vec::new());

@@ -73,6 +73,13 @@ pub trait Sink: Send + Sync {
         stream: Stream,
         text: &'a str,
     ) -> Pin<Box<dyn Future<Output = std::io::Result<()>> + Send + 'a>>;
+
+    /// Whether the reader is known to be gone without a write (a client that closed its
+    /// connection): the console then stops at its next safe point, between two lines,
+    /// instead of being dropped in the middle of one.
+    fn is_closed(&self) -> bool {
+        false
+    }
 }
 
 /// The process's own standard output and standard error.
@@ -127,7 +134,7 @@ impl Output {
     }
 
     fn gone(&self) -> bool {
-        self.gone.load(Ordering::SeqCst)
+        self.gone.load(Ordering::SeqCst) || self.sink.is_closed()
     }
 }
 
@@ -255,6 +262,9 @@ impl Console {
                 Ok(Command::Prompt(_)) => self.handle(&line).await,
                 _ => {
                     self.wait_idle(index, &mut intr_rx, &mut done).await?;
+                    if self.out.gone() {
+                        return Ok(Outcome::Left);
+                    }
                     // What the turn printed comes before this command's answer.
                     flush(&flush_tx).await;
                     self.handle(&line).await;
