@@ -179,8 +179,9 @@ fn a_console_next_to_a_running_service_is_its_client() {
     assert!(log.contains("console connected"), "{log}");
     assert_eq!(env.session(&id)["state"], "stopped");
 
-    // A refused line: its error on stderr, the lines after it still run, exit 2.
-    let out = env.console(&format!("use {id}\nuse no-such-session\nstatus\n"));
+    // A refused line: its error on stderr, the lines after it still run, exit 2. `logs`
+    // writes the transcript into the console's folder, not the service's.
+    let out = env.console(&format!("use {id}\nuse no-such-session\nstatus\nlogs\n"));
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -199,6 +200,29 @@ fn a_console_next_to_a_running_service_is_its_client() {
     assert!(
         lines_of(&all, &id).iter().any(|l| l.contains("stopped")),
         "the status after the refused line is missing:\n{}",
+        text(&out)
+    );
+
+    let transcript = env.path().join(format!("firstmate-{id}-transcript.md"));
+    assert!(
+        std::fs::read_to_string(&transcript).is_ok_and(|t| t.contains("42")),
+        "no transcript at {}:\n{}",
+        transcript.display(),
+        text(&out)
+    );
+
+    // A line that is not UTF-8 is refused by its number.
+    let out = crate::console::console_bytes(&env, b"new say one\n\xff\xfe bad\nsay two\nstop\n");
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("line 2: not UTF-8"),
+        "{}",
+        text(&out)
+    );
+    let (_, lines) = session_lines(&out);
+    assert!(
+        lines.iter().any(|l| l == "one") && lines.iter().any(|l| l == "two"),
+        "{}",
         text(&out)
     );
 
