@@ -1480,6 +1480,9 @@ mod tests {
         let c = Config::from_str(text, "bot.example.toml", Path::new("/srv"), &env).unwrap();
         assert!(c.matrix.is_some() && c.discord.is_some() && c.gateway.is_some());
         assert!(c.agents.contains_key("scripted"));
+        // The example's admin socket is the default one, written out.
+        let default = Config::from_str("", "bot.toml", Path::new("/srv"), &no_env).unwrap();
+        assert_eq!(c.admin.socket, default.admin.socket);
         c.check_secrets().unwrap();
     }
 
