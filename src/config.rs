@@ -168,6 +168,16 @@ pub struct Config {
     pub gateway: Option<GatewayConfig>,
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub repos: BTreeMap<String, RepoConfig>,
+    pub admin: AdminConfig,
+}
+
+/// `[admin]`: the local socket on which `firstmate run` serves `firstmate console`.
+#[derive(Debug, Clone, Serialize)]
+pub struct AdminConfig {
+    /// `socket`; by default `<database file>.admin.sock` beside a SQLite database, else
+    /// `firstmate.admin.sock` in the config file's folder.
+    #[serde(serialize_with = "ser_path")]
+    pub socket: PathBuf,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -324,6 +334,13 @@ struct RawConfig {
     gateway: Option<RawGateway>,
     #[serde(default)]
     repos: BTreeMap<String, RawRepo>,
+    admin: Option<RawAdmin>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAdmin {
+    socket: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -804,6 +821,32 @@ fn database_url(ctx: &Ctx, v: Option<Spanned<String>>) -> Result<String, ConfigE
     ))
 }
 
+/// `[admin] socket`, or its default: `<file>.admin.sock` beside a SQLite database file,
+/// else (PostgreSQL, in-memory SQLite) `firstmate.admin.sock` in the config's folder.
+fn admin_socket(
+    ctx: &Ctx,
+    v: Option<Spanned<String>>,
+    database_url: &str,
+) -> Result<PathBuf, ConfigError> {
+    if let Some(v) = v {
+        if v.get_ref().trim().is_empty() {
+            return Err(ctx.err(
+                Some(v.span()),
+                "admin.socket is empty: expected a path, like \"firstmate.admin.sock\"",
+            ));
+        }
+        return Ok(ctx.resolve_path(v.get_ref()));
+    }
+    let file = database_url
+        .strip_prefix("sqlite://")
+        .map(|rest| rest.split_once('?').map_or(rest, |(path, _)| path))
+        .filter(|path| *path != ":memory:" && !path.is_empty());
+    Ok(match file {
+        Some(path) => PathBuf::from(format!("{path}.admin.sock")),
+        None => ctx.base_dir.join("firstmate.admin.sock"),
+    })
+}
+
 fn sqlite_url(path: &Path) -> String {
     format!("sqlite://{}", path.display())
 }
@@ -931,6 +974,9 @@ impl Config {
         })?;
 
         let database_url = database_url(&ctx, raw.database.and_then(|d| d.url))?;
+        let admin = AdminConfig {
+            socket: admin_socket(&ctx, raw.admin.and_then(|a| a.socket), &database_url)?,
+        };
 
         let docker = raw.docker.unwrap_or(RawDocker {
             host: None,
@@ -1286,6 +1332,7 @@ impl Config {
             metrics,
             gateway,
             repos,
+            admin,
         })
     }
 
@@ -1438,6 +1485,9 @@ mod tests {
         assert_eq!(c.docker.host, "tcp://socket-proxy:2375");
         assert!(c.matrix.is_some() && c.discord.is_some() && c.gateway.is_some());
         assert!(c.agents.contains_key("scripted"));
+        // The example's admin socket is the default one, written out.
+        let default = Config::from_str("", "bot.toml", Path::new("/srv"), &no_env).unwrap();
+        assert_eq!(c.admin.socket, default.admin.socket);
         c.check_secrets().unwrap();
     }
 
@@ -1638,6 +1688,42 @@ mod tests {
         assert_eq!(c.database_url, "sqlite:///var/lib/fm.db");
         let c = parse("[database]\nurl = \"postgres://u@h/db\"\n").unwrap();
         assert_eq!(c.database_url, "postgres://u@h/db");
+    }
+
+    #[test]
+    fn the_admin_socket_sits_beside_the_database_or_where_configured() {
+        let socket = |text: &str| parse(text).unwrap().admin.socket;
+        assert_eq!(
+            socket(""),
+            Path::new("/etc/firstmate/firstmate.db.admin.sock")
+        );
+        assert_eq!(
+            socket("[database]\nurl = \"sqlite://data/fm.db?mode=rwc\"\n"),
+            Path::new("/etc/firstmate/data/fm.db.admin.sock")
+        );
+        for url in ["postgres://u@h/db", "sqlite::memory:", "sqlite://:memory:"] {
+            assert_eq!(
+                socket(&format!("[database]\nurl = \"{url}\"\n")),
+                Path::new("/etc/firstmate/firstmate.admin.sock"),
+                "{url}"
+            );
+        }
+        assert_eq!(
+            socket("[admin]\nsocket = \"run/fm.sock\"\n"),
+            Path::new("/etc/firstmate/run/fm.sock")
+        );
+        assert_eq!(
+            socket("[admin]\nsocket = \"/run/firstmate/admin.sock\"\n"),
+            Path::new("/run/firstmate/admin.sock")
+        );
+        assert!(err("[admin]\nsocket = \"\"\n").contains("admin.socket"));
+        assert!(err("[admin]\npath = \"x\"\n").contains("path"));
+        assert!(
+            parse("")
+                .unwrap()
+                .render_effective()
+                .contains("[admin]\nsocket = \"/etc/firstmate/firstmate.db.admin.sock\"")
+        );
     }
 
     #[test]

@@ -15,6 +15,8 @@
 //! - [`gateway`]: the model gateway: per-session tokens swapped for the real credential,
 //!   responses streamed through and metered; the only holder of model credentials.
 //! - [`frontend`]: the console front end and the renderer the front ends share.
+//! - [`frontend::admin`]: the admin socket on which `firstmate run` serves the console, and
+//!   the client `firstmate console` becomes when a service answers there.
 //! - [`frontend::matrix`]: the Matrix front end; the only module that imports matrix_sdk.
 //! - [`frontend::discord`]: the Discord front end (serenity); the only module that imports
 //!   serenity.

@@ -10,7 +10,7 @@ use clap::{Args, Parser, Subcommand};
 use firstmate::config::{Config, ConfigError};
 use firstmate::engine::Engine;
 use firstmate::event::SessionState;
-use firstmate::frontend::{console, discord, matrix, render};
+use firstmate::frontend::{admin, console, discord, matrix, render};
 use firstmate::proxy;
 use firstmate::runtime::{DockerRuntime, container_name};
 use firstmate::store::{SessionRecord, Store};
@@ -240,22 +240,36 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Cmd::Console(arg) => {
             init_logging("warn");
             let cfg = Arc::new(load_config(&arg)?);
-            let engine = start_engine(cfg).await?;
             let owner = env_lookup("USER").unwrap_or_else(|| "console".into());
             let cwd = current_dir()?;
-            let outcome = console::Console::new(engine.clone(), owner, cwd)
-                .run(tokio::io::stdin())
+            // A running `firstmate run` on this config serves the console itself.
+            if let Some(conn) = admin::connect(&cfg.admin.socket).await? {
+                let code = admin::run_client(
+                    conn,
+                    admin::stdin(),
+                    &owner,
+                    &cwd,
+                    tokio::io::stdout(),
+                    tokio::io::stderr(),
+                )
                 .await?;
+                return Ok(ExitCode::from(code));
+            }
+            let engine = start_engine(cfg).await?;
+            let outcome =
+                console::Console::new(engine.clone(), owner, cwd, Arc::new(console::ProcessOutput))
+                    .run(tokio::io::stdin())
+                    .await?;
             engine.store().close().await;
-            Ok(match outcome {
-                console::Outcome::Clean => ExitCode::SUCCESS,
-                console::Outcome::HadErrors => ExitCode::from(2),
-            })
+            Ok(ExitCode::from(outcome.exit_code()))
         }
         Cmd::Run(arg) => {
             init_logging(&format!("info,serenity=warn,{}", matrix::LOG_FILTER));
             let cfg = Arc::new(load_config(&arg)?);
             cfg.check_secrets()?;
+            // Claim the admin socket first: a second `run` on this database stops here, and
+            // a console started from now on waits for this service instead of running its own.
+            let admin = admin::AdminSocket::bind(&cfg.admin.socket).await?;
             // Log in first: a bad credential stops here, before any container is touched.
             let matrix = match cfg.matrix.clone() {
                 Some(m) => Some(matrix::MatrixFrontend::connect(m).await?),
@@ -272,11 +286,16 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 tracing::warn!(
                     "no front end is configured (neither [matrix] nor [discord] in {}): firstmate \
                      serves only the model gateway and metrics, and no chat reaches it; add a \
-                     [matrix] or [discord] table (see bot.example.toml), or use `firstmate console`",
+                     [matrix] or [discord] table (see bot.example.toml), or use `firstmate console`, \
+                     which connects to this service",
                     cfg.file_name()
                 );
             }
             let engine = start_engine(cfg).await?;
+            tracing::info!(
+                socket = %admin.path().display(),
+                "admin socket listening (`firstmate console` connects to this service)"
+            );
             tracing::info!(
                 "firstmate is running; stop it with Ctrl-C or SIGTERM (sessions keep running)"
             );
@@ -295,6 +314,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             tokio::select! {
                 r = matrix_run => r?,
                 r = discord_run => r?,
+                _ = admin.serve(engine.clone()) => {}
                 _ = shutdown_signal() => {}
             }
             tracing::info!(

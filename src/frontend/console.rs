@@ -1,6 +1,8 @@
 //! The console front end: the chat grammar on standard input, every session's output on
 //! standard output, each line prefixed with `[<session id>] `. For trying firstmate
-//! without a chat account, and for scripts.
+//! without a chat account, and for scripts. It writes through a [`Sink`]: the process's
+//! own stdout and stderr ([`ProcessOutput`]), or a client of `firstmate run`'s admin
+//! socket (`frontend::admin`).
 //!
 //! Lines are taken in order: a line read while a turn runs waits for that turn to end
 //! (except `interrupt`, which acts at once). At end of input the console waits until none
@@ -8,8 +10,12 @@
 //! first shows what its sessions printed meanwhile.
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::io::Write;
 use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use tokio::io::{AsyncBufReadExt, BufReader};
@@ -31,6 +37,115 @@ pub enum Outcome {
     Clean,
     /// At least one line was refused (bad command, unknown agent...).
     HadErrors,
+    /// Nobody reads the output any more (a client of the admin socket went away): the
+    /// console stopped early, and what it could not write stays undelivered.
+    Left,
+}
+
+impl Outcome {
+    /// The console's exit code: 0 when every line was accepted, 2 when one was refused,
+    /// 1 when it stopped early.
+    pub fn exit_code(self) -> u8 {
+        match self {
+            Outcome::Clean => 0,
+            Outcome::HadErrors => 2,
+            Outcome::Left => 1,
+        }
+    }
+}
+
+/// Which of the console's two streams a text goes to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stream {
+    /// Session output and answers: standard output.
+    Out,
+    /// Refused lines: standard error.
+    Err,
+}
+
+/// Where a console writes.
+pub trait Sink: Send + Sync {
+    /// Writes `text` (whole lines) to `stream`, and returns once it is written. An error
+    /// means nobody reads any more: the console stops, and does not count as delivered
+    /// what it could not write.
+    fn write<'a>(
+        &'a self,
+        stream: Stream,
+        text: &'a str,
+    ) -> Pin<Box<dyn Future<Output = std::io::Result<()>> + Send + 'a>>;
+
+    /// Whether the reader is known to be gone without a write (a client that closed its
+    /// connection): the console then stops at its next safe point, between two lines,
+    /// instead of being dropped in the middle of one.
+    fn is_closed(&self) -> bool {
+        false
+    }
+}
+
+/// The process's own standard output and standard error.
+pub struct ProcessOutput;
+
+impl Sink for ProcessOutput {
+    fn write<'a>(
+        &'a self,
+        stream: Stream,
+        text: &'a str,
+    ) -> Pin<Box<dyn Future<Output = std::io::Result<()>> + Send + 'a>> {
+        Box::pin(async move {
+            match stream {
+                Stream::Out => {
+                    let mut out = std::io::stdout().lock();
+                    out.write_all(text.as_bytes())?;
+                    out.flush()
+                }
+                // A closed stderr does not stop the console (nor did it ever).
+                Stream::Err => {
+                    let mut err = std::io::stderr().lock();
+                    let _ = err.write_all(text.as_bytes());
+                    let _ = err.flush();
+                    Ok(())
+                }
+            }
+        })
+    }
+}
+
+/// A console's sink, and whether it failed (then nothing more is written).
+#[derive(Clone)]
+struct Output {
+    sink: Arc<dyn Sink>,
+    gone: Arc<AtomicBool>,
+}
+
+impl Output {
+    /// Writes `text`; false when nobody reads any more.
+    async fn write(&self, stream: Stream, text: &str) -> bool {
+        if self.gone() {
+            return false;
+        }
+        match self.sink.write(stream, text).await {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::debug!(error = %e, "the console's output is gone");
+                self.gone.store(true, Ordering::SeqCst);
+                false
+            }
+        }
+    }
+
+    fn gone(&self) -> bool {
+        self.gone.load(Ordering::SeqCst) || self.sink.is_closed()
+    }
+}
+
+/// Aborts a task when dropped: a console dropped mid-run (its client left) stops its
+/// printer at once.
+pub(crate) struct AbortOnDrop(pub(crate) tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 pub struct Console {
@@ -39,16 +154,28 @@ pub struct Console {
     current: Option<String>,
     transcript_dir: PathBuf,
     had_errors: bool,
+    out: Output,
 }
 
 impl Console {
-    pub fn new(engine: Engine, owner: String, transcript_dir: PathBuf) -> Console {
+    /// A console acting for `owner`; `logs` writes transcripts into `transcript_dir`;
+    /// everything it prints goes to `sink`.
+    pub fn new(
+        engine: Engine,
+        owner: String,
+        transcript_dir: PathBuf,
+        sink: Arc<dyn Sink>,
+    ) -> Console {
         Console {
             engine,
             owner,
             current: None,
             transcript_dir,
             had_errors: false,
+            out: Output {
+                sink,
+                gone: Arc::new(AtomicBool::new(false)),
+            },
         }
     }
 
@@ -60,7 +187,13 @@ impl Console {
         let events = self.engine.subscribe();
         let (done_tx, done_rx) = mpsc::channel::<()>(1);
         let (flush_tx, flush_rx) = mpsc::channel::<tokio::sync::oneshot::Sender<()>>(1);
-        let printer = tokio::spawn(print_events(self.engine.clone(), events, flush_rx, done_rx));
+        let mut printer = AbortOnDrop(tokio::spawn(print_events(
+            self.engine.clone(),
+            self.out.clone(),
+            events,
+            flush_rx,
+            done_rx,
+        )));
 
         // The current session of a console started again: its newest one.
         let mine = self.my_sessions().await?;
@@ -93,6 +226,9 @@ impl Console {
         // Interrupts already acted on while waiting for a turn, by line index.
         let mut done = std::collections::HashSet::new();
         while let Some((index, input)) = line_rx.recv().await {
+            if self.out.gone() {
+                return Ok(Outcome::Left);
+            }
             let line = match input {
                 Input::Line(line) => line,
                 Input::NotUtf8 => {
@@ -100,14 +236,16 @@ impl Console {
                         "line {}: not UTF-8 text, skipped; the console reads UTF-8 lines \
                          (convert the input first, e.g. with `iconv -t UTF-8`)",
                         index + 1
-                    ));
+                    ))
+                    .await;
                     continue;
                 }
                 Input::Unreadable(e) => {
                     self.error(format!(
                         "cannot read line {} of the input: {e}; the lines after it are not read",
                         index + 1
-                    ));
+                    ))
+                    .await;
                     break;
                 }
             };
@@ -124,6 +262,9 @@ impl Console {
                 Ok(Command::Prompt(_)) => self.handle(&line).await,
                 _ => {
                     self.wait_idle(index, &mut intr_rx, &mut done).await?;
+                    if self.out.gone() {
+                        return Ok(Outcome::Left);
+                    }
                     // What the turn printed comes before this command's answer.
                     flush(&flush_tx).await;
                     self.handle(&line).await;
@@ -137,8 +278,10 @@ impl Console {
         self.wait_idle(usize::MAX, &mut closed, &mut none).await?;
         flush(&flush_tx).await;
         drop(done_tx);
-        let _ = printer.await;
-        Ok(if self.had_errors {
+        let _ = (&mut printer.0).await;
+        Ok(if self.out.gone() {
+            Outcome::Left
+        } else if self.had_errors {
             Outcome::HadErrors
         } else {
             Outcome::Clean
@@ -187,6 +330,10 @@ impl Console {
                 tracing::debug!(line = index, "no session of this console is working");
                 return Ok(());
             }
+            if self.out.gone() {
+                tracing::debug!(line = index, "the console's reader left; not waiting");
+                return Ok(());
+            }
             tokio::select! {
                 Some(k) = interrupts.recv() => {
                     // Interrupts before this line were handled in order already.
@@ -203,25 +350,20 @@ impl Console {
 
     /// Reports a refused line on stderr. Messages quote the user's input (a session
     /// id, an agent or image name): each overlong word is cut, see [`cut_long_words`].
-    fn error(&mut self, msg: impl std::fmt::Display) {
+    async fn error(&mut self, msg: impl std::fmt::Display) {
         self.had_errors = true;
-        eprintln!("firstmate: {}", cut_long_words(&msg.to_string()));
+        let text = format!("firstmate: {}\n", cut_long_words(&msg.to_string()));
+        self.out.write(Stream::Err, &text).await;
     }
 
-    fn reply(&self, session: Option<&str>, text: &str) {
-        let mut out = std::io::stdout().lock();
-        for line in text.lines() {
-            let _ = match session {
-                Some(id) => writeln!(out, "[{id}] {line}"),
-                None => writeln!(out, "{line}"),
-            };
-        }
-        let _ = out.flush();
+    async fn reply(&self, session: Option<&str>, text: &str) {
+        self.out.write(Stream::Out, &prefixed(session, text)).await;
     }
 
     async fn interrupt_now(&mut self) {
         let Some(id) = self.current.clone() else {
-            self.error("no session to interrupt; start one with `new PROMPT`");
+            self.error("no session to interrupt; start one with `new PROMPT`")
+                .await;
             return;
         };
         // The interrupt is for the turn of the last prompt taken before it: let the
@@ -230,11 +372,11 @@ impl Console {
         loop {
             let state = match self.engine.session(&id).await {
                 Ok(s) => s.state,
-                Err(e) => return self.error(e),
+                Err(e) => return self.error(e).await,
             };
             let pending = match self.engine.store().pending_prompts(&id).await {
                 Ok(n) => n,
-                Err(e) => return self.error(e),
+                Err(e) => return self.error(e).await,
             };
             if pending == 0
                 || !matches!(
@@ -250,13 +392,14 @@ impl Console {
             }
         }
         if let Err(e) = self.engine.interrupt(&id).await {
-            self.error(e);
+            self.error(e).await;
         }
     }
 
-    fn current(&mut self) -> Option<String> {
+    async fn current(&mut self) -> Option<String> {
         if self.current.is_none() {
-            self.error("no current session; start one with `new [--agent NAME] PROMPT`, or pick one with `use ID`");
+            self.error("no current session; start one with `new [--agent NAME] PROMPT`, or pick one with `use ID`")
+                .await;
         }
         self.current.clone()
     }
@@ -267,12 +410,12 @@ impl Console {
         }
         let cmd = match command::parse_line(line) {
             Ok(c) => c,
-            Err(e) => return self.error(e),
+            Err(e) => return self.error(e).await,
         };
         let by = self.owner.clone();
         let result: Result<(), EngineError> = match cmd {
             Command::Help => {
-                self.reply(None, &command::help_text());
+                self.reply(None, &command::help_text()).await;
                 Ok(())
             }
             Command::New(args) => {
@@ -318,42 +461,43 @@ impl Console {
                     self.reply(
                         Some(&s.id),
                         &format!("now using session {} ({})", s.id, s.state),
-                    );
+                    )
+                    .await;
                     Ok(())
                 }
                 Err(e) => Err(e),
             },
             Command::List => match self.my_sessions().await {
                 Ok(list) => {
-                    self.reply(None, &render::list_text(&list));
+                    self.reply(None, &render::list_text(&list)).await;
                     Ok(())
                 }
                 Err(e) => Err(EngineError::Other(e.to_string())),
             },
-            Command::Prompt(text) => match self.current() {
+            Command::Prompt(text) => match self.current().await {
                 Some(id) => self.engine.prompt(&id, &text, &by).await,
                 None => Ok(()),
             },
-            Command::Stop => match self.current() {
+            Command::Stop => match self.current().await {
                 Some(id) => self.engine.stop(&id, &by).await,
                 None => Ok(()),
             },
             Command::Interrupt => Ok(()),
-            Command::Resume => match self.current() {
+            Command::Resume => match self.current().await {
                 Some(id) => self.engine.resume(&id, &by).await,
                 None => Ok(()),
             },
-            Command::Status => match self.current() {
+            Command::Status => match self.current().await {
                 Some(id) => match self.engine.session_report(&id).await {
                     Ok(s) => {
-                        self.reply(Some(&id), &render::status_text(&s));
+                        self.reply(Some(&id), &render::status_text(&s)).await;
                         Ok(())
                     }
                     Err(e) => Err(e),
                 },
                 None => Ok(()),
             },
-            Command::Logs => match self.current() {
+            Command::Logs => match self.current().await {
                 Some(id) => self.write_transcript(&id).await,
                 None => Ok(()),
             },
@@ -362,7 +506,7 @@ impl Console {
             }
         };
         if let Err(e) = result {
-            self.error(e);
+            self.error(e).await;
         }
     }
 
@@ -381,7 +525,8 @@ impl Console {
         self.reply(
             Some(id),
             &format!("transcript written to {}", path.display()),
-        );
+        )
+        .await;
         Ok(())
     }
 }
@@ -444,16 +589,20 @@ async fn flush(tx: &mpsc::Sender<tokio::sync::oneshot::Sender<()>>) {
 
 /// Prints the events of the console's sessions, each exactly once, in order: from the
 /// store where the broadcast skipped or lagged, and from the last delivered event on
-/// start. Remembers what it printed (the binding's `delivered_seq`).
+/// start. Remembers what it printed (the binding's `delivered_seq`), and only that: when
+/// the output fails, it stops without counting the event it could not write.
 async fn print_events(
     engine: Engine,
+    out: Output,
     mut events: broadcast::Receiver<SessionEvent>,
     mut flush_rx: mpsc::Receiver<tokio::sync::oneshot::Sender<()>>,
     mut done_rx: mpsc::Receiver<()>,
 ) {
     let store = engine.store().clone();
     let mut delivered: HashMap<String, i64> = HashMap::new();
-    catch_up_all(&store, &mut delivered).await;
+    if catch_up_all(&store, &out, &mut delivered).await.is_err() {
+        return;
+    }
     loop {
         tokio::select! {
             ev = events.recv() => match ev {
@@ -469,35 +618,51 @@ async fn print_events(
                         continue;
                     }
                     let last = if ev.seq == from + 1 {
-                        print_event(&ev);
+                        if !print_event(&out, &ev).await {
+                            return;
+                        }
                         let _ = store.set_delivered(&ev.session, FRONTEND, ev.seq).await;
                         ev.seq
                     } else {
-                        catch_up(&store, &ev.session, from).await
+                        match catch_up(&store, &out, &ev.session, from).await {
+                            Ok(last) => last,
+                            Err(Gone) => return,
+                        }
                     };
                     delivered.insert(ev.session.clone(), last);
                 }
                 Err(broadcast::error::RecvError::Lagged(_)) => {
-                    catch_up_all(&store, &mut delivered).await;
+                    if catch_up_all(&store, &out, &mut delivered).await.is_err() {
+                        return;
+                    }
                 }
                 Err(broadcast::error::RecvError::Closed) => return,
             },
             Some(done) = flush_rx.recv() => {
-                catch_up_all(&store, &mut delivered).await;
+                if catch_up_all(&store, &out, &mut delivered).await.is_err() {
+                    return;
+                }
                 let _ = done.send(());
             }
             _ = done_rx.recv() => {
-                catch_up_all(&store, &mut delivered).await;
+                let _ = catch_up_all(&store, &out, &mut delivered).await;
                 return;
             }
         }
     }
 }
 
+/// The console's output failed: nobody reads any more.
+struct Gone;
+
 /// Catches every console session up from the store.
-async fn catch_up_all(store: &crate::store::Store, delivered: &mut HashMap<String, i64>) {
+async fn catch_up_all(
+    store: &crate::store::Store,
+    out: &Output,
+    delivered: &mut HashMap<String, i64>,
+) -> Result<(), Gone> {
     let Ok(bindings) = store.bindings(FRONTEND).await else {
-        return;
+        return Ok(());
     };
     for b in bindings {
         let from = delivered
@@ -505,39 +670,59 @@ async fn catch_up_all(store: &crate::store::Store, delivered: &mut HashMap<Strin
             .copied()
             .unwrap_or(0)
             .max(b.delivered_seq);
-        let last = catch_up(store, &b.session_id, from).await;
+        let last = catch_up(store, out, &b.session_id, from).await?;
         delivered.insert(b.session_id, last);
     }
+    Ok(())
 }
 
 /// Prints the stored events after `from`; returns the last seq printed.
-async fn catch_up(store: &crate::store::Store, session: &str, from: i64) -> i64 {
+async fn catch_up(
+    store: &crate::store::Store,
+    out: &Output,
+    session: &str,
+    from: i64,
+) -> Result<i64, Gone> {
     let mut last = from;
     loop {
         let Ok(batch) = store.events_after(session, last, 1000).await else {
-            return last;
+            return Ok(last);
         };
-        let Some(end) = batch.last().map(|e| e.seq) else {
-            return last;
-        };
-        for ev in &batch {
-            print_event(ev);
+        if batch.is_empty() {
+            return Ok(last);
         }
-        last = end;
+        for ev in &batch {
+            if !print_event(out, ev).await {
+                // What was written before the failure counts as delivered.
+                if last > from {
+                    let _ = store.set_delivered(session, FRONTEND, last).await;
+                }
+                return Err(Gone);
+            }
+            last = ev.seq;
+        }
         let _ = store.set_delivered(session, FRONTEND, last).await;
     }
 }
 
-fn print_event(ev: &SessionEvent) {
+/// `text`'s lines, each prefixed `[<session>] ` when there is a session.
+fn prefixed(session: Option<&str>, text: &str) -> String {
+    let mut out = String::new();
+    for line in text.lines() {
+        if let Some(id) = session {
+            out.push('[');
+            out.push_str(id);
+            out.push_str("] ");
+        }
+        out.push_str(line);
+        out.push('\n');
+    }
+    out
+}
+
+/// Prints one event; false when the output failed.
+async fn print_event(out: &Output, ev: &SessionEvent) -> bool {
     let lines = render::console_lines(&ev.body);
-    if lines.is_empty() {
-        return;
-    }
-    let mut out = std::io::stdout().lock();
-    for l in lines {
-        let _ = writeln!(out, "[{}] {}", ev.session, l);
-    }
-    let _ = out.flush();
     if let EventBody::State {
         state: SessionState::Failed,
         detail,
@@ -545,6 +730,14 @@ fn print_event(ev: &SessionEvent) {
     {
         tracing::debug!(session = %ev.session, ?detail, "session failed");
     }
+    if lines.is_empty() {
+        return true;
+    }
+    let text: String = lines
+        .iter()
+        .map(|l| format!("[{}] {l}\n", ev.session))
+        .collect();
+    out.write(Stream::Out, &text).await
 }
 
 #[cfg(test)]

@@ -370,7 +370,7 @@ fn a_console_back_after_the_container_ended_shows_the_end() {
 }
 
 /// Runs `firstmate console` with raw bytes on stdin, to completion.
-fn console_bytes(env: &Env, input: &[u8]) -> std::process::Output {
+pub fn console_bytes(env: &Env, input: &[u8]) -> std::process::Output {
     let mut c = env.command();
     c.arg("console")
         .stdin(std::process::Stdio::piped())

@@ -2,6 +2,7 @@
 //! image. One test binary (it links once). Run by `scripts/test` on SQLite and again on
 //! PostgreSQL (FIRSTMATE_TEST_DB=postgres).
 
+mod admin;
 mod burst;
 mod claude_real;
 mod cleanup;
