@@ -891,6 +891,7 @@ mod tests {
         "AttachStdout":true,"AttachStderr":true,"OpenStdin":true,"StdinOnce":false,"Tty":false,
         "HostConfig":{"CapDrop":["ALL"],"SecurityOpt":["no-new-privileges"],"Privileged":false,
         "Memory":268435456,"MemorySwap":268435456,"NanoCpus":1000000000,"PidsLimit":256,
+        "Init":true,"ReadonlyRootfs":true,"Tmpfs":{"/tmp":"rw,exec,nosuid,nodev,size=268435456"},
         "Mounts":[{"Target":"/workspace","Source":"firstmate-s1-workspace","Type":"volume"},
         {"Target":"/home/agent","Source":"firstmate-s1-home","Type":"volume"}],
         "NetworkMode":"firstmate-agents"}}"#;
