@@ -51,6 +51,14 @@ enum Cmd {
             value_name = "URL"
         )]
         upstream: String,
+        /// A network workers may join although firstmate does not manage it: the
+        /// config's docker.network when it names such a network (repeatable). Managed
+        /// networks of the create's instance, `none` and the default bridge need none.
+        #[arg(long = "allow-network", value_name = "NAME")]
+        allow_network: Vec<String>,
+        /// How long a request body may take to arrive before a 408
+        #[arg(long, default_value = "15s", value_name = "DURATION", value_parser = humantime::parse_duration)]
+        body_timeout: std::time::Duration,
     },
     /// Check the config, the database, Docker and the worker images
     Doctor(ConfigArg),
@@ -323,12 +331,28 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             engine.store().close().await;
             Ok(ExitCode::SUCCESS)
         }
-        Cmd::SocketProxy { listen, upstream } => {
+        Cmd::SocketProxy {
+            listen,
+            upstream,
+            allow_network,
+            body_timeout,
+        } => {
             init_logging("info");
             let listen = proxy::Listen::parse(&listen).map_err(|e| UsageError(e.to_string()))?;
             let upstream =
                 proxy::Upstream::parse(&upstream).map_err(|e| UsageError(e.to_string()))?;
-            proxy::run(listen, upstream, shutdown_signal()).await?;
+            if let Some(bad) = allow_network.iter().find(|n| n.trim().is_empty()) {
+                return Err(UsageError(format!(
+                    "--allow-network {bad:?}: expected the name of a Docker network"
+                ))
+                .into());
+            }
+            let options = proxy::Options {
+                allow_networks: allow_network,
+                body_timeout,
+                ..proxy::Options::default()
+            };
+            proxy::run(listen, upstream, options, shutdown_signal()).await?;
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Doctor(arg) => doctor(&arg).await,

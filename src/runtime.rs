@@ -27,6 +27,8 @@ pub const LABEL_MANAGED: &str = "firstmate.managed";
 pub const LABEL_SESSION: &str = "firstmate.session";
 pub const LABEL_INSTANCE: &str = "firstmate.instance";
 pub const WORKSPACE: &str = "/workspace";
+/// The worker's scratch space: a tmpfs (the root filesystem is read-only).
+pub const TMP: &str = "/tmp";
 
 #[derive(Debug, thiserror::Error)]
 pub enum RuntimeError {
@@ -209,6 +211,11 @@ impl DockerRuntime {
 
     /// Creates the hardened worker container of a session (and its volumes), not started.
     /// An older container of the same session is removed first; its volumes are kept.
+    ///
+    /// The root filesystem is read-only; what the agent writes goes to `/workspace` and
+    /// the home (volumes, kept across `resume`) or to `/tmp` (a tmpfs, as large as the
+    /// memory limit it counts against, gone with the container). An init (Docker's
+    /// `Init`) is PID 1, so orphans the agent leaves behind are reaped.
     pub async fn create(&self, spec: &WorkerSpec) -> Result<String> {
         let sid = &spec.session_id;
         let home = self.image_home(&spec.image).await?;
@@ -223,7 +230,7 @@ impl DockerRuntime {
             typ: Some(MountType::VOLUME),
             ..Default::default()
         }];
-        if let Some(home) = home.filter(|h| h != "/" && h != WORKSPACE) {
+        if let Some(home) = home.filter(|h| h != "/" && h != WORKSPACE && h != TMP) {
             let home_vol = format!("{name}-home");
             self.ensure_volume(&home_vol, sid).await?;
             mounts.push(Mount {
@@ -242,6 +249,15 @@ impl DockerRuntime {
             memory_swap: Some(spec.memory_bytes),
             nano_cpus: Some(spec.nano_cpus),
             pids_limit: Some(spec.pids_limit),
+            init: Some(true),
+            readonly_rootfs: Some(true),
+            // Docker's default for a tmpfs is noexec; a /tmp where nothing runs breaks
+            // toolchains (go test, build scripts) and protects nothing that /workspace
+            // does not already allow.
+            tmpfs: Some(HashMap::from([(
+                TMP.to_string(),
+                format!("rw,exec,nosuid,nodev,size={}", spec.memory_bytes),
+            )])),
             mounts: Some(mounts),
             network_mode: self.network.clone(),
             ..Default::default()

@@ -5,9 +5,14 @@
 //! Each request goes through, in order:
 //! 1. [`path::normalise`]: the path, strictly (no `..`, `//`, `%`-escapes; API 1.40+);
 //! 2. [`path::route`]: method + path to a [`path::Route`], or 403 (the allow-list);
-//! 3. the query keys the route may carry; the body, read up to a limit (413 past it),
-//!    refused where the endpoint reads none;
+//! 3. the query keys the route may carry; the body, read up to a limit (413 past it) and
+//!    within a time (408 and the connection closed past it), refused where the endpoint
+//!    reads none;
 //! 4. the body policy ([`policy`]) for creates, read as Docker's Go decoder reads it;
+//!    what it leaves to the daemon is asked next: the volumes a container create mounts
+//!    (managed), the networks it joins (managed by the create's instance, or named by
+//!    `--allow-network`), the container whose network it shares (managed by that
+//!    instance); the volume a volume create names, when it exists (managed);
 //! 5. for an operation on a container, exec, volume or network: the object is resolved by
 //!    asking Docker (so names and ID prefixes resolve as Docker resolves them), must carry
 //!    `firstmate.managed=true`, and is then addressed upstream by its full ID;
@@ -50,6 +55,8 @@ use policy::{LABEL_MANAGED, rule};
 
 /// The largest request body the proxy reads (a container create is a few KiB).
 pub const DEFAULT_BODY_LIMIT: usize = 1 << 20;
+/// How long a request body may take to arrive, once the headers are in.
+pub const DEFAULT_BODY_TIMEOUT: Duration = Duration::from_secs(15);
 /// The largest list answer it filters (containers, volumes, networks).
 const LIST_LIMIT: usize = 64 << 20;
 /// A body declared over the limit is read and dropped up to this size before the 413.
@@ -222,13 +229,36 @@ impl AsyncWrite for Conn {
     }
 }
 
+/// How the proxy decides, beyond its fixed policy.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// The largest request body it reads (413 past it).
+    pub body_limit: usize,
+    /// How long a body may take to arrive (408 past it).
+    pub body_timeout: Duration,
+    /// Networks a create may join although firstmate does not manage them (by name):
+    /// the configured `docker.network`, `--allow-network`.
+    pub allow_networks: Vec<String>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            body_limit: DEFAULT_BODY_LIMIT,
+            body_timeout: DEFAULT_BODY_TIMEOUT,
+            allow_networks: Vec::new(),
+        }
+    }
+}
+
 /// Listens on `listen` and serves until `shutdown` resolves.
 pub async fn run(
     listen: Listen,
     upstream: Upstream,
+    options: Options,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ProxyError> {
-    let proxy = Arc::new(Proxy::new(upstream, DEFAULT_BODY_LIMIT));
+    let proxy = Arc::new(Proxy::new(upstream, options));
     match listen {
         Listen::Tcp(addr) => {
             let listener = TcpListener::bind(addr)
@@ -311,15 +341,12 @@ impl Found {
 
 pub struct Proxy {
     upstream: Upstream,
-    body_limit: usize,
+    options: Options,
 }
 
 impl Proxy {
-    pub fn new(upstream: Upstream, body_limit: usize) -> Self {
-        Proxy {
-            upstream,
-            body_limit,
-        }
+    pub fn new(upstream: Upstream, options: Options) -> Self {
+        Proxy { upstream, options }
     }
 
     pub async fn serve_tcp(self: Arc<Self>, listener: TcpListener, shutdown: impl Future) {
@@ -397,10 +424,14 @@ impl Proxy {
             }
             Err(Fail::Denied(d)) => {
                 tracing::warn!(%method, path = %shown, rule = d.rule, "denied: {}", d.detail);
-                message(
-                    StatusCode::from_u16(d.status).unwrap_or(StatusCode::FORBIDDEN),
-                    &d.message(),
-                )
+                let status = StatusCode::from_u16(d.status).unwrap_or(StatusCode::FORBIDDEN);
+                let mut res = message(status, &d.message());
+                if status == StatusCode::REQUEST_TIMEOUT {
+                    // What is left of the body would be read as the next request.
+                    res.headers_mut()
+                        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+                }
+                res
             }
             Err(Fail::Upstream(e)) => {
                 tracing::error!(%method, path = %shown, "Docker did not answer: {e}");
@@ -444,6 +475,17 @@ impl Proxy {
                 let plan = policy::container_create(&body)?;
                 for vol in &plan.volumes {
                     self.mountable_volume(vol).await?;
+                }
+                let instance = plan.instance.as_deref();
+                for net in &plan.networks {
+                    let answer = self.resolve("networks", net, rule::NETWORKS).await?;
+                    policy::network_joinable(net, &answer, instance, &self.options.allow_networks)?;
+                }
+                for c in &plan.containers {
+                    let answer = self
+                        .resolve("containers", &format!("{c}/json"), rule::NAMESPACES)
+                        .await?;
+                    policy::container_shareable(c, &answer, instance)?;
                 }
                 self.forward(req, upgrade, &rebuilt(&target), q, body).await
             }
@@ -498,7 +540,13 @@ impl Proxy {
                 filter_list(res, List::Array).await
             }
             Route::VolumeCreate => {
-                policy::volume_create(&body)?;
+                if let Some(name) = policy::volume_create(&body)? {
+                    match self.lookup(&format!("/volumes/{name}")).await {
+                        Ok(found) => policy::volume_recreatable(&name, &found.value)?,
+                        Err(Fail::Answer(res)) if res.status() == StatusCode::NOT_FOUND => {}
+                        Err(e) => return Err(e),
+                    }
+                }
                 self.forward(req, upgrade, &rebuilt(&target), q, body).await
             }
             Route::NetworkCreate => {
@@ -518,14 +566,38 @@ impl Proxy {
         }
     }
 
-    /// The whole request body, never more than the limit; none where the route reads none.
+    /// The whole request body, never more than the limit nor later than the timeout;
+    /// none where the route reads none.
     async fn read_body(
         &self,
         incoming: Incoming,
         req: &hyper::http::request::Parts,
         takes_body: bool,
     ) -> Result<Bytes, Fail> {
-        let limit = self.body_limit;
+        let timeout = self.options.body_timeout;
+        match tokio::time::timeout(timeout, self.read_body_now(incoming, req, takes_body)).await {
+            Ok(r) => r,
+            Err(_) => {
+                let mut d = Denial::new(
+                    rule::TIMEOUT,
+                    format!(
+                        "the request body did not arrive within {}",
+                        humantime::format_duration(timeout)
+                    ),
+                );
+                d.status = 408;
+                Err(d.into())
+            }
+        }
+    }
+
+    async fn read_body_now(
+        &self,
+        incoming: Incoming,
+        req: &hyper::http::request::Parts,
+        takes_body: bool,
+    ) -> Result<Bytes, Fail> {
+        let limit = self.options.body_limit;
         let too_large = move || {
             let mut d = Denial::new(rule::SIZE, format!("the body is larger than {limit} bytes"));
             d.status = 413;
@@ -536,7 +608,7 @@ impl Proxy {
             .get(header::CONTENT_LENGTH)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse::<u64>().ok());
-        if let Some(n) = declared.filter(|&n| n > self.body_limit as u64) {
+        if let Some(n) = declared.filter(|&n| n > limit as u64) {
             // Read the body and drop it, frame by frame (bounded in size and time), so the
             // client reads the 413 instead of a connection reset in the middle of its write.
             if n <= DRAIN_LIMIT {
@@ -546,7 +618,7 @@ impl Proxy {
             }
             return Err(too_large().into());
         }
-        let body = Limited::new(incoming, self.body_limit)
+        let body = Limited::new(incoming, limit)
             .collect()
             .await
             .map_err(|e| {
@@ -692,6 +764,29 @@ impl Proxy {
             .into());
         }
         full_id(&v, key, id)
+    }
+
+    /// Docker's inspect of `/{kind}/{id}`, for a decision of the policy; an object that
+    /// is not there is refused under `rule`.
+    async fn resolve(
+        &self,
+        kind: &str,
+        id: &str,
+        rule: &'static str,
+    ) -> Result<serde_json::Value, Fail> {
+        match self.lookup(&format!("/{kind}/{id}")).await {
+            Ok(found) => Ok(found.value),
+            Err(Fail::Answer(res)) if res.status() == StatusCode::NOT_FOUND => Err(Denial::new(
+                rule,
+                format!(
+                    "the {} {} does not exist",
+                    &kind[..kind.len() - 1],
+                    id.trim_end_matches("/json")
+                ),
+            )
+            .into()),
+            Err(e) => Err(e),
+        }
     }
 
     /// A named volume a create mounts: it must exist and be managed.
@@ -1067,6 +1162,62 @@ mod tests {
             HeaderValue::from_static("keep-alive, Upgrade"),
         );
         assert!(wants_upgrade(&h));
+    }
+
+    /// Sends `request` on a connection of a proxy whose daemon is not there, and reads
+    /// until the proxy closes it.
+    async fn exchange(request: &[u8], body_timeout: Duration) -> String {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let proxy = Arc::new(Proxy::new(
+            Upstream::Unix("/nonexistent/docker.sock".into()),
+            Options {
+                body_timeout,
+                ..Options::default()
+            },
+        ));
+        let (mut client, server) = tokio::io::duplex(64 << 10);
+        proxy.spawn_connection(server);
+        client.write_all(request).await.unwrap();
+        let mut out = Vec::new();
+        tokio::time::timeout(Duration::from_secs(20), client.read_to_end(&mut out))
+            .await
+            .expect("the proxy did not close the connection")
+            .unwrap();
+        String::from_utf8_lossy(&out).into_owned()
+    }
+
+    #[tokio::test]
+    async fn a_stalled_body_is_answered_408_and_the_connection_closed() {
+        let t = std::time::Instant::now();
+        let out = exchange(
+            b"POST /containers/create HTTP/1.1\r\nHost: d\r\nContent-Length: 100\r\n\r\n{\"Ima",
+            Duration::from_millis(300),
+        )
+        .await;
+        assert!(out.starts_with("HTTP/1.1 408"), "{out}");
+        assert!(
+            out.to_ascii_lowercase().contains("connection: close"),
+            "{out}"
+        );
+        assert!(out.contains("(rule: body read timeout)"), "{out}");
+        assert!(t.elapsed() >= Duration::from_millis(300));
+        // A chunked body that stops coming is timed out too.
+        let out = exchange(
+            b"POST /volumes/create HTTP/1.1\r\nHost: d\r\nTransfer-Encoding: chunked\r\n\r\n5\r\n{\"Nam\r\n",
+            Duration::from_millis(300),
+        )
+        .await;
+        assert!(out.starts_with("HTTP/1.1 408"), "{out}");
+        // A body that arrives in time is decided on (here: refused by the policy).
+        let body = br#"{"Image":"x","Labels":{"firstmate.managed":"true"},"HostConfig":{"Privileged":true}}"#;
+        let mut req = format!(
+            "POST /containers/create HTTP/1.1\r\nHost: d\r\nConnection: close\r\nContent-Length: {}\r\n\r\n",
+            body.len()
+        )
+        .into_bytes();
+        req.extend_from_slice(body);
+        let out = exchange(&req, Duration::from_millis(300)).await;
+        assert!(out.starts_with("HTTP/1.1 403"), "{out}");
     }
 
     #[test]

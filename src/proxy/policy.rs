@@ -8,15 +8,23 @@
 //!
 //! The policy allows what a hardened worker needs and refuses the rest: no privilege, no
 //! added capability, no device, no host or shared namespace, no host path (binds, bind
-//! mounts, volume driver options), no other container's volumes, no unconfined security
-//! profile, no sysctl, no cgroup parent, no other runtime, no published port, and only
-//! fields it knows.
+//! mounts, volume driver options), no mount over `/dev`, `/proc` or `/sys`, no other
+//! container's volumes, no unconfined security profile, no sysctl, no cgroup parent, no
+//! other runtime, no published port, no restart policy, no `host-gateway`, no root
+//! group, a PID limit always, and only fields it knows.
+//!
+//! What only the daemon can answer is left in a [`CreatePlan`] for the server to check:
+//! the volumes a create mounts, the networks it joins, the container whose network it
+//! shares. The decisions on the daemon's answers are here too ([`network_joinable`],
+//! [`container_shareable`], [`volume_recreatable`]), pure.
 
 use super::Denial;
 use super::json::{self, Go, JsonError, Schema, Ty};
 
 /// The label every object the proxy lets firstmate touch carries.
 pub const LABEL_MANAGED: &str = "firstmate.managed";
+/// The label naming the firstmate instance an object belongs to.
+pub const LABEL_INSTANCE: &str = "firstmate.instance";
 
 /// The rules a refusal names (in its message and in the audit log).
 pub mod rule {
@@ -44,6 +52,14 @@ pub mod rule {
     pub const OOM: &str = "no OOM-killer exemption";
     pub const PORTS: &str = "no published ports";
     pub const DRIVERS: &str = "default drivers only";
+    pub const NETWORKS: &str = "managed or allowed networks only";
+    pub const SYSTEM_PATHS: &str = "no mounts over /dev, /proc or /sys";
+    pub const PIDS: &str = "a PID limit";
+    pub const RESTART: &str = "no restart policy";
+    pub const HOST_GATEWAY: &str = "no host-gateway";
+    pub const ROOT_GROUP: &str = "no root group";
+    pub const EXEC_ROOT: &str = "no exec as root";
+    pub const TIMEOUT: &str = "body read timeout";
 }
 
 // --- Docker's types, as far as the policy reads them ---------------------------------
@@ -66,7 +82,7 @@ const CONFIG: &[(&str, Ty)] = &[
     ("Healthcheck", A),
     ("ArgsEscaped", A),
     ("Image", A),
-    ("Volumes", A),
+    ("Volumes", Ty::Map(&A)),
     ("WorkingDir", A),
     ("Entrypoint", A),
     ("NetworkDisabled", A),
@@ -95,7 +111,7 @@ static MOUNT: Schema = Schema {
     groups: &[&[
         ("Type", Ty::Str),
         ("Source", Ty::Str),
-        ("Target", A),
+        ("Target", Ty::Str),
         ("ReadOnly", A),
         ("Consistency", A),
         ("BindOptions", Ty::Ptr(&A)),
@@ -104,6 +120,10 @@ static MOUNT: Schema = Schema {
         ("ImageOptions", Ty::Ptr(&A)),
         ("ClusterOptions", Ty::Ptr(&A)),
     ]],
+};
+
+static RESTART_POLICY: Schema = Schema {
+    groups: &[&[("Name", Ty::Str), ("MaximumRetryCount", A)]],
 };
 
 static LOG_CONFIG: Schema = Schema {
@@ -116,7 +136,7 @@ const HOST_CONFIG: &[(&str, Ty)] = &[
     ("LogConfig", Ty::Struct(&LOG_CONFIG)),
     ("NetworkMode", Ty::Str),
     ("PortBindings", Ty::Map(&A)),
-    ("RestartPolicy", A),
+    ("RestartPolicy", Ty::Struct(&RESTART_POLICY)),
     ("AutoRemove", A),
     ("VolumeDriver", Ty::Str),
     ("VolumesFrom", Ty::Slice(&A)),
@@ -128,8 +148,8 @@ const HOST_CONFIG: &[(&str, Ty)] = &[
     ("Dns", A),
     ("DnsOptions", A),
     ("DnsSearch", A),
-    ("ExtraHosts", A),
-    ("GroupAdd", A),
+    ("ExtraHosts", Ty::Slice(&Ty::Str)),
+    ("GroupAdd", Ty::Slice(&Ty::Str)),
     ("IpcMode", Ty::Str),
     ("Cgroup", Ty::Str),
     ("Links", Ty::Slice(&A)),
@@ -140,7 +160,7 @@ const HOST_CONFIG: &[(&str, Ty)] = &[
     ("ReadonlyRootfs", A),
     ("SecurityOpt", Ty::Slice(&Ty::Str)),
     ("StorageOpt", A),
-    ("Tmpfs", A),
+    ("Tmpfs", Ty::Map(&Ty::Str)),
     ("UTSMode", Ty::Str),
     ("UsernsMode", Ty::Str),
     ("ShmSize", A),
@@ -180,7 +200,7 @@ const RESOURCES: &[(&str, Ty)] = &[
     ("MemorySwap", A),
     ("MemorySwappiness", A),
     ("OomKillDisable", Ty::Ptr(&Ty::Bool)),
-    ("PidsLimit", A),
+    ("PidsLimit", Ty::Ptr(&Ty::Int)),
     ("Ulimits", A),
     ("CpuCount", A),
     ("CpuPercent", A),
@@ -197,7 +217,7 @@ static ENDPOINT: Schema = Schema {
         ("MacAddress", A),
         ("DriverOpts", Ty::Map(&A)),
         ("GwPriority", A),
-        ("NetworkID", A),
+        ("NetworkID", Ty::Str),
         ("EndpointID", A),
         ("Gateway", A),
         ("IPAddress", A),
@@ -235,7 +255,7 @@ pub static CREATE: Schema = Schema {
 
 pub static EXEC: Schema = Schema {
     groups: &[&[
-        ("User", A),
+        ("User", Ty::Str),
         ("Privileged", Ty::Bool),
         ("Tty", A),
         ("ConsoleSize", A),
@@ -252,7 +272,7 @@ pub static EXEC: Schema = Schema {
 
 pub static VOLUME_CREATE: Schema = Schema {
     groups: &[&[
-        ("Name", A),
+        ("Name", Ty::Str),
         ("Driver", Ty::Str),
         ("DriverOpts", Ty::Map(&A)),
         ("Labels", Ty::Map(&Ty::Str)),
@@ -290,6 +310,20 @@ pub static NETWORK_CREATE: Schema = Schema {
 pub struct CreatePlan {
     /// Named volumes it mounts: each must exist and carry the managed label.
     pub volumes: Vec<String>,
+    /// Networks it joins, as named (name, ID or ID prefix): each must be managed by the
+    /// create's instance or allowed by `--allow-network` ([`network_joinable`]).
+    pub networks: Vec<String>,
+    /// The container whose network namespace it shares (`container:<id>`): it must be
+    /// managed by the create's instance ([`container_shareable`]).
+    pub containers: Vec<String>,
+    /// The create's own `firstmate.instance` label.
+    pub instance: Option<String>,
+}
+
+fn push_once(list: &mut Vec<String>, item: &str) {
+    if !list.iter().any(|i| i == item) {
+        list.push(item.to_string());
+    }
 }
 
 fn read(body: &[u8], schema: &'static Schema, what: &str) -> Result<Go, Denial> {
@@ -321,22 +355,123 @@ fn require_label(labels: &Go, path: &str) -> Result<(), Denial> {
 pub fn container_create(body: &[u8]) -> Result<CreatePlan, Denial> {
     let v = read(body, &CREATE, "container create")?;
     require_label(v.get("Labels"), "Labels")?;
+    let mut plan = CreatePlan {
+        instance: v
+            .get("Labels")
+            .entry(LABEL_INSTANCE)
+            .map(|i| i.str().to_string()),
+        ..CreatePlan::default()
+    };
     if let Go::Map(endpoints) = v.get("NetworkingConfig").get("EndpointsConfig") {
         for (net, e) in endpoints {
+            let p = format!("NetworkingConfig.EndpointsConfig[{net:?}]");
             if !e.get("DriverOpts").is_empty() {
                 deny(
                     rule::KERNEL,
+                    format!("{p}.DriverOpts is not empty (driver options set interface sysctls)"),
+                )?;
+            }
+            let id = e.get("NetworkID").str();
+            if !id.is_empty() {
+                deny(
+                    rule::NETWORKS,
                     format!(
-                        "NetworkingConfig.EndpointsConfig[{net:?}].DriverOpts is not empty (driver options set interface sysctls)"
+                        "{p}.NetworkID is {id:?} (Docker would join that network instead of {net:?})"
                     ),
                 )?;
             }
+            if net.is_empty() || net.starts_with("container:") {
+                deny(
+                    rule::NETWORKS,
+                    format!("{p} names no network a worker may join"),
+                )?;
+            }
+            network(net, &p, &mut plan)?;
         }
     }
-    let mut plan = CreatePlan::default();
+    if let Go::Map(volumes) = v.get("Volumes") {
+        for target in volumes.keys() {
+            system_path(target, &format!("Volumes[{target:?}]"))?;
+        }
+    }
     host_config(&v, "", &mut plan)?;
     host_config(v.get("HostConfig"), "HostConfig.", &mut plan)?;
+    // Docker reads the HostConfig object when there is one, else the top level.
+    let (h, p) = match v.get("HostConfig") {
+        Go::Nil => (&v, ""),
+        h => (h, "HostConfig."),
+    };
+    if h.get("PidsLimit").is_nil() {
+        deny(
+            rule::PIDS,
+            format!("{p}PidsLimit is not set (no limit: a fork bomb takes the host's PIDs)"),
+        )?;
+    }
     Ok(plan)
+}
+
+/// A network a create names (in `NetworkMode` or as an endpoint): none, the default
+/// bridge, or one the daemon must show to be managed or allowed (left in the plan).
+fn network(name: &str, what: &str, plan: &mut CreatePlan) -> Result<(), Denial> {
+    if matches!(name, "" | "default" | "bridge" | "none") {
+        // "" and "default" are Docker's default network, the bridge: where firstmate's
+        // workers run while no docker.network is configured.
+        return Ok(());
+    }
+    if name.eq_ignore_ascii_case("host") {
+        return deny(rule::NAMESPACES, format!("{what} is {name:?}"));
+    }
+    if let Some(id) = name.strip_prefix("container:") {
+        if !volume_name(id) {
+            return deny(rule::NAMESPACES, format!("{what} is {name:?}"));
+        }
+        push_once(&mut plan.containers, id);
+        return Ok(());
+    }
+    if !volume_name(name) {
+        return deny(
+            rule::NETWORKS,
+            format!("{what} {name:?} is not a network name"),
+        );
+    }
+    push_once(&mut plan.networks, name);
+    Ok(())
+}
+
+/// Refuses a mount target over (or above) `/dev`, `/proc` or `/sys`, as the path
+/// resolves lexically; a relative path is read from `/`.
+fn system_path(target: &str, what: &str) -> Result<(), Denial> {
+    // A Tmpfs key may carry options after a colon: check the path before it as well.
+    for path in [Some(target), target.split_once(':').map(|(p, _)| p)]
+        .into_iter()
+        .flatten()
+    {
+        let mut parts: Vec<&str> = Vec::new();
+        for seg in path.split('/') {
+            match seg {
+                "" | "." => {}
+                ".." => {
+                    parts.pop();
+                }
+                s => parts.push(s),
+            }
+        }
+        if parts.is_empty() || matches!(parts[0], "dev" | "proc" | "sys") {
+            deny(
+                rule::SYSTEM_PATHS,
+                format!("{what} mounts over {path:?} (/dev, /proc and /sys are the kernel's)"),
+            )?;
+        }
+    }
+    Ok(())
+}
+
+/// Whether a user or group names root: `root`, or a number that is 0.
+fn is_root(s: &str) -> bool {
+    s == "root"
+        || (!s.is_empty()
+            && s.bytes().all(|b| b.is_ascii_digit())
+            && s.trim_start_matches('0').is_empty())
 }
 
 fn deny(rule: &'static str, detail: String) -> Result<(), Denial> {
@@ -369,11 +504,11 @@ fn host_config(h: &Go, p: &str, plan: &mut CreatePlan) -> Result<(), Denial> {
         }
     }
 
-    let network = h.get("NetworkMode").str();
-    let lower = network.to_ascii_lowercase();
-    if lower == "host" || lower.starts_with("container:") {
-        deny(rule::NAMESPACES, format!("{p}NetworkMode is {network:?}"))?;
+    let mode = h.get("NetworkMode").str();
+    if mode.to_ascii_lowercase().starts_with("container:") && !mode.starts_with("container:") {
+        deny(rule::NAMESPACES, format!("{p}NetworkMode is {mode:?}"))?;
     }
+    network(mode, &format!("{p}NetworkMode"), plan)?;
     for (f, allowed) in [
         ("PidMode", &[""][..]),
         ("IpcMode", &["", "none", "private", "shareable"][..]),
@@ -397,6 +532,11 @@ fn host_config(h: &Go, p: &str, plan: &mut CreatePlan) -> Result<(), Denial> {
     }
     for (i, m) in h.get("Mounts").items().iter().enumerate() {
         mount(m, &format!("{p}Mounts[{i}]"), plan)?;
+    }
+    if let Go::Map(tmpfs) = h.get("Tmpfs") {
+        for target in tmpfs.keys() {
+            system_path(target, &format!("{p}Tmpfs[{target:?}]"))?;
+        }
     }
     if !h.get("VolumesFrom").is_empty() {
         deny(
@@ -468,11 +608,44 @@ fn host_config(h: &Go, p: &str, plan: &mut CreatePlan) -> Result<(), Denial> {
             format!("{p}PortBindings or PublishAllPorts publishes ports on the host"),
         )?;
     }
+    let restart = h.get("RestartPolicy").get("Name").str();
+    if !matches!(restart, "" | "no") {
+        deny(
+            rule::RESTART,
+            format!(
+                "{p}RestartPolicy.Name is {restart:?} (a worker that ends stays ended; firstmate restarts sessions itself)"
+            ),
+        )?;
+    }
+    for host in h.get("ExtraHosts").items() {
+        let host = host.str();
+        if host.to_ascii_lowercase().contains("host-gateway") {
+            deny(
+                rule::HOST_GATEWAY,
+                format!("{p}ExtraHosts has {host:?}, which points a name at the host"),
+            )?;
+        }
+    }
+    for group in h.get("GroupAdd").items() {
+        let group = group.str();
+        if is_root(group) {
+            deny(rule::ROOT_GROUP, format!("{p}GroupAdd adds {group:?}"))?;
+        }
+    }
+    if let Go::Int(n) = h.get("PidsLimit")
+        && *n <= 0
+    {
+        deny(
+            rule::PIDS,
+            format!("{p}PidsLimit is {n} (no limit: a fork bomb takes the host's PIDs)"),
+        )?;
+    }
     Ok(())
 }
 
 fn mount(m: &Go, p: &str, plan: &mut CreatePlan) -> Result<(), Denial> {
     let typ = m.get("Type").str();
+    system_path(m.get("Target").str(), &format!("{p}.Target"))?;
     if !m.get("BindOptions").is_nil() {
         deny(rule::HOST_PATHS, format!("{p}.BindOptions is set"))?;
     }
@@ -548,12 +721,27 @@ pub fn exec_create(body: &[u8]) -> Result<(), Denial> {
     if v.get("Privileged").is_true() {
         deny(rule::PRIVILEGED_EXEC, "Privileged is true".into())?;
     }
+    // "user", "user:group", "uid" or "uid:gid"; empty runs as the container's user.
+    let user = v.get("User").str();
+    let (u, g) = user.split_once(':').unwrap_or((user, ""));
+    if is_root(u) || is_root(g) {
+        deny(
+            rule::EXEC_ROOT,
+            format!("User is {user:?}; an exec runs as the container's own user"),
+        )?;
+    }
     Ok(())
 }
 
-pub fn volume_create(body: &[u8]) -> Result<(), Denial> {
+/// Decides on a volume create body; the name it gives, if any, is checked against the
+/// daemon before the create goes on ([`volume_recreatable`]).
+pub fn volume_create(body: &[u8]) -> Result<Option<String>, Denial> {
     let v = read(body, &VOLUME_CREATE, "volume create")?;
     require_label(v.get("Labels"), "Labels")?;
+    let name = v.get("Name").str();
+    if !name.is_empty() && !volume_name(name) {
+        deny(rule::BODY, format!("Name {name:?} is not a volume name"))?;
+    }
     let driver = v.get("Driver").str();
     if !matches!(driver, "" | "local") {
         deny(rule::DRIVERS, format!("Driver is {driver:?}"))?;
@@ -567,7 +755,74 @@ pub fn volume_create(body: &[u8]) -> Result<(), Denial> {
     if !v.get("ClusterVolumeSpec").is_nil() {
         deny(rule::DRIVERS, "ClusterVolumeSpec is set".into())?;
     }
-    Ok(())
+    Ok((!name.is_empty()).then(|| name.to_string()))
+}
+
+/// A volume create naming a volume that exists (`answer`: Docker's inspect of it) goes
+/// on only when that volume is managed: Docker answers a create of an existing name with
+/// the existing volume, driver options (share addresses, credentials) included.
+pub fn volume_recreatable(name: &str, answer: &serde_json::Value) -> Result<(), Denial> {
+    if labels_managed(&answer["Labels"]) {
+        Ok(())
+    } else {
+        deny(
+            rule::MANAGED,
+            format!(
+                "the volume {name} exists and does not carry {LABEL_MANAGED}=true (creating it again would answer with its options)"
+            ),
+        )
+    }
+}
+
+/// Whether a create of `instance` may join the network Docker resolved `term` to
+/// (`answer`: its inspect): one carrying the managed label and the create's instance, or
+/// one named by `--allow-network`.
+pub fn network_joinable(
+    term: &str,
+    answer: &serde_json::Value,
+    instance: Option<&str>,
+    allowed: &[String],
+) -> Result<(), Denial> {
+    let name = answer["Name"].as_str().unwrap_or_default();
+    if !name.is_empty() && allowed.iter().any(|a| a == name) {
+        return Ok(());
+    }
+    let labels = &answer["Labels"];
+    if labels_managed(labels)
+        && instance.is_some()
+        && labels.get(LABEL_INSTANCE).and_then(|i| i.as_str()) == instance
+    {
+        return Ok(());
+    }
+    deny(
+        rule::NETWORKS,
+        format!(
+            "the network {term:?} ({name}) is neither firstmate's ({LABEL_MANAGED}=true and {LABEL_INSTANCE}={}) nor allowed with --allow-network",
+            instance.unwrap_or("<the create's instance>")
+        ),
+    )
+}
+
+/// Whether a create of `instance` may share the network namespace of the container
+/// Docker resolved `id` to (`answer`: its inspect): only one managed by that instance.
+pub fn container_shareable(
+    id: &str,
+    answer: &serde_json::Value,
+    instance: Option<&str>,
+) -> Result<(), Denial> {
+    let labels = &answer["Config"]["Labels"];
+    if labels_managed(labels)
+        && instance.is_some()
+        && labels.get(LABEL_INSTANCE).and_then(|i| i.as_str()) == instance
+    {
+        return Ok(());
+    }
+    deny(
+        rule::NAMESPACES,
+        format!(
+            "NetworkMode container:{id} shares the network of a container that is not firstmate's ({LABEL_MANAGED}=true and {LABEL_INSTANCE} of the create)"
+        ),
+    )
 }
 
 pub fn network_create(body: &[u8]) -> Result<(), Denial> {
@@ -623,8 +878,10 @@ mod tests {
         }
     }
 
+    /// A create with a PID limit and `host` in its HostConfig.
     fn with_host(host: &str) -> String {
-        format!(r#"{{"Image":"x",{LABEL},"HostConfig":{{{host}}}}}"#)
+        let sep = if host.is_empty() { "" } else { "," };
+        format!(r#"{{"Image":"x",{LABEL},"HostConfig":{{"PidsLimit":64{sep}{host}}}}}"#)
     }
 
     /// What bollard sends for firstmate's hardened worker.
@@ -634,12 +891,13 @@ mod tests {
         "AttachStdout":true,"AttachStderr":true,"OpenStdin":true,"StdinOnce":false,"Tty":false,
         "HostConfig":{"CapDrop":["ALL"],"SecurityOpt":["no-new-privileges"],"Privileged":false,
         "Memory":268435456,"MemorySwap":268435456,"NanoCpus":1000000000,"PidsLimit":256,
+        "Init":true,"ReadonlyRootfs":true,"Tmpfs":{"/tmp":"rw,exec,nosuid,nodev,size=268435456"},
         "Mounts":[{"Target":"/workspace","Source":"firstmate-s1-workspace","Type":"volume"},
         {"Target":"/home/agent","Source":"firstmate-s1-home","Type":"volume"}],
         "NetworkMode":"firstmate-agents"}}"#;
 
     /// What the docker CLI (28.x) sends for `docker create --label firstmate.managed=true
-    /// --cap-drop ALL -i IMAGE cat`.
+    /// --cap-drop ALL --pids-limit 64 -i IMAGE cat`.
     const CLI: &str = r#"{"Hostname":"","Domainname":"","User":"","AttachStdin":true,
         "AttachStdout":true,"AttachStderr":true,"Tty":false,"OpenStdin":true,"StdinOnce":true,
         "Env":null,"Cmd":["cat"],"Image":"img","Volumes":null,"WorkingDir":"","Entrypoint":null,
@@ -656,7 +914,7 @@ mod tests {
         "BlkioDeviceWriteIOps":[],"CpuPeriod":0,"CpuQuota":0,"CpuRealtimePeriod":0,
         "CpuRealtimeRuntime":0,"CpusetCpus":"","CpusetMems":"","Devices":[],
         "DeviceCgroupRules":null,"DeviceRequests":null,"MemoryReservation":0,"MemorySwap":0,
-        "MemorySwappiness":null,"OomKillDisable":null,"PidsLimit":null,"Ulimits":[],
+        "MemorySwappiness":null,"OomKillDisable":null,"PidsLimit":64,"Ulimits":[],
         "CpuCount":0,"CpuPercent":0,"IOMaximumIOps":0,"IOMaximumBandwidth":0,
         "MaskedPaths":null,"ReadonlyPaths":null},"NetworkingConfig":{"EndpointsConfig":{}}}"#;
 
@@ -667,6 +925,8 @@ mod tests {
             plan.volumes,
             ["firstmate-s1-workspace", "firstmate-s1-home"]
         );
+        assert_eq!(plan.networks, ["firstmate-agents"]);
+        assert_eq!(plan.instance.as_deref(), Some("default"));
         assert_eq!(create(CLI).unwrap(), CreatePlan::default());
         assert!(create(&with_host(r#""Mounts":[{"Type":"tmpfs","Target":"/tmp"}]"#)).is_ok());
         assert!(
@@ -700,7 +960,10 @@ mod tests {
             rule::LABEL
         );
         // Maps merge: a later Labels object keeps the label.
-        assert!(create(r#"{"Labels":{"firstmate.managed":"true"},"LABELS":{"a":"b"}}"#).is_ok());
+        assert!(
+            create(r#"{"Labels":{"firstmate.managed":"true"},"LABELS":{"a":"b"},"PidsLimit":1}"#)
+                .is_ok()
+        );
         assert_eq!(refused("null"), rule::LABEL);
     }
 
@@ -761,7 +1024,8 @@ mod tests {
             (r#""DeviceCgroupRules":["a *:* rwm"]"#, rule::DEVICES),
             (r#""NetworkMode":"host""#, rule::NAMESPACES),
             (r#""NetworkMode":"HOST""#, rule::NAMESPACES),
-            (r#""NetworkMode":"container:victim""#, rule::NAMESPACES),
+            (r#""NetworkMode":"Container:victim""#, rule::NAMESPACES),
+            (r#""NetworkMode":"container:../victim""#, rule::NAMESPACES),
             ("\"Networ\u{212A}Mode\":\"host\"", rule::NAMESPACES),
             (r#""PidMode":"host""#, rule::NAMESPACES),
             (r#""PidMode":"container:victim""#, rule::NAMESPACES),
@@ -873,7 +1137,7 @@ mod tests {
     #[test]
     fn endpoint_driver_options_are_refused() {
         let ok = format!(
-            r#"{{"Image":"x",{LABEL},"NetworkingConfig":{{"EndpointsConfig":{{"agents":{{"Aliases":["a"],"DriverOpts":null}}}}}}}}"#
+            r#"{{"Image":"x",{LABEL},"PidsLimit":1,"NetworkingConfig":{{"EndpointsConfig":{{"agents":{{"Aliases":["a"],"DriverOpts":null}}}}}}}}"#
         );
         assert!(create(&ok).is_ok());
         let bad = format!(
@@ -913,7 +1177,7 @@ mod tests {
 
     #[test]
     fn exec_create_is_never_privileged() {
-        assert!(exec_create(br#"{"Cmd":["id"],"AttachStdout":true,"User":"root"}"#).is_ok());
+        assert!(exec_create(br#"{"Cmd":["id"],"AttachStdout":true,"User":"agent"}"#).is_ok());
         for body in [
             r#"{"Cmd":["sh"],"Privileged":true}"#,
             r#"{"Cmd":["sh"],"privileged":true}"#,
@@ -1009,5 +1273,348 @@ mod tests {
     #[test]
     fn the_label_is_the_runtimes() {
         assert_eq!(LABEL_MANAGED, crate::runtime::LABEL_MANAGED);
+        assert_eq!(LABEL_INSTANCE, crate::runtime::LABEL_INSTANCE);
+    }
+
+    fn endpoints(eps: &str) -> String {
+        format!(
+            r#"{{"Image":"x",{LABEL},"HostConfig":{{"PidsLimit":64}},"NetworkingConfig":{{"EndpointsConfig":{{{eps}}}}}}}"#
+        )
+    }
+
+    #[test]
+    fn every_network_a_create_names_is_left_to_the_daemon_but_none_and_the_default() {
+        for mode in ["", "default", "bridge", "none"] {
+            let plan = create(&with_host(&format!(r#""NetworkMode":"{mode}""#))).unwrap();
+            assert_eq!(plan, CreatePlan::default(), "{mode}");
+        }
+        // Another project's internal network, by name or by ID prefix.
+        for mode in ["other-project_internal", "3f2a9c"] {
+            let plan = create(&with_host(&format!(r#""NetworkMode":"{mode}""#))).unwrap();
+            assert_eq!(plan.networks, [mode]);
+        }
+        let plan = create(&endpoints(r#""victim-net":{"Aliases":["a"]}"#)).unwrap();
+        assert_eq!(plan.networks, ["victim-net"]);
+        // At the top level, in HostConfig and as an endpoint: each is checked, once.
+        let body = format!(
+            r#"{{"Image":"x",{LABEL},"NetworkMode":"a","HostConfig":{{"PidsLimit":64,"NetworkMode":"b"}},"NetworkingConfig":{{"EndpointsConfig":{{"b":{{}},"c":null,"bridge":{{}}}}}}}}"#
+        );
+        let mut nets = create(&body).unwrap().networks;
+        nets.sort();
+        assert_eq!(nets, ["a", "b", "c"]);
+        // Names Docker would resolve elsewhere, or that name no network.
+        for (eps, want) in [
+            (r#""mine":{"NetworkID":"victim"}"#, rule::NETWORKS),
+            (r#""":{}"#, rule::NETWORKS),
+            (r#""container:victim":{}"#, rule::NETWORKS),
+            (r#""a b":{}"#, rule::NETWORKS),
+            (r#""../x":{}"#, rule::NETWORKS),
+            (r#""host":{}"#, rule::NAMESPACES),
+            (r#""HOST":{}"#, rule::NAMESPACES),
+        ] {
+            assert_eq!(refused(&endpoints(eps)), want, "{eps}");
+        }
+        assert_eq!(
+            refused(&with_host(r#""NetworkMode":"x/../../build""#)),
+            rule::NETWORKS
+        );
+    }
+
+    #[test]
+    fn a_container_network_mode_is_left_to_the_daemon() {
+        let plan = create(&with_host(r#""NetworkMode":"container:victim""#)).unwrap();
+        assert_eq!(plan.containers, ["victim"]);
+        assert!(plan.networks.is_empty());
+        let body = r#"{"Image":"x","Labels":{"firstmate.managed":"true","firstmate.instance":"a"},"HostConfig":{"PidsLimit":64,"NetworkMode":"container:c1"}}"#;
+        let plan = create(body).unwrap();
+        assert_eq!(plan.instance.as_deref(), Some("a"));
+        let ours = serde_json::json!({"Config":{"Labels":{"firstmate.managed":"true","firstmate.instance":"a"}}});
+        assert!(container_shareable("c1", &ours, Some("a")).is_ok());
+        for (answer, instance) in [
+            (&ours, Some("b")),
+            (&ours, None),
+            (
+                &serde_json::json!({"Config":{"Labels":{"firstmate.instance":"a"}}}),
+                Some("a"),
+            ),
+            (&serde_json::json!({"Config":{"Labels":null}}), Some("a")),
+            (&serde_json::json!({}), None),
+        ] {
+            let d = container_shareable("c1", answer, instance).unwrap_err();
+            assert_eq!(d.rule, rule::NAMESPACES, "{answer} {instance:?}");
+        }
+    }
+
+    #[test]
+    fn a_network_is_joinable_when_the_instance_manages_it_or_it_is_allowed() {
+        let ours = serde_json::json!({"Name":"fm-net","Id":"abc","Labels":{"firstmate.managed":"true","firstmate.instance":"a"}});
+        let none: &[String] = &[];
+        assert!(network_joinable("fm-net", &ours, Some("a"), none).is_ok());
+        assert_eq!(
+            network_joinable("fm-net", &ours, Some("b"), none)
+                .unwrap_err()
+                .rule,
+            rule::NETWORKS
+        );
+        assert_eq!(
+            network_joinable("fm-net", &ours, None, none)
+                .unwrap_err()
+                .rule,
+            rule::NETWORKS
+        );
+        // Another project's internal network: labels of its own, or firstmate's label
+        // without the managed one.
+        let theirs = serde_json::json!({"Name":"other_internal","Id":"def","Labels":{"firstmate.instance":"a","com.docker.compose.network":"internal"}});
+        assert_eq!(
+            network_joinable("other_internal", &theirs, Some("a"), none)
+                .unwrap_err()
+                .rule,
+            rule::NETWORKS
+        );
+        let unlabelled = serde_json::json!({"Name":"agents","Id":"0123","Labels":{}});
+        assert!(network_joinable("agents", &unlabelled, Some("a"), &["agents".into()]).is_ok());
+        // The allow-list names the network Docker resolved, not the term asked.
+        assert!(network_joinable("0123", &unlabelled, Some("a"), &["agents".into()]).is_ok());
+        assert_eq!(
+            network_joinable("agents", &theirs, Some("a"), &["agents".into()])
+                .unwrap_err()
+                .rule,
+            rule::NETWORKS
+        );
+        assert!(
+            network_joinable(
+                "x",
+                &serde_json::json!({"Labels":null}),
+                Some("a"),
+                &["".into()]
+            )
+            .is_err()
+        );
+    }
+
+    #[test]
+    fn a_volume_create_may_not_name_an_unmanaged_volume_nor_ask_for_a_driver() {
+        let l = r#""Labels":{"firstmate.managed":"true"}"#;
+        assert_eq!(
+            volume_create(format!(r#"{{"Name":"v",{l}}}"#).as_bytes()).unwrap(),
+            Some("v".to_string())
+        );
+        assert_eq!(volume_create(format!("{{{l}}}").as_bytes()).unwrap(), None);
+        assert_eq!(
+            volume_create(format!(r#"{{"Name":"../v",{l}}}"#).as_bytes())
+                .unwrap_err()
+                .rule,
+            rule::BODY
+        );
+        // Docker answers a create of an existing name with that volume, options included.
+        let nfs = serde_json::json!({"Name":"backups","Driver":"local","Labels":null,
+            "Options":{"type":"nfs","o":"addr=10.0.0.5,username=u,password=p","device":":/b"}});
+        let d = volume_recreatable("backups", &nfs).unwrap_err();
+        assert_eq!(d.rule, rule::MANAGED);
+        let labelled_otherwise =
+            serde_json::json!({"Name":"v","Labels":{"firstmate.managed":"yes"}});
+        assert!(volume_recreatable("v", &labelled_otherwise).is_err());
+        let ours = serde_json::json!({"Name":"v","Labels":{"firstmate.managed":"true"}});
+        assert!(volume_recreatable("v", &ours).is_ok());
+        for (bad, want) in [
+            (
+                r#""DriverOpts":{"type":"nfs","o":"addr=10.0.0.5","device":":/x"}"#,
+                rule::HOST_PATHS,
+            ),
+            (
+                r#""DriverOpts":{"type":"cifs","o":"username=u,password=p","device":"//h/s"}"#,
+                rule::HOST_PATHS,
+            ),
+            (
+                r#""DriverOpts":{"o":"bind","type":"none","device":"/etc"}"#,
+                rule::HOST_PATHS,
+            ),
+            (r#""DriverOpts":{"o":null}"#, rule::HOST_PATHS),
+            (
+                r#""Driver":"local","driveropts":{"type":"tmpfs"}"#,
+                rule::HOST_PATHS,
+            ),
+            (r#""Driver":"Local""#, rule::DRIVERS),
+            (r#""Driver":"nfs""#, rule::DRIVERS),
+            (r#""ClusterVolumeSpec":{}"#, rule::DRIVERS),
+        ] {
+            let body = format!(r#"{{"Name":"v",{l},{bad}}}"#);
+            assert_eq!(
+                volume_create(body.as_bytes()).unwrap_err().rule,
+                want,
+                "{bad}"
+            );
+        }
+        assert!(
+            volume_create(
+                format!(r#"{{"Name":"v",{l},"Driver":"local","DriverOpts":{{}}}}"#).as_bytes()
+            )
+            .is_ok()
+        );
+    }
+
+    #[test]
+    fn nothing_is_mounted_over_dev_proc_or_sys() {
+        let bad_targets = [
+            "/dev",
+            "/dev/",
+            "/dev/shm",
+            "//dev",
+            "/./proc",
+            "/x/../sys",
+            "/tmp/../../dev/pts",
+            "/sys/fs/cgroup",
+            "/proc/sys/kernel",
+            "/proc/self/attr",
+            "/",
+            "dev",
+        ];
+        for t in bad_targets {
+            for host in [
+                format!(r#""Mounts":[{{"Type":"volume","Source":"v","Target":"{t}"}}]"#),
+                format!(r#""Mounts":[{{"Type":"volume","Target":"{t}"}}]"#),
+                format!(r#""Mounts":[{{"Type":"tmpfs","Target":"{t}"}}]"#),
+                format!(r#""Tmpfs":{{"{t}":"rw"}}"#),
+                format!(r#""Tmpfs":{{"{t}:rw":""}}"#),
+            ] {
+                assert_eq!(refused(&with_host(&host)), rule::SYSTEM_PATHS, "{host}");
+            }
+            let anon = format!(
+                r#"{{"Image":"x",{LABEL},"Volumes":{{"{t}":{{}}}},"HostConfig":{{"PidsLimit":64}}}}"#
+            );
+            assert_eq!(refused(&anon), rule::SYSTEM_PATHS, "{anon}");
+            let top = format!(r#"{{"Image":"x",{LABEL},"PidsLimit":1,"Tmpfs":{{"{t}":""}}}}"#);
+            assert_eq!(refused(&top), rule::SYSTEM_PATHS, "{top}");
+        }
+        for t in [
+            "/devices",
+            "/workspace",
+            "/tmp",
+            "/home/agent",
+            "/procfs",
+            "/x/dev",
+        ] {
+            let host = format!(
+                r#""Mounts":[{{"Type":"tmpfs","Target":"{t}"}}],"Tmpfs":{{"{t}2":"size=1m"}}"#
+            );
+            assert!(create(&with_host(&host)).is_ok(), "{t}");
+        }
+    }
+
+    #[test]
+    fn a_pid_limit_is_always_set() {
+        assert!(create(&with_host("")).is_ok());
+        for host in [
+            r#""PidsLimit":-1"#,
+            r#""PidsLimit":0"#,
+            r#""PidsLimit":null"#,
+            r#""pidslimit":-1"#,
+            r#""PidsLimit":64,"PidsLimit":0"#,
+        ] {
+            assert_eq!(refused(&with_host(host)), rule::PIDS, "{host}");
+        }
+        // Missing: no HostConfig limit, or one only at the top level, which Docker does not
+        // read when a HostConfig object is there.
+        assert_eq!(
+            refused(&format!(
+                r#"{{"Image":"x",{LABEL},"HostConfig":{{"Memory":1}}}}"#
+            )),
+            rule::PIDS
+        );
+        assert_eq!(
+            refused(&format!(
+                r#"{{"Image":"x",{LABEL},"PidsLimit":64,"HostConfig":{{}}}}"#
+            )),
+            rule::PIDS
+        );
+        assert_eq!(refused(&format!(r#"{{"Image":"x",{LABEL}}}"#)), rule::PIDS);
+        assert_eq!(
+            refused(&format!(
+                r#"{{"Image":"x",{LABEL},"PidsLimit":-1,"HostConfig":{{"PidsLimit":64}}}}"#
+            )),
+            rule::PIDS
+        );
+        // Without a HostConfig object, Docker reads the top level.
+        assert!(create(&format!(r#"{{"Image":"x",{LABEL},"PidsLimit":64}}"#)).is_ok());
+        assert!(
+            create(&format!(
+                r#"{{"Image":"x",{LABEL},"PidsLimit":64,"HostConfig":null}}"#
+            ))
+            .is_ok()
+        );
+        assert_eq!(refused(&with_host(r#""PidsLimit":"64""#)), rule::BODY);
+    }
+
+    #[test]
+    fn restart_policies_host_gateway_and_the_root_group_are_refused() {
+        for ok in [
+            r#""RestartPolicy":{"Name":"no","MaximumRetryCount":0}"#,
+            r#""RestartPolicy":{"Name":""}"#,
+            r#""RestartPolicy":{}"#,
+            r#""ExtraHosts":["gateway:10.0.0.1"]"#,
+            r#""GroupAdd":["1000","users","10"]"#,
+        ] {
+            assert!(create(&with_host(ok)).is_ok(), "{ok}");
+        }
+        for (host, want) in [
+            (r#""RestartPolicy":{"Name":"always"}"#, rule::RESTART),
+            (
+                r#""RestartPolicy":{"Name":"unless-stopped"}"#,
+                rule::RESTART,
+            ),
+            (
+                r#""RestartPolicy":{"Name":"on-failure","MaximumRetryCount":5}"#,
+                rule::RESTART,
+            ),
+            (r#""restartpolicy":{"name":"always"}"#, rule::RESTART),
+            (
+                r#""RestartPolicy":{"Name":"always"},"RestartPolicy":{"MaximumRetryCount":1}"#,
+                rule::RESTART,
+            ),
+            (
+                r#""ExtraHosts":["host.docker.internal:host-gateway"]"#,
+                rule::HOST_GATEWAY,
+            ),
+            (
+                r#""ExtraHosts":["a:1.2.3.4","h:HOST-GATEWAY"]"#,
+                rule::HOST_GATEWAY,
+            ),
+            (r#""GroupAdd":["root"]"#, rule::ROOT_GROUP),
+            (r#""GroupAdd":["1000","0"]"#, rule::ROOT_GROUP),
+            (r#""GroupAdd":["000"]"#, rule::ROOT_GROUP),
+        ] {
+            assert_eq!(refused(&with_host(host)), want, "{host}");
+            let top = format!(r#"{{"Image":"x",{LABEL},"PidsLimit":64,{host}}}"#);
+            assert_eq!(refused(&top), want, "top level {host}");
+        }
+    }
+
+    #[test]
+    fn an_exec_never_asks_for_root() {
+        for ok in [
+            r#"{"Cmd":["id"]}"#,
+            r#"{"Cmd":["id"],"User":""}"#,
+            r#"{"Cmd":["id"],"User":"agent"}"#,
+            r#"{"Cmd":["id"],"User":"1000:1000"}"#,
+            r#"{"Cmd":["id"],"User":"10"}"#,
+        ] {
+            assert!(exec_create(ok.as_bytes()).is_ok(), "{ok}");
+        }
+        for bad in [
+            r#"{"Cmd":["id"],"User":"root"}"#,
+            r#"{"Cmd":["id"],"User":"0"}"#,
+            r#"{"Cmd":["id"],"User":"0:0"}"#,
+            r#"{"Cmd":["id"],"User":"00"}"#,
+            r#"{"Cmd":["id"],"User":"agent:root"}"#,
+            r#"{"Cmd":["id"],"User":"1000:0"}"#,
+            r#"{"Cmd":["id"],"user":"root"}"#,
+            r#"{"Cmd":["id"],"User":"agent","USER":"0"}"#,
+        ] {
+            assert_eq!(
+                exec_create(bad.as_bytes()).unwrap_err().rule,
+                rule::EXEC_ROOT,
+                "{bad}"
+            );
+        }
     }
 }

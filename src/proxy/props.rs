@@ -90,7 +90,7 @@ proptest! {
             body.push_str(m);
         }
         for (i, c) in chunks.iter().enumerate() {
-            body.push_str(&format!(",\"{}\":{{\"Memory\":1", spell("HostConfig", &hc_keys[i])));
+            body.push_str(&format!(",\"{}\":{{\"Memory\":1,\"PidsLimit\":64", spell("HostConfig", &hc_keys[i])));
             for m in c {
                 body.push(',');
                 body.push_str(m);
@@ -191,7 +191,7 @@ const FIELDS: &[Field] = &[
         kind: Kind::Scalar,
         values: &[
             r#""host""#,
-            r#""container:victim""#,
+            r#""Container:victim""#,
             r#""bridge""#,
             r#""none""#,
             "null",

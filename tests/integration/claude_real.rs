@@ -23,7 +23,7 @@ use serde_json::Value;
 
 use crate::support::anthropic::{AnthropicStub, Reply, conversation_text};
 use crate::support::worker::{
-    self, Net, REAL_KEY, WORKER_IMAGE, assert_contains_all, assert_in_order,
+    self, HARDENED, Net, REAL_KEY, WORKER_IMAGE, assert_contains_all, assert_in_order,
     assert_interrupt_scenario, assert_key_kept, console_interrupt_scenario, console_with_key,
     engine_scenario, gateway_env, started, texts, turn_end,
 };
@@ -109,6 +109,7 @@ impl Cli {
         net.containers.push(name.clone());
         let mut cmd = Command::new("docker");
         cmd.args(["run", "--rm", "-i", "--name", &name, "--network", &net.name]);
+        cmd.args(HARDENED);
         cmd.args(["-v", &format!("{}:/home/agent", volumes.0)]);
         cmd.args(["-v", &format!("{}:/workspace", volumes.1)]);
         cmd.args(["-e", &format!("ANTHROPIC_BASE_URL={}", net.base_url(stub))]);

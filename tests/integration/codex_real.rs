@@ -14,7 +14,7 @@ use firstmate::protocol::{AgentEvent, TurnOutcome};
 use crate::support::openai::{OpenAiStub, Reply, conversation_text};
 use crate::support::text;
 use crate::support::worker::{
-    self, Net, REAL_KEY, WORKER_IMAGE, assert_contains_all, assert_in_order,
+    self, HARDENED, Net, REAL_KEY, WORKER_IMAGE, assert_contains_all, assert_in_order,
     assert_interrupt_scenario, assert_key_kept, console_interrupt_scenario, engine_scenario,
     gateway_env, started, texts, turn_end,
 };
@@ -66,6 +66,7 @@ fn idle_worker(net: &mut Net) -> String {
     net.containers.push(name.clone());
     let out = Command::new("docker")
         .args(["run", "-d", "--name", &name, "--network", &net.name])
+        .args(HARDENED)
         .args(["-v", &format!("{home}:/home/agent")])
         .args(["-v", &format!("{ws}:/workspace")])
         .args(["-e", "OPENAI_API_KEY=dummy"])

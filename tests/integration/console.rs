@@ -50,8 +50,22 @@ fn say_run_stop_leaves_a_stopped_hardened_labelled_container() {
         host["Binds"]
     );
     for m in c["Mounts"].as_array().cloned().unwrap_or_default() {
-        assert_eq!(m["Type"], "volume", "a non-volume mount: {m}");
+        assert!(
+            m["Type"] == "volume" || (m["Type"] == "tmpfs" && m["Destination"] == "/tmp"),
+            "a mount that is neither a volume nor the /tmp tmpfs: {m}"
+        );
     }
+    assert_eq!(host["Init"], true, "no init reaps orphans: {host}");
+    assert_eq!(
+        host["ReadonlyRootfs"], true,
+        "the root filesystem is writable"
+    );
+    assert!(
+        host["Tmpfs"]["/tmp"]
+            .as_str()
+            .is_some_and(|o| o.contains("size=")),
+        "/tmp is not a size-limited tmpfs: {host}"
+    );
     assert_eq!(
         c["Config"]["User"], "agent",
         "the worker does not run as the image's user"
@@ -68,6 +82,76 @@ fn say_run_stop_leaves_a_stopped_hardened_labelled_container() {
         s["cost_usd"].as_f64().unwrap_or(0.0) > 0.0,
         "no cost counted: {s}"
     );
+}
+
+#[test]
+fn after_a_killed_fork_bomb_the_next_turn_can_fork_again() {
+    let Some(env) = Env::new("") else { return };
+    // The Env's pids_limit is 256. 200 orphans, then killed: with no init they would stay
+    // zombies of the agent (PID 1, which reaps only its own children) and keep 200 PIDs,
+    // so the next turn could not start 100 more. The init reaps them.
+    let count = "for f in /proc/[0-9]*/stat; do read -r p c s r 2>/dev/null < $f || continue; \
+                 [ \"$c\" = \"(sleep)\" ] || continue; \
+                 if [ \"$s\" = Z ]; then z=$((z+1)); else n=$((n+1)); fi; done";
+    let input = format!(
+        "new run for i in $(seq 200); do (sleep 1000 </dev/null >/dev/null 2>&1 &); done; n=0; z=0; {count}; echo bomb $n\n\
+         run for f in /proc/[0-9]*/stat; do read -r p c r 2>/dev/null < $f && [ \"$c\" = \"(sleep)\" ] && kill -9 $p; done; echo killed\n\
+         run sleep 1; for i in $(seq 100); do (sleep 1000 </dev/null >/dev/null 2>&1 &) 2>/dev/null; done; n=0; z=0; {count}; echo alive $n zombies $z\n\
+         stop\n"
+    );
+    let out = env.console(&input);
+    assert!(out.status.success(), "{}", text(&out));
+    let all = stdout(&out);
+    let id = only_session(&all);
+    let lines = lines_of(&all, &id);
+    assert!(
+        lines.iter().any(|l| l == "bomb 200"),
+        "the orphans did not all start:\n{all}"
+    );
+    assert!(lines.iter().any(|l| l == "killed"), "{all}");
+    assert!(
+        lines.iter().any(|l| l == "alive 100 zombies 0"),
+        "the killed orphans kept their PIDs:\n{all}"
+    );
+}
+
+#[test]
+fn the_root_filesystem_is_read_only_but_workspace_home_and_tmp_are_writable() {
+    let Some(env) = Env::new("") else { return };
+    let out = env.console(
+        "new run touch /etc/x 2>&1; echo etc=$?\n\
+         run touch /usr/local/bin/x 2>&1; echo usr=$?\n\
+         run touch /workspace/w \"$HOME/h\" /tmp/t && mkdir -p \"$HOME/.claude/x\" && echo writable\n\
+         run cp /bin/true /tmp/true && /tmp/true && echo tmp-exec\n\
+         run awk '$2 == \"/tmp\" { print $3, $4 }' /proc/mounts\n\
+         stop\n",
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    let all = stdout(&out);
+    let id = only_session(&all);
+    let lines = lines_of(&all, &id);
+    for path in ["/etc/x", "/usr/local/bin/x"] {
+        assert!(
+            lines
+                .iter()
+                .any(|l| l.contains(path) && l.contains("Read-only file system")),
+            "a write to {path} did not fail as read-only:\n{all}"
+        );
+    }
+    assert!(lines.iter().any(|l| l == "etc=1"), "{all}");
+    assert!(
+        lines.iter().any(|l| l == "writable"),
+        "/workspace, $HOME or /tmp is not writable:\n{all}"
+    );
+    // /tmp is a tmpfs with a size limit (the agent's memory, 256m here), where programs
+    // run (toolchains build and run binaries there).
+    assert!(
+        lines.iter().any(|l| l.starts_with("tmpfs rw,")
+            && l.contains("size=262144k")
+            && !l.contains("noexec")),
+        "/tmp is not a size-limited tmpfs:\n{all}"
+    );
+    assert!(lines.iter().any(|l| l == "tmp-exec"), "{all}");
 }
 
 #[test]

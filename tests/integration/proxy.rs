@@ -141,12 +141,34 @@ fn attack(what: &str, method: &'static str, target: &str, body: &str) -> Attack 
     }
 }
 
-/// A create body: managed, labelled for cleanup, with `extra` members at the top level.
+/// A create body: managed, labelled for cleanup, with a PID limit, with `extra` members
+/// at the top level (a second `HostConfig` there merges into the first).
 fn create_body(inst: &str, extra: &str) -> String {
     let sep = if extra.is_empty() { "" } else { "," };
     format!(
-        r#"{{"Image":"{TEST_IMAGE}","Cmd":["true"],"Labels":{{"firstmate.managed":"true","firstmate.instance":"{inst}"}}{sep}{extra}}}"#
+        r#"{{"Image":"{TEST_IMAGE}","Cmd":["true"],"Labels":{{"firstmate.managed":"true","firstmate.instance":"{inst}"}},"HostConfig":{{"PidsLimit":64}}{sep}{extra}}}"#
     )
+}
+
+/// Removes the networks named when dropped (the Env removes containers and volumes).
+struct NetGuard(Vec<String>);
+
+impl Drop for NetGuard {
+    fn drop(&mut self) {
+        for n in &self.0 {
+            let _ = docker(None, &["network", "rm", n]);
+        }
+    }
+}
+
+/// `docker network create ARGS NAME` straight on the socket; the network's ID.
+fn network(guard: &mut NetGuard, name: &str, args: &[&str]) -> String {
+    let mut all = vec!["network", "create"];
+    all.extend_from_slice(args);
+    all.push(name);
+    let id = ok(docker(None, &all));
+    guard.0.push(name.to_string());
+    id
 }
 
 #[test]
@@ -183,6 +205,40 @@ fn a_corpus_of_attacks_is_refused_and_changes_nothing() {
         .to_string();
     let vol = format!("fm-victim-vol-{inst}");
     ok(docker(None, &["volume", "create", "--label", &label, &vol]));
+    // A volume whose options are a secret (as an NFS or CIFS volume's address and
+    // credentials are): a tmpfs stands in for the share.
+    let secret_vol = format!("fm-victim-opts-{inst}");
+    ok(docker(
+        None,
+        &[
+            "volume",
+            "create",
+            "--label",
+            &label,
+            "--opt",
+            "type=tmpfs",
+            "--opt",
+            "device=tmpfs",
+            "--opt",
+            "o=size=1m,uid=4242",
+            &secret_vol,
+        ],
+    ));
+    // Another project's internal network, and a managed network of another instance.
+    let mut nets = NetGuard(Vec::new());
+    let victim_net = format!("fm-victim-net-{inst}");
+    let victim_net_id = network(&mut nets, &victim_net, &["--internal", "--label", &label]);
+    let other_net = format!("fm-other-net-{inst}");
+    network(
+        &mut nets,
+        &other_net,
+        &[
+            "--label",
+            "firstmate.managed=true",
+            "--label",
+            &format!("firstmate.instance=other-{inst}"),
+        ],
+    );
     let tag = format!("fm-attack-{inst}:victim");
     ok(docker(None, &["tag", TEST_IMAGE, &tag]));
     // The Env removes containers and volumes; this guard removes the tag.
@@ -208,6 +264,8 @@ fn a_corpus_of_attacks_is_refused_and_changes_nothing() {
             &label,
             "--cap-drop",
             "ALL",
+            "--pids-limit",
+            "64",
             TEST_IMAGE,
             "sleep",
             "600",
@@ -453,6 +511,12 @@ fn a_corpus_of_attacks_is_refused_and_changes_nothing() {
         "/networks/bridge/connect",
         &format!(r#"{{"Container":"{victim}"}}"#)
     );
+    add!(
+        "connect to another project's network",
+        "POST",
+        &format!("/networks/{victim_net}/connect"),
+        &format!(r#"{{"Container":"{managed}"}}"#)
+    );
 
     // --- creates that reach the host: privilege, capabilities, devices, namespaces ------
     let host_attacks: Vec<(&str, String)> = vec![
@@ -467,6 +531,23 @@ fn a_corpus_of_attacks_is_refused_and_changes_nothing() {
         ("device cgroup rule", r#""DeviceCgroupRules":["a *:* rwm"]"#.into()),
         ("host network", r#""NetworkMode":"host""#.into()),
         ("another container's network", format!(r#""NetworkMode":"container:{victim}""#)),
+        ("another container's network by ID prefix", format!(r#""NetworkMode":"container:{prefix}""#)),
+        ("another project's network", format!(r#""NetworkMode":"{victim_net}""#)),
+        ("another project's network by ID prefix", format!(r#""NetworkMode":"{}""#, &victim_net_id[..12])),
+        ("another instance's managed network", format!(r#""NetworkMode":"{other_net}""#)),
+        ("a network that does not exist", format!(r#""NetworkMode":"{n}-nonet""#)),
+        ("PID limit off", r#""PidsLimit":-1"#.into()),
+        ("PID limit zero", r#""PidsLimit":0"#.into()),
+        ("restart always", r#""RestartPolicy":{"Name":"always"}"#.into()),
+        ("restart unless stopped", r#""RestartPolicy":{"Name":"unless-stopped"}"#.into()),
+        ("restart on failure", r#""RestartPolicy":{"Name":"on-failure","MaximumRetryCount":3}"#.into()),
+        ("a name for the host", r#""ExtraHosts":["host.docker.internal:host-gateway"]"#.into()),
+        ("the root group", r#""GroupAdd":["root"]"#.into()),
+        ("group 0", r#""GroupAdd":["0"]"#.into()),
+        ("a tmpfs over /dev", r#""Mounts":[{"Type":"tmpfs","Target":"/dev"}]"#.into()),
+        ("a tmpfs over /proc/sys", r#""Tmpfs":{"/proc/sys":""}"#.into()),
+        ("a tmpfs over /sys, spelled around", r#""Tmpfs":{"/tmp/../sys/":"rw"}"#.into()),
+        ("an anonymous volume over /dev/shm", r#""Mounts":[{"Type":"volume","Target":"/dev/shm"}]"#.into()),
         ("host PID namespace", r#""PidMode":"host""#.into()),
         ("another container's PIDs", format!(r#""PidMode":"container:{victim}""#)),
         ("host IPC", r#""IpcMode":"host""#.into()),
@@ -531,6 +612,56 @@ fn a_corpus_of_attacks_is_refused_and_changes_nothing() {
             &top
         );
     }
+
+    // --- networks and volumes of others, named where a create joins or mounts them -------
+    let endpoint_attacks = [
+        (
+            "another project's network as an endpoint",
+            format!(r#""NetworkingConfig":{{"EndpointsConfig":{{"{victim_net}":{{}}}}}}"#),
+        ),
+        (
+            "another project's network by endpoint NetworkID",
+            format!(
+                r#""NetworkingConfig":{{"EndpointsConfig":{{"bridge":{{"NetworkID":"{victim_net_id}"}}}}}}"#
+            ),
+        ),
+        (
+            "another instance's network as an endpoint",
+            format!(r#""NetworkingConfig":{{"EndpointsConfig":{{"{other_net}":{{}}}}}}"#),
+        ),
+        (
+            "the host network as an endpoint",
+            r#""NetworkingConfig":{"EndpointsConfig":{"host":{}}}"#.into(),
+        ),
+        (
+            "an anonymous volume over /dev",
+            r#""Volumes":{"/dev":{}}"#.into(),
+        ),
+    ];
+    for (i, (what, members)) in endpoint_attacks.iter().enumerate() {
+        add!(
+            &format!("create: {what}"),
+            "POST",
+            &format!("/containers/create?name={n}-w{i}"),
+            &create_body(&inst, members),
+        );
+    }
+    add!(
+        "create without a PID limit",
+        "POST",
+        &format!("/containers/create?name={n}-w90"),
+        &format!(
+            r#"{{"Image":"{TEST_IMAGE}","Labels":{{"firstmate.managed":"true","firstmate.instance":"{inst}"}},"HostConfig":{{"CapDrop":["ALL"]}}}}"#
+        )
+    );
+    add!(
+        "create with the PID limit only where Docker does not read it",
+        "POST",
+        &format!("/containers/create?name={n}-w91"),
+        &format!(
+            r#"{{"Image":"{TEST_IMAGE}","PidsLimit":64,"Labels":{{"firstmate.managed":"true","firstmate.instance":"{inst}"}},"HostConfig":{{"CapDrop":["ALL"]}}}}"#
+        )
+    );
 
     // --- smuggling: spellings, repeats, nulls, escapes --------------------------------
     let smuggled = [
@@ -784,8 +915,12 @@ fn a_corpus_of_attacks_is_refused_and_changes_nothing() {
         &create_body(&inst, "")
     );
 
-    // --- privileged exec in a managed container ----------------------------------------
+    // --- privileged or root exec in a managed container ---------------------------------
     for (i, body) in [
+        r#"{"Cmd":["sh"],"User":"root"}"#,
+        r#"{"Cmd":["sh"],"User":"0"}"#,
+        r#"{"Cmd":["sh"],"User":"0:0"}"#,
+        r#"{"Cmd":["sh"],"user":"agent","USER":"root"}"#,
         r#"{"Cmd":["sh"],"Privileged":true}"#,
         r#"{"Cmd":["sh"],"privileged":true}"#,
         r#"{"Cmd":["sh"],"Privileged":true,"Privileged":null}"#,
@@ -816,6 +951,30 @@ fn a_corpus_of_attacks_is_refused_and_changes_nothing() {
         "/volumes/create",
         &format!(
             r#"{{"Name":"{n}-v1","Labels":{{"firstmate.managed":"true","firstmate.instance":"{inst}"}},"DriverOpts":{{"type":"none","o":"bind","device":"/"}}}}"#
+        )
+    );
+    add!(
+        "volume create naming an unmanaged volume (its options come back)",
+        "POST",
+        "/volumes/create",
+        &format!(
+            r#"{{"Name":"{secret_vol}","Labels":{{"firstmate.managed":"true","firstmate.instance":"{inst}"}}}}"#
+        )
+    );
+    add!(
+        "volume on an NFS share",
+        "POST",
+        "/volumes/create",
+        &format!(
+            r#"{{"Name":"{n}-v3","Labels":{{"firstmate.managed":"true","firstmate.instance":"{inst}"}},"DriverOpts":{{"type":"nfs","o":"addr=127.0.0.1,rw","device":":/export"}}}}"#
+        )
+    );
+    add!(
+        "volume on a CIFS share",
+        "POST",
+        "/volumes/create",
+        &format!(
+            r#"{{"Name":"{n}-v4","Driver":"local","Labels":{{"firstmate.managed":"true","firstmate.instance":"{inst}"}},"DriverOpts":{{"type":"cifs","o":"username=u,password=p","device":"//127.0.0.1/s"}}}}"#
         )
     );
     add!(
@@ -920,12 +1079,34 @@ fn a_corpus_of_attacks_is_refused_and_changes_nothing() {
         None,
         &["volume", "ls", "-q", "--filter", &format!("label={label}")],
     ));
-    assert_eq!(vols, vol, "the attacks made or removed volumes");
-    let nets = ok(docker(
+    let mut vols: Vec<&str> = vols.lines().collect();
+    vols.sort();
+    let mut want_vols = vec![vol.as_str(), secret_vol.as_str()];
+    want_vols.sort();
+    assert_eq!(vols, want_vols, "the attacks made or removed volumes");
+    let listed = ok(docker(
         None,
-        &["network", "ls", "-q", "--filter", &format!("label={label}")],
+        &[
+            "network",
+            "ls",
+            "--filter",
+            &format!("label={label}"),
+            "--format",
+            "{{.Name}}",
+        ],
     ));
-    assert_eq!(nets, "", "the attacks made networks");
+    assert_eq!(listed, victim_net, "the attacks made networks");
+    let joined = ok(docker(
+        None,
+        &[
+            "network",
+            "inspect",
+            "-f",
+            "{{len .Containers}}",
+            &victim_net,
+        ],
+    ));
+    assert_eq!(joined, "0", "a container joined another project's network");
     let images = ok(docker(
         None,
         &[
@@ -969,6 +1150,13 @@ fn a_corpus_of_attacks_is_refused_and_changes_nothing() {
         "no privileged exec",
         "API version 1.40 or newer",
         "no body where Docker reads none",
+        "managed or allowed networks only",
+        "no mounts over /dev, /proc or /sys",
+        "a PID limit",
+        "no restart policy",
+        "no host-gateway",
+        "no root group",
+        "no exec as root",
     ] {
         assert!(
             log.contains(&format!("rule=\"{rule}\"")),
@@ -1172,6 +1360,8 @@ fn the_managed_life_cycle_works_through_the_docker_cli() {
             "--privileged",
             "--label",
             "firstmate.managed=true",
+            "--pids-limit",
+            "64",
             TEST_IMAGE,
             "true",
         ],
@@ -1193,6 +1383,8 @@ fn the_managed_life_cycle_works_through_the_docker_cli() {
             label.as_str(),
             "--network",
             net.as_str(),
+            "--pids-limit",
+            "64",
             TEST_IMAGE,
             "sh",
             "-c",
@@ -1231,6 +1423,8 @@ fn the_managed_life_cycle_works_through_the_docker_cli() {
             "firstmate.managed=true",
             "--label",
             &label,
+            "--pids-limit",
+            "64",
             TEST_IMAGE,
             "sh",
             "-c",
@@ -1282,6 +1476,150 @@ fn the_managed_life_cycle_works_through_the_docker_cli() {
         "an unmanaged container's event came through:\n{events}"
     );
     ok(docker(px, &["network", "rm", &net]));
+}
+
+#[test]
+fn a_worker_joins_only_networks_of_its_instance_the_allowed_ones_none_or_the_bridge() {
+    let Some(env) = Env::new("") else { return };
+    let inst = env.instance.clone();
+    let label = format!("firstmate.instance={inst}");
+    let mut nets = NetGuard(Vec::new());
+    let allowed = format!("fm-allowed-net-{inst}");
+    network(&mut nets, &allowed, &["--internal", "--label", &label]);
+    let unmanaged = format!("fm-unmanaged-net-{inst}");
+    network(&mut nets, &unmanaged, &["--internal", "--label", &label]);
+    let p = ProxyProcess::start_with(&["--allow-network", &allowed]);
+    let px = Some(p.host());
+    let px = px.as_deref();
+    // A managed network of this instance, made through the proxy.
+    let ours = format!("fm-ours-net-{inst}");
+    ok(docker(
+        px,
+        &[
+            "network",
+            "create",
+            "--internal",
+            "--label",
+            "firstmate.managed=true",
+            "--label",
+            &label,
+            &ours,
+        ],
+    ));
+    nets.0.push(ours.clone());
+
+    let run = |name: &str, network: &str| {
+        docker(
+            px,
+            &[
+                "create",
+                "--name",
+                name,
+                "--label",
+                "firstmate.managed=true",
+                "--label",
+                &label,
+                "--pids-limit",
+                "64",
+                "--network",
+                network,
+                TEST_IMAGE,
+                "sleep",
+                "600",
+            ],
+        )
+    };
+    for (i, net) in [ours.as_str(), allowed.as_str(), "none", "bridge"]
+        .into_iter()
+        .enumerate()
+    {
+        let out = run(&format!("fm-join-{inst}-{i}"), net);
+        assert!(out.status.success(), "{net}: {}", text(&out));
+    }
+    let out = run(&format!("fm-join-{inst}-x"), &unmanaged);
+    assert!(
+        !out.status.success() && text(&out).contains("rule: managed or allowed networks only"),
+        "joined an unmanaged network: {}",
+        text(&out)
+    );
+    // Sharing the network of a managed container of this instance; not of another one.
+    let first = format!("fm-join-{inst}-0");
+    ok(docker(px, &["start", &first]));
+    let out = run(&format!("fm-join-{inst}-c"), &format!("container:{first}"));
+    assert!(out.status.success(), "{}", text(&out));
+    let stranger = format!("fm-stranger-{inst}");
+    ok(docker(
+        None,
+        &[
+            "run", "-d", "--name", &stranger, "--label", &label, TEST_IMAGE, "sleep", "600",
+        ],
+    ));
+    let out = run(
+        &format!("fm-join-{inst}-s"),
+        &format!("container:{stranger}"),
+    );
+    assert!(
+        !out.status.success() && text(&out).contains("rule: no host or shared namespaces"),
+        "shared an unmanaged container's network: {}",
+        text(&out)
+    );
+    // Containers go before their networks.
+    let ids = env.containers();
+    if !ids.is_empty() {
+        let mut rm = vec!["rm", "-f"];
+        rm.extend(ids.iter().map(String::as_str));
+        let _ = docker(None, &rm);
+    }
+}
+
+#[test]
+fn a_stalled_body_gets_a_408_and_the_connection_is_closed() {
+    // No daemon is asked: the body is never complete.
+    let p = ProxyProcess::start_with(&["--body-timeout", "2s"]);
+    let mut s = TcpStream::connect(&p.addr).expect("connect to the proxy");
+    s.set_read_timeout(Some(Duration::from_secs(20))).ok();
+    let started = Instant::now();
+    s.write_all(
+        b"POST /containers/create HTTP/1.1\r\nHost: docker\r\nContent-Type: application/json\r\nContent-Length: 400\r\n\r\n{\"Image\":\"x\",",
+    )
+    .unwrap();
+    // Then nothing: the proxy answers, and closes.
+    let mut out = Vec::new();
+    let read = s.read_to_end(&mut out);
+    let waited = started.elapsed();
+    let resp = String::from_utf8_lossy(&out);
+    assert!(
+        read.is_ok(),
+        "the connection was not closed: {read:?} after {resp:?}"
+    );
+    assert!(resp.starts_with("HTTP/1.1 408"), "{resp}");
+    assert!(resp.contains("rule: body read timeout"), "{resp}");
+    assert!(
+        waited >= Duration::from_millis(1900) && waited < Duration::from_secs(15),
+        "answered after {waited:?}"
+    );
+    assert!(
+        p.log().contains("rule=\"body read timeout\""),
+        "{}",
+        p.log()
+    );
+    // A bad duration is a usage error.
+    let out = run_with_timeout(
+        {
+            let mut c = Command::new(env!("CARGO_BIN_EXE_firstmate"));
+            c.args([
+                "socket-proxy",
+                "--listen",
+                "127.0.0.1:0",
+                "--body-timeout",
+                "soon",
+            ]);
+            c
+        },
+        "",
+        Duration::from_secs(30),
+    );
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
 }
 
 #[test]

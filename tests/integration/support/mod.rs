@@ -76,8 +76,14 @@ pub struct ProxyProcess {
 
 impl ProxyProcess {
     pub fn start() -> ProxyProcess {
+        ProxyProcess::start_with(&[])
+    }
+
+    /// A proxy started with `args` after `socket-proxy --listen 127.0.0.1:0`.
+    pub fn start_with(args: &[&str]) -> ProxyProcess {
         let mut child = Command::new(env!("CARGO_BIN_EXE_firstmate"))
             .args(["socket-proxy", "--listen", "127.0.0.1:0"])
+            .args(args)
             .env("FIRSTMATE_LOG", "info")
             .env("NO_COLOR", "1")
             .stdin(Stdio::null())

@@ -15,6 +15,15 @@ use super::{Env, inspect};
 
 pub const WORKER_IMAGE: &str = "firstmate-worker:latest";
 
+/// The `docker run` flags of firstmate's own hardening (src/runtime.rs) that an agent CLI
+/// has to live with: an init as PID 1, a read-only root, a `/tmp` tmpfs where programs run.
+pub const HARDENED: &[&str] = &[
+    "--init",
+    "--read-only",
+    "--tmpfs",
+    "/tmp:rw,exec,nosuid,nodev,size=536870912",
+];
+
 pub fn quiet(args: &[&str]) -> bool {
     Command::new("docker")
         .args(args)
