@@ -259,7 +259,8 @@ mod tests {
 
     #[test]
     fn the_filter_is_firstmate_log_else_rust_log_else_the_default() {
-        let cases: [(&[(&str, &str)], FilterSource, &str); 6] = [
+        type Vars<'a> = &'a [(&'a str, &'a str)];
+        let cases: [(Vars, FilterSource, &str); 6] = [
             (&[], FilterSource::Default, "warn"),
             (&[("RUST_LOG", "debug")], FilterSource::RustLog, "debug"),
             (

@@ -631,7 +631,8 @@ fn a_bad_log_filter_or_format_exits_2_naming_it_in_every_subcommand() {
         &["config"],
         &["sessions", "prune"],
     ];
-    let cases: [(&[(&str, &str)], &[&str]); 5] = [
+    type Vars<'a> = &'a [(&'a str, &'a str)];
+    let cases: [(Vars, &[&str]); 5] = [
         (
             &[("FIRSTMATE_LOG", "firstmate=loud")],
             &[
