@@ -22,6 +22,7 @@
 //!   serenity.
 //! - [`metrics`]: `GET /metrics` (Prometheus text) and `GET /healthz` of `[metrics]`.
 //! - [`proxy`]: `firstmate socket-proxy`, the Docker socket guard (hyper, no bollard).
+//! - [`logging`]: the log setup every subcommand shares (filter, text or JSON, colour).
 
 pub mod command;
 pub mod config;
@@ -30,6 +31,7 @@ pub mod error;
 pub mod event;
 pub mod frontend;
 pub mod gateway;
+pub mod logging;
 pub mod metrics;
 pub mod protocol;
 pub mod proxy;

@@ -171,14 +171,13 @@ fn main() -> ExitCode {
     }
 }
 
-fn init_logging(default: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("FIRSTMATE_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_target(false)
-        .try_init();
+/// The log filter of a subcommand when neither FIRSTMATE_LOG nor RUST_LOG is set.
+fn log_default(cmd: &Cmd) -> String {
+    match cmd {
+        Cmd::Run(_) => format!("info,serenity=warn,{}", matrix::LOG_FILTER),
+        Cmd::SocketProxy { .. } => "info".into(),
+        _ => "warn".into(),
+    }
 }
 
 fn current_dir() -> anyhow::Result<PathBuf> {
@@ -224,6 +223,9 @@ async fn connect_docker(cfg: &Config) -> anyhow::Result<DockerRuntime> {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    // One log setup for every subcommand (src/logging.rs); a bad setting is exit 2.
+    firstmate::logging::init(&log_default(&cli.command), &env_lookup)
+        .map_err(|e| UsageError(e.to_string()))?;
     match cli.command {
         Cmd::Config(arg) => {
             let cfg = load_config(&arg)?;
@@ -235,7 +237,6 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Migrate(arg) => {
-            init_logging("warn");
             let cfg = load_config(&arg)?;
             let store = open_store(&cfg).await?;
             store.close().await;
@@ -246,7 +247,6 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Console(arg) => {
-            init_logging("warn");
             let cfg = Arc::new(load_config(&arg)?);
             let owner = env_lookup("USER").unwrap_or_else(|| "console".into());
             let cwd = current_dir()?;
@@ -272,7 +272,6 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::from(outcome.exit_code()))
         }
         Cmd::Run(arg) => {
-            init_logging(&format!("info,serenity=warn,{}", matrix::LOG_FILTER));
             let cfg = Arc::new(load_config(&arg)?);
             cfg.check_secrets()?;
             // Claim the admin socket first: a second `run` on this database stops here, and
@@ -337,7 +336,6 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             allow_network,
             body_timeout,
         } => {
-            init_logging("info");
             let listen = proxy::Listen::parse(&listen).map_err(|e| UsageError(e.to_string()))?;
             let upstream =
                 proxy::Upstream::parse(&upstream).map_err(|e| UsageError(e.to_string()))?;
@@ -543,7 +541,6 @@ fn removed_note(removed_at: Option<i64>) -> String {
 }
 
 async fn sessions(cmd: SessionsCmd) -> anyhow::Result<ExitCode> {
-    init_logging("warn");
     let arg = match &cmd {
         SessionsCmd::List { config, .. }
         | SessionsCmd::Show { config, .. }
@@ -670,4 +667,34 @@ async fn sessions(cmd: SessionsCmd) -> anyhow::Result<ExitCode> {
     }
     store.close().await;
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_subcommand_has_a_good_default_log_filter() {
+        let c = || ConfigArg { config: None };
+        for cmd in [
+            Cmd::Run(c()),
+            Cmd::Console(c()),
+            Cmd::SocketProxy {
+                listen: String::new(),
+                upstream: String::new(),
+                allow_network: Vec::new(),
+                body_timeout: std::time::Duration::from_secs(15),
+            },
+            Cmd::Doctor(c()),
+            Cmd::Migrate(c()),
+            Cmd::Config(c()),
+        ] {
+            let default = log_default(&cmd);
+            let checked = firstmate::logging::check_filter(
+                firstmate::logging::FilterSource::Default,
+                &default,
+            );
+            assert_eq!(checked.as_deref(), Ok(default.as_str()));
+        }
+    }
 }

@@ -443,3 +443,242 @@ fn run_without_a_front_end_says_so_at_startup() {
     assert!(line.contains("[matrix] or [discord]"), "{line}");
     assert!(line.contains("gateway and metrics"), "{line}");
 }
+
+// --- logging: FIRSTMATE_LOG, RUST_LOG, FIRSTMATE_LOG_FORMAT, colour ------------------------
+
+/// `firstmate` in `dir` with none of the logging variables of the caller's environment.
+fn bare_firstmate(dir: &std::path::Path) -> std::process::Command {
+    let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_firstmate"));
+    c.current_dir(dir);
+    for var in [
+        "FIRSTMATE_LOG",
+        "RUST_LOG",
+        "FIRSTMATE_LOG_FORMAT",
+        "NO_COLOR",
+        "FIRSTMATE_CONFIG",
+    ] {
+        c.env_remove(var);
+    }
+    c
+}
+
+/// A `firstmate socket-proxy --listen 127.0.0.1:0` with `vars`, its standard error piped:
+/// each line is sent on the receiver. Killed when dropped.
+struct LoggingProxy {
+    child: std::process::Child,
+    lines: std::sync::mpsc::Receiver<String>,
+    seen: Vec<String>,
+}
+
+impl LoggingProxy {
+    fn start(dir: &std::path::Path, upstream: &str, vars: &[(&str, &str)]) -> LoggingProxy {
+        use std::io::BufRead;
+        let mut c = bare_firstmate(dir);
+        c.args([
+            "socket-proxy",
+            "--listen",
+            "127.0.0.1:0",
+            "--upstream",
+            upstream,
+        ])
+        .envs(vars.iter().copied())
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped());
+        let mut child = c.spawn().expect("spawn firstmate socket-proxy");
+        let stderr = child.stderr.take().expect("stderr");
+        let (tx, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stderr)
+                .lines()
+                .map_while(Result::ok)
+            {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        LoggingProxy {
+            child,
+            lines,
+            seen: Vec::new(),
+        }
+    }
+
+    /// The first line (from now) that `pred` accepts; every line read is kept in `seen`.
+    fn line(&mut self, what: &str, pred: impl Fn(&str) -> bool) -> String {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => {
+                    self.seen.push(line.clone());
+                    if pred(&line) {
+                        return line;
+                    }
+                }
+                Err(_) => panic!("no {what} in the log:\n{}", self.seen.join("\n")),
+            }
+        }
+    }
+
+    /// The address it listens on, from its `listening on ADDR,` line.
+    fn addr(&mut self) -> String {
+        let line = self.line("listening line", |l| l.contains("listening on "));
+        let (_, rest) = line.split_once("listening on ").expect("listening on");
+        rest.split(',').next().unwrap_or("").trim().to_string()
+    }
+}
+
+impl Drop for LoggingProxy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn json_line(line: &str) -> serde_json::Value {
+    serde_json::from_str(line).unwrap_or_else(|e| panic!("not a JSON line ({e}): {line}"))
+}
+
+#[test]
+fn firstmate_log_format_json_gives_one_json_object_a_line() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut proxy = LoggingProxy::start(
+        dir.path(),
+        &format!("tcp://127.0.0.1:{}", closed_port()),
+        &[("FIRSTMATE_LOG", "info"), ("FIRSTMATE_LOG_FORMAT", "json")],
+    );
+    let line = proxy.line("listening line", |l| l.contains("listening on"));
+    let v = json_line(&line);
+    assert_eq!(v["level"], "INFO", "{line}");
+    let message = v["fields"]["message"].as_str().unwrap_or_default();
+    assert!(
+        message.starts_with("firstmate socket-proxy listening on 127.0.0.1:"),
+        "{line}"
+    );
+    assert!(
+        v["target"]
+            .as_str()
+            .unwrap_or_default()
+            .starts_with("firstmate"),
+        "{line}"
+    );
+    assert!(v["timestamp"].is_string(), "{line}");
+    assert!(!line.contains('\u{1b}'), "ANSI escapes in JSON: {line:?}");
+    // Every line before it is JSON as well.
+    for l in &proxy.seen {
+        json_line(l);
+    }
+}
+
+#[test]
+fn rust_log_is_honoured_when_firstmate_log_is_unset() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let docker = canned_http(|_, _| (200, "\"OK\""));
+    let upstream = docker.replace("http://", "tcp://");
+    let mut proxy = LoggingProxy::start(
+        dir.path(),
+        &upstream,
+        &[
+            ("RUST_LOG", "warn,firstmate=debug"),
+            ("FIRSTMATE_LOG_FORMAT", "json"),
+        ],
+    );
+    let addr = proxy.addr();
+    // A request the proxy lets through is logged at debug only: RUST_LOG's level.
+    let mut s = std::net::TcpStream::connect(&addr).expect("connect to the proxy");
+    use std::io::{Read, Write};
+    s.write_all(b"GET /_ping HTTP/1.1\r\nhost: docker\r\nconnection: close\r\n\r\n")
+        .expect("write");
+    let mut answer = String::new();
+    let _ = s.read_to_string(&mut answer);
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    let line = proxy.line("debug line of the request", |l| l.contains("\"allowed\""));
+    let v = json_line(&line);
+    assert_eq!(v["level"], "DEBUG", "{line}");
+    assert_eq!(v["fields"]["message"], "allowed", "{line}");
+    assert_eq!(v["fields"]["path"], "/_ping", "{line}");
+}
+
+#[test]
+fn piped_logs_have_no_colour() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    // FIRSTMATE_LOG wins over RUST_LOG, which is then not read at all (not even checked).
+    let mut proxy = LoggingProxy::start(
+        dir.path(),
+        &format!("tcp://127.0.0.1:{}", closed_port()),
+        &[("FIRSTMATE_LOG", "info"), ("RUST_LOG", "firstmate=loud")],
+    );
+    let line = proxy.line("listening line", |l| l.contains("listening on"));
+    assert!(line.contains("INFO"), "{line}");
+    for l in &proxy.seen {
+        assert!(!l.contains('\u{1b}'), "ANSI escapes on a pipe: {l:?}");
+        assert!(serde_json::from_str::<serde_json::Value>(l).is_err(), "{l}");
+    }
+}
+
+#[test]
+fn a_bad_log_filter_or_format_exits_2_naming_it_in_every_subcommand() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let subcommands: [&[&str]; 8] = [
+        &["run"],
+        &["console"],
+        &["socket-proxy", "--listen", "127.0.0.1:0"],
+        &["doctor"],
+        &["sessions", "list"],
+        &["migrate"],
+        &["config"],
+        &["sessions", "prune"],
+    ];
+    type Vars<'a> = &'a [(&'a str, &'a str)];
+    let cases: [(Vars, &[&str]); 5] = [
+        (
+            &[("FIRSTMATE_LOG", "firstmate=loud")],
+            &[
+                "FIRSTMATE_LOG=\"firstmate=loud\"",
+                "`firstmate=loud`",
+                "warn,firstmate=debug",
+            ],
+        ),
+        (
+            &[("FIRSTMATE_LOG", "%%garbage%%")],
+            &["FIRSTMATE_LOG=\"%%garbage%%\"", "info"],
+        ),
+        (
+            &[("RUST_LOG", "info,firstmate=loud")],
+            &["RUST_LOG=\"info,firstmate=loud\"", "`firstmate=loud`"],
+        ),
+        (
+            &[("FIRSTMATE_LOG", "warning")],
+            &["FIRSTMATE_LOG=\"warning\"", "did you mean `warn`"],
+        ),
+        (
+            &[("FIRSTMATE_LOG_FORMAT", "yaml")],
+            &["FIRSTMATE_LOG_FORMAT=\"yaml\"", "`text`", "`json`"],
+        ),
+    ];
+    for args in subcommands {
+        for (vars, needles) in cases {
+            let mut c = bare_firstmate(dir.path());
+            c.args(args).envs(vars.iter().copied());
+            let out = crate::support::run_with_timeout(c, "", std::time::Duration::from_secs(60));
+            assert_eq!(
+                out.status.code(),
+                Some(2),
+                "{args:?} {vars:?}: {}",
+                text(&out)
+            );
+            let err = stderr(&out);
+            for needle in needles {
+                assert!(
+                    err.contains(needle),
+                    "{args:?} {vars:?}: no {needle} in {err}"
+                );
+            }
+        }
+    }
+    // Nothing started: no database was made in the folder.
+    let left: Vec<_> = std::fs::read_dir(dir.path()).expect("read dir").collect();
+    assert!(left.is_empty(), "{left:?}");
+}

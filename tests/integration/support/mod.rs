@@ -85,6 +85,7 @@ impl ProxyProcess {
             .args(["socket-proxy", "--listen", "127.0.0.1:0"])
             .args(args)
             .env("FIRSTMATE_LOG", "info")
+            .env_remove("FIRSTMATE_LOG_FORMAT")
             .env("NO_COLOR", "1")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -220,7 +221,10 @@ pids_limit = 256
         let mut c = Command::new(env!("CARGO_BIN_EXE_firstmate"));
         c.current_dir(self.dir.path())
             .env("FIRSTMATE_CONFIG", &self.config)
-            .env_remove("FIRSTMATE_LOG");
+            // The caller's logging settings would change what the tests read.
+            .env_remove("FIRSTMATE_LOG")
+            .env_remove("RUST_LOG")
+            .env_remove("FIRSTMATE_LOG_FORMAT");
         c
     }
 
