@@ -451,42 +451,15 @@ api_base_url = "{base}"
     }
 
     // From the database: fifty sessions, each bound to one of those threads, each log
-    // dense; the live ones all have their thread.
-    let rt = tokio::runtime::Runtime::new().expect("runtime");
-    rt.block_on(async {
-        let store = firstmate::store::Store::open(&bot.env.db_url)
-            .await
-            .expect("database");
-        let all = store
-            .sessions(&bot.env.instance, &[])
-            .await
-            .expect("sessions");
-        assert_eq!(all.len(), N, "one session per `new`");
-        let thread_ids: std::collections::HashSet<String> =
-            threads.iter().map(|t| t.id.to_string()).collect();
-        let mut bound = std::collections::HashSet::new();
-        for s in &all {
-            let b = store
-                .binding(&s.id, "discord")
-                .await
-                .expect("binding")
-                .unwrap_or_else(|| panic!("session {} ({}) has no thread", s.id, s.state));
-            assert!(thread_ids.contains(&b.thread_ref), "{b:?}");
-            assert!(
-                bound.insert(b.thread_ref.clone()),
-                "two sessions share {b:?}"
-            );
-            let seqs: Vec<i64> = store
-                .events_after(&s.id, 0, 100_000)
-                .await
-                .expect("events")
-                .iter()
-                .map(|e| e.seq)
-                .collect();
-            let want: Vec<i64> = (1..=seqs.len() as i64).collect();
-            assert_eq!(seqs, want, "session {}: the log is not gapless", s.id);
-        }
-        store.close().await;
-    });
+    // dense.
+    let thread_ids = threads.iter().map(|t| t.id.to_string()).collect();
+    tokio::runtime::Runtime::new()
+        .expect("runtime")
+        .block_on(crate::support::check_burst(
+            &bot.env,
+            "discord",
+            N,
+            &thread_ids,
+        ));
     bot.stop();
 }

@@ -529,38 +529,7 @@ async fn matrix_a_burst_of_fifty_new_from_five_people() {
     .await;
 
     bot.assert_running();
-    let store = firstmate::store::Store::open(&env.db_url)
-        .await
-        .expect("database");
-    let all = store.sessions(&env.instance, &[]).await.expect("sessions");
-    assert_eq!(
-        all.len(),
-        N,
-        "one session per `new`:\n{}",
-        tail(&bot.log_text(), 40)
-    );
-    let mut bound = std::collections::HashSet::new();
-    for s in &all {
-        let b = store
-            .binding(&s.id, "matrix")
-            .await
-            .expect("binding")
-            .unwrap_or_else(|| panic!("session {} ({}) has no thread", s.id, s.state));
-        assert!(roots.contains(&b.thread_ref), "{b:?}");
-        assert!(
-            bound.insert(b.thread_ref.clone()),
-            "two sessions share {b:?}"
-        );
-        let seqs: Vec<i64> = store
-            .events_after(&s.id, 0, 100_000)
-            .await
-            .expect("events")
-            .iter()
-            .map(|e| e.seq)
-            .collect();
-        let want: Vec<i64> = (1..=seqs.len() as i64).collect();
-        assert_eq!(seqs, want, "session {}: the log is not gapless", s.id);
-    }
-    store.close().await;
+    let roots_set = roots.iter().cloned().collect();
+    crate::support::check_burst(&env, "matrix", N, &roots_set).await;
     bot.kill();
 }

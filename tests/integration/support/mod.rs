@@ -455,3 +455,42 @@ pub fn inspect(name: &str) -> serde_json::Value {
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("inspect JSON");
     v[0].clone()
 }
+
+/// After a burst of `new`: the database of `env` holds `n` sessions, each bound in
+/// `frontend` to one of `threads` and no two to the same one, and each session's event
+/// log is gap-free and unique (1, 2, 3 ...).
+pub async fn check_burst(
+    env: &Env,
+    frontend: &str,
+    n: usize,
+    threads: &std::collections::HashSet<String>,
+) {
+    let store = firstmate::store::Store::open(&env.db_url)
+        .await
+        .expect("database");
+    let all = store.sessions(&env.instance, &[]).await.expect("sessions");
+    assert_eq!(all.len(), n, "one session per `new`");
+    let mut bound = std::collections::HashSet::new();
+    for s in &all {
+        let b = store
+            .binding(&s.id, frontend)
+            .await
+            .expect("binding")
+            .unwrap_or_else(|| panic!("session {} ({}) has no thread", s.id, s.state));
+        assert!(threads.contains(&b.thread_ref), "{b:?}");
+        assert!(
+            bound.insert(b.thread_ref.clone()),
+            "two sessions share {b:?}"
+        );
+        let seqs: Vec<i64> = store
+            .events_after(&s.id, 0, 100_000)
+            .await
+            .expect("events")
+            .iter()
+            .map(|e| e.seq)
+            .collect();
+        let want: Vec<i64> = (1..=seqs.len() as i64).collect();
+        assert_eq!(seqs, want, "session {}: the log is not gapless", s.id);
+    }
+    store.close().await;
+}
