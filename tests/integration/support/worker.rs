@@ -208,9 +208,16 @@ url = "http://{gw}"
 {tables}
 "#
     );
-    let env = Env::new(&extra)?;
+    let mut env = Env::new(&extra)?;
     // The generated config has a [docker] table already: put the network in it.
-    let cfg = std::fs::read_to_string(&env.config).expect("read config");
+    let mut cfg = std::fs::read_to_string(&env.config).expect("read config");
+    // The network is the test's, not firstmate's: a proxy lets workers join it only
+    // when told to, as an operator would (`--allow-network`).
+    if let Some(old) = env.proxy.take() {
+        let proxy = crate::support::ProxyProcess::start_with(&["--allow-network", &net.name]);
+        cfg = cfg.replace(&old.host(), &proxy.host());
+        env.proxy = Some(proxy);
+    }
     let cfg = cfg.replacen(
         "[docker]\n",
         &format!("[docker]\nnetwork = \"{}\"\n", net.name),
