@@ -11,7 +11,10 @@
 //! (the checks, the one transaction that stores a session with its prompt, thread and
 //! first events, the scheduler), not Docker starting containers.
 
-use std::process::{Command, Stdio};
+#[path = "common/mod.rs"]
+mod common;
+
+use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -46,8 +49,8 @@ fn main() {
             println!(
                 "{db:>8}, {requesters:>2} at once: {:>6.1} sessions/s, one `new` median {:>5.0} ms, p95 {:>5.0} ms",
                 total as f64 / r.wall.as_secs_f64(),
-                ms(percentile(&mut r.latencies.clone(), 50)),
-                ms(percentile(&mut r.latencies.clone(), 95)),
+                common::ms(common::percentile(&mut r.latencies.clone(), 50)),
+                common::ms(common::percentile(&mut r.latencies.clone(), 95)),
             );
         }
     }
@@ -122,47 +125,6 @@ async fn case(db: &str, pg: Option<&str>, requesters: usize, total: usize) -> Ca
         latencies.extend(r.expect("a requester panicked"));
     }
     let wall = start.elapsed();
-    cleanup(&instance);
+    common::cleanup_docker(&instance);
     CaseResult { wall, latencies }
-}
-
-/// Removes the containers and volumes the case made.
-fn cleanup(instance: &str) {
-    for (list, rm) in [
-        (vec!["ps", "-aq"], vec!["rm", "-f"]),
-        (vec!["volume", "ls", "-q"], vec!["volume", "rm", "-f"]),
-    ] {
-        let filter = format!("label=firstmate.instance={instance}");
-        let ids: Vec<String> = Command::new("docker")
-            .args(&list)
-            .args(["--filter", &filter])
-            .output()
-            .map(|o| {
-                String::from_utf8_lossy(&o.stdout)
-                    .split_whitespace()
-                    .map(str::to_string)
-                    .collect()
-            })
-            .unwrap_or_default();
-        if !ids.is_empty() {
-            let _ = Command::new("docker")
-                .args(&rm)
-                .args(&ids)
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .status();
-        }
-    }
-}
-
-fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1000.0
-}
-
-fn percentile(v: &mut [Duration], p: usize) -> Duration {
-    v.sort();
-    let idx = ((v.len() * p).div_ceil(100))
-        .saturating_sub(1)
-        .min(v.len().saturating_sub(1));
-    v.get(idx).copied().unwrap_or_default()
 }

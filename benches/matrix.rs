@@ -14,6 +14,9 @@
 //!    (each 20 lines, 0.5 s apart): the line's time is its Docker log timestamp, the
 //!    person's is when its client got the first event (post or edit) holding the line.
 
+#[path = "common/mod.rs"]
+mod common;
+
 use std::collections::HashMap;
 use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
@@ -243,18 +246,18 @@ async fn bench() {
     // --- cleanup ----------------------------------------------------------------------
     let _ = bot.kill();
     let _ = bot.wait();
-    cleanup_docker(&instance);
+    common::cleanup_docker(&instance);
 
     println!("Matrix front end, Synapse on 127.0.0.1 (raised rate limits), {n} sessions");
     println!(
         "command to first output in the thread: median {:.0} ms, p95 {:.0} ms",
-        ms(percentile(&mut first_output, 50)),
-        ms(percentile(&mut first_output, 95))
+        common::ms(common::percentile(&mut first_output, 50)),
+        common::ms(common::percentile(&mut first_output, 95))
     );
     println!(
         "command to the thread's first event (status): median {:.0} ms, p95 {:.0} ms",
-        ms(percentile(&mut first_event, 50)),
-        ms(percentile(&mut first_event, 95))
+        common::ms(common::percentile(&mut first_event, 50)),
+        common::ms(common::percentile(&mut first_event, 95))
     );
     for (lines, posts, edits, took) in flood_results {
         println!(
@@ -267,9 +270,9 @@ async fn bench() {
     println!(
         "lag from agent line to Matrix event, {streams} sessions streaming at once ({} lines): median {:.0} ms, p95 {:.0} ms, max {:.0} ms",
         lags.len(),
-        ms(percentile(&mut lags, 50)),
-        ms(percentile(&mut lags, 95)),
-        ms(percentile(&mut lags, 100))
+        common::ms(common::percentile(&mut lags, 50)),
+        common::ms(common::percentile(&mut lags, 95)),
+        common::ms(common::percentile(&mut lags, 100))
     );
 }
 
@@ -561,46 +564,6 @@ fn docker_line_times(session: &str) -> Vec<(String, i128)> {
         }
     }
     v
-}
-
-fn cleanup_docker(instance: &str) {
-    for (list, rm) in [
-        (vec!["ps", "-aq"], vec!["rm", "-f"]),
-        (vec!["volume", "ls", "-q"], vec!["volume", "rm", "-f"]),
-    ] {
-        let filter = format!("label=firstmate.instance={instance}");
-        let ids: Vec<String> = Command::new("docker")
-            .args(&list)
-            .args(["--filter", &filter])
-            .output()
-            .map(|o| {
-                String::from_utf8_lossy(&o.stdout)
-                    .split_whitespace()
-                    .map(str::to_string)
-                    .collect()
-            })
-            .unwrap_or_default();
-        if !ids.is_empty() {
-            let _ = Command::new("docker")
-                .args(&rm)
-                .args(&ids)
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .status();
-        }
-    }
-}
-
-fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1000.0
-}
-
-fn percentile(v: &mut [Duration], p: usize) -> Duration {
-    v.sort();
-    let idx = ((v.len() * p).div_ceil(100))
-        .saturating_sub(1)
-        .min(v.len() - 1);
-    v[idx]
 }
 
 /// A sync filter that never skips events: a burst of the bot's messages between two syncs

@@ -1,0 +1,48 @@
+//! What the benchmarks share: cleanup of what a run made on Docker, and percentiles.
+
+#![allow(dead_code)]
+
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+/// Removes the containers and volumes labelled with `instance`.
+pub fn cleanup_docker(instance: &str) {
+    for (list, rm) in [
+        (vec!["ps", "-aq"], vec!["rm", "-f"]),
+        (vec!["volume", "ls", "-q"], vec!["volume", "rm", "-f"]),
+    ] {
+        let filter = format!("label=firstmate.instance={instance}");
+        let ids: Vec<String> = Command::new("docker")
+            .args(&list)
+            .args(["--filter", &filter])
+            .output()
+            .map(|o| {
+                String::from_utf8_lossy(&o.stdout)
+                    .split_whitespace()
+                    .map(str::to_string)
+                    .collect()
+            })
+            .unwrap_or_default();
+        if !ids.is_empty() {
+            let _ = Command::new("docker")
+                .args(&rm)
+                .args(&ids)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status();
+        }
+    }
+}
+
+pub fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+/// The `p`th percentile (nearest rank) of `v`, which it sorts; zero when empty.
+pub fn percentile(v: &mut [Duration], p: usize) -> Duration {
+    v.sort();
+    let idx = ((v.len() * p).div_ceil(100))
+        .saturating_sub(1)
+        .min(v.len().saturating_sub(1));
+    v.get(idx).copied().unwrap_or_default()
+}
