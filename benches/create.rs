@@ -125,6 +125,16 @@ async fn case(db: &str, pg: Option<&str>, requesters: usize, total: usize) -> Ca
         latencies.extend(r.expect("a requester panicked"));
     }
     let wall = start.elapsed();
+    // The session that may run starts its container on its own task: stop it (and so
+    // wait for its container) before removing what the case made.
+    let live = engine
+        .store()
+        .sessions(&instance, &[])
+        .await
+        .expect("sessions");
+    for s in live.iter().filter(|s| !s.state.is_ended()) {
+        let _ = engine.stop(&s.id, "the benchmark").await;
+    }
     common::cleanup_docker(&instance);
     CaseResult { wall, latencies }
 }
