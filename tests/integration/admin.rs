@@ -337,17 +337,5 @@ fn a_client_killed_mid_turn_loses_nothing_through_the_service() {
         text(&out),
         service.log()
     );
-    let all = format!("{seen}{}", stdout(&out));
-    for expected in ["start", "missed-output"] {
-        let n = lines_of(&all, &id)
-            .iter()
-            .filter(|l| *l == expected)
-            .count();
-        assert_eq!(
-            n,
-            1,
-            "`{expected}` appears {n} times:\n--- first console\n{seen}--- second console\n{}",
-            text(&out)
-        );
-    }
+    crate::support::assert_each_once(&id, &["start", "missed-output"], &seen, &out);
 }

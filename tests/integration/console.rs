@@ -335,18 +335,12 @@ fn a_console_killed_mid_turn_loses_nothing_and_repeats_nothing() {
 
     let out2 = env.console("");
     assert!(out2.status.success(), "{}", text(&out2));
-    let second = stdout(&out2);
-    let all = format!("{seen}{second}");
-    for expected in ["start", "missed-output", "queued prompt ran"] {
-        let n = lines_of(&all, &id)
-            .iter()
-            .filter(|l| *l == expected)
-            .count();
-        assert_eq!(
-            n, 1,
-            "`{expected}` appears {n} times:\n--- first console\n{seen}--- second console\n{second}"
-        );
-    }
+    crate::support::assert_each_once(
+        &id,
+        &["start", "missed-output", "queued prompt ran"],
+        &seen,
+        &out2,
+    );
 }
 
 /// Starts a console on `input`, waits until it printed a line ending in `marker` (so the
@@ -390,20 +384,7 @@ fn a_console_back_after_the_turn_ended_shows_what_it_missed() {
         std::thread::sleep(Duration::from_secs(4));
         let out = env.console(input);
         assert!(out.status.success(), "{}", text(&out));
-        let second = stdout(&out);
-        let all = format!("{seen}{second}");
-        for expected in ["start", "missed-output"] {
-            let n = lines_of(&all, &id)
-                .iter()
-                .filter(|l| *l == expected)
-                .count();
-            assert_eq!(
-                n,
-                1,
-                "input {input:?}: `{expected}` appears {n} times:\n--- first console\n{seen}--- second console\n{}",
-                text(&out)
-            );
-        }
+        crate::support::assert_each_once(&id, &["start", "missed-output"], &seen, &out);
         // The next round starts a session of its own.
         let out = env.console(&format!("use {id}\nstop\n"));
         assert!(out.status.success(), "{}", text(&out));

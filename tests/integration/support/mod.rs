@@ -494,3 +494,19 @@ pub async fn check_burst(
     }
     store.close().await;
 }
+
+/// A console killed and started again: each of `expected` is printed for session `id`
+/// exactly once across the first console's output (`first`) and the second's
+/// (`second`, its whole output for the failure message).
+pub fn assert_each_once(id: &str, expected: &[&str], first: &str, second: &Output) {
+    let all = format!("{first}{}", stdout(second));
+    for e in expected {
+        let n = lines_of(&all, id).iter().filter(|l| l == e).count();
+        assert_eq!(
+            n,
+            1,
+            "`{e}` appears {n} times:\n--- first console\n{first}--- second console\n{}",
+            text(second)
+        );
+    }
+}
