@@ -186,7 +186,17 @@ pub struct DockerConfig {
     pub instance: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub network: Option<String>,
+    /// The image of the gateway relay (with no `network`, the one container on every
+    /// session network besides its worker).
+    pub relay_image: String,
+    /// The network where the relay meets the gateway; None: Docker's default bridge (the
+    /// gateway on this host, reached at the bridge's host address).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub relay_network: Option<String>,
 }
+
+/// The relay's image when the config names none.
+pub const DEFAULT_RELAY_IMAGE: &str = "firstmate:latest";
 
 #[derive(Debug, Clone, Serialize)]
 pub struct SessionsConfig {
@@ -355,6 +365,8 @@ struct RawDocker {
     host: Option<String>,
     instance: Option<Spanned<String>>,
     network: Option<String>,
+    relay_image: Option<String>,
+    relay_network: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -982,6 +994,8 @@ impl Config {
             host: None,
             instance: None,
             network: None,
+            relay_image: None,
+            relay_network: None,
         });
         let instance = match docker.instance {
             None => "default".to_string(),
@@ -1020,6 +1034,11 @@ impl Config {
             host,
             instance,
             network: docker.network.filter(|n| !n.is_empty()),
+            relay_image: docker
+                .relay_image
+                .filter(|i| !i.trim().is_empty())
+                .unwrap_or_else(|| DEFAULT_RELAY_IMAGE.to_string()),
+            relay_network: docker.relay_network.filter(|n| !n.is_empty()),
         };
 
         let agents = if raw.agents.is_empty() {

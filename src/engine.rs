@@ -924,6 +924,7 @@ impl SessionTask {
             self.cursor = LogCursor::new(self.s.log_cursor_ns, self.s.log_cursor_count);
             self.turn_active = self.s.state == SessionState::Running;
             if status.as_ref().is_some_and(|st| st.running) {
+                self.runtime().rejoin(&self.s.id).await?;
                 match self.protocol() {
                     ProtocolKind::Claude => {
                         self.stdin = Some(self.runtime().attach_stdin(&self.s.id, &name).await?)
@@ -1280,6 +1281,10 @@ impl SessionTask {
         self.exec_ready = false;
         self.revoke_tokens().await;
         let status = self.runtime().inspect(container).await?;
+        if let Err(e) = self.runtime().release_network(&self.s.id).await {
+            // Kept, it holds an address range until `sessions rm` or the next `resume`.
+            warn!(session = %self.s.id, "{e}");
+        }
         // Someone else (`firstmate sessions stop`) may have stopped it and said so.
         let recorded = self.store().session(&self.s.id).await?;
         if let Some(r) = recorded.filter(|r| r.state.is_ended()) {

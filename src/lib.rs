@@ -35,6 +35,7 @@ pub mod logging;
 pub mod metrics;
 pub mod protocol;
 pub mod proxy;
+pub mod relay;
 pub mod runtime;
 pub mod store;
 

@@ -60,6 +60,16 @@ enum Cmd {
         #[arg(long, default_value = "15s", value_name = "DURATION", value_parser = humantime::parse_duration)]
         body_timeout: std::time::Duration,
     },
+    /// The gateway relay (run by firstmate in a container of its own): forwards TCP
+    /// connections from the session networks to the gateway
+    GatewayRelay {
+        /// Address to listen on: IP:PORT
+        #[arg(long, value_name = "ADDR")]
+        listen: std::net::SocketAddr,
+        /// Where to forward: HOST:PORT, or host-gateway:PORT for the host (the default route)
+        #[arg(long, value_name = "HOST:PORT")]
+        to: String,
+    },
     /// Check the config, the database, Docker and the worker images
     Doctor(ConfigArg),
     /// Admin view of sessions, from the database and Docker
@@ -175,7 +185,7 @@ fn main() -> ExitCode {
 fn log_default(cmd: &Cmd) -> String {
     match cmd {
         Cmd::Run(_) => format!("info,serenity=warn,{}", matrix::LOG_FILTER),
-        Cmd::SocketProxy { .. } => "info".into(),
+        Cmd::SocketProxy { .. } | Cmd::GatewayRelay { .. } => "info".into(),
         _ => "warn".into(),
     }
 }
@@ -214,12 +224,37 @@ async fn open_store(cfg: &Config) -> anyhow::Result<Store> {
 }
 
 async fn connect_docker(cfg: &Config) -> anyhow::Result<DockerRuntime> {
-    Ok(DockerRuntime::connect(
+    let rt = DockerRuntime::connect(
         &cfg.docker.host,
         &cfg.docker.instance,
         cfg.docker.network.as_deref(),
     )
-    .await?)
+    .await?;
+    Ok(match relay_of(cfg) {
+        Some(r) if rt.isolated() => rt.with_relay(r),
+        _ => rt,
+    })
+}
+
+/// The gateway relay of a config with a gateway: it answers as `gateway.url`'s host and
+/// port on each session network and forwards to the gateway's port, found on
+/// `docker.relay_network` under the same name, or on the host (the default bridge).
+fn relay_of(cfg: &Config) -> Option<firstmate::runtime::Relay> {
+    let g = cfg.gateway.as_ref()?;
+    let url = reqwest::Url::parse(&g.url).ok()?;
+    let alias = url.host_str()?.to_string();
+    let port = url.port_or_known_default()?;
+    let target = match &cfg.docker.relay_network {
+        Some(_) => format!("{alias}:{}", g.listen.port()),
+        None => format!("{}:{}", firstmate::relay::HOST_GATEWAY, g.listen.port()),
+    };
+    Some(firstmate::runtime::Relay {
+        image: cfg.docker.relay_image.clone(),
+        network: cfg.docker.relay_network.clone(),
+        alias,
+        port,
+        target,
+    })
 }
 
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
@@ -353,6 +388,15 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             proxy::run(listen, upstream, options, shutdown_signal()).await?;
             Ok(ExitCode::SUCCESS)
         }
+        Cmd::GatewayRelay { listen, to } => {
+            firstmate::relay::run(listen, &to, shutdown_signal())
+                .await
+                .map_err(|e| match e {
+                    firstmate::relay::RelayError::BadTarget(_) => UsageError(e.to_string()).into(),
+                    e => anyhow::Error::from(e),
+                })?;
+            Ok(ExitCode::SUCCESS)
+        }
         Cmd::Doctor(arg) => doctor(&arg).await,
         Cmd::Sessions { command } => sessions(command).await,
     }
@@ -476,6 +520,36 @@ async fn doctor(arg: &ConfigArg) -> anyhow::Result<ExitCode> {
                     ),
                     Err(e) => line(false, &format!("agent {name}"), e.to_string()),
                 }
+            }
+            match (&cfg.docker.network, relay_of(&cfg)) {
+                (Some(net), _) => line(
+                    true,
+                    "worker network",
+                    format!("{net} (docker.network; shared by every worker)"),
+                ),
+                (None, None) => line(
+                    true,
+                    "worker network",
+                    "one per session, with no route out".into(),
+                ),
+                (None, Some(r)) => match rt.image_home(&r.image).await {
+                    Ok(_) => line(
+                        true,
+                        "worker network",
+                        format!(
+                            "one per session; the gateway relay ({}) forwards {}:{} to {}",
+                            r.image, r.alias, r.port, r.target
+                        ),
+                    ),
+                    Err(_) => line(
+                        false,
+                        "worker network",
+                        format!(
+                            "the gateway relay's image {} is not on this Docker host: build it (scripts/build-images bot) or set docker.relay_image",
+                            r.image
+                        ),
+                    ),
+                },
             }
         }
         Err(e) => line(false, "docker", e.to_string()),
@@ -684,6 +758,10 @@ mod tests {
                 upstream: String::new(),
                 allow_network: Vec::new(),
                 body_timeout: std::time::Duration::from_secs(15),
+            },
+            Cmd::GatewayRelay {
+                listen: "0.0.0.0:8787".parse().unwrap(),
+                to: String::new(),
             },
             Cmd::Doctor(c()),
             Cmd::Migrate(c()),

@@ -8,12 +8,16 @@
 
 use std::collections::HashMap;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
 
 use bollard::Docker;
 use bollard::container::LogOutput;
 use bollard::exec::{CreateExecOptions, StartExecOptions};
-use bollard::models::{ContainerCreateBody, HostConfig, Mount, MountType, VolumeCreateRequest};
+use bollard::models::{
+    ContainerCreateBody, EndpointSettings, HealthConfig, HostConfig, Mount, MountType,
+    NetworkConnectRequest, NetworkCreateRequest, NetworkDisconnectRequest, VolumeCreateRequest,
+};
 use bollard::query_parameters::{
     AttachContainerOptionsBuilder, CreateContainerOptionsBuilder, InspectContainerOptions,
     ListContainersOptionsBuilder, ListVolumesOptionsBuilder, LogsOptionsBuilder,
@@ -26,6 +30,11 @@ use tokio::sync::mpsc;
 pub const LABEL_MANAGED: &str = "firstmate.managed";
 pub const LABEL_SESSION: &str = "firstmate.session";
 pub const LABEL_INSTANCE: &str = "firstmate.instance";
+/// What a managed container that is no session's worker is for (`relay`).
+pub const LABEL_ROLE: &str = "firstmate.role";
+/// The bridge option that leaves the host without an address on a network: nothing on
+/// it reaches the host (an `internal` bridge alone still reaches the host's address on it).
+pub const INHIBIT_IPV4: &str = "com.docker.network.bridge.inhibit_ipv4";
 pub const WORKSPACE: &str = "/workspace";
 /// The worker's scratch space: a tmpfs (the root filesystem is read-only).
 pub const TMP: &str = "/tmp";
@@ -46,6 +55,17 @@ pub enum RuntimeError {
          agents.<name>.image in the config"
     )]
     NoImage { image: String },
+    #[error(
+        "Docker has no free address range for another session network (each running session \
+         has one): set default-address-pools in /etc/docker/daemon.json (README: \"Worker \
+         network\"), or lower sessions.max_running"
+    )]
+    NoAddressPool,
+    #[error(
+        "the gateway relay (image {image}) did not start: {detail}; build the image \
+         (scripts/build-images bot) or set docker.relay_image, and check gateway.listen"
+    )]
+    Relay { image: String, detail: String },
     #[error(
         "Docker refused to {action} for session {session}: {}",
         crate::error::cause(source)
@@ -112,16 +132,70 @@ pub struct RemovedObjects {
     pub volumes: Vec<String>,
 }
 
+/// The gateway relay: the one container on every session network besides its worker. It
+/// answers to the gateway's name and port there and forwards each connection to the
+/// gateway, so a worker reaches the gateway and nothing else.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Relay {
+    /// An image with `firstmate` on its PATH (`docker.relay_image`).
+    pub image: String,
+    /// Where the relay meets the gateway: a network's name (`docker.relay_network`), or
+    /// none for Docker's default bridge (the gateway on this host).
+    pub network: Option<String>,
+    /// The name and port workers call the gateway by (from `gateway.url`).
+    pub alias: String,
+    pub port: u16,
+    /// Where it forwards: `host:port`, or `host-gateway:PORT` for the host seen from the
+    /// relay's network (its default route).
+    pub target: String,
+}
+
 #[derive(Clone)]
 pub struct DockerRuntime {
     docker: Docker,
     host: String,
     instance: String,
     network: Option<String>,
+    relay: Option<Relay>,
+    /// The relay container this process made (created on first need).
+    relay_id: Arc<tokio::sync::Mutex<Option<String>>>,
 }
 
 pub fn container_name(session_id: &str) -> String {
     format!("firstmate-{session_id}")
+}
+
+/// The network of its own a session's worker sits on (when `docker.network` is unset).
+pub fn network_name(session_id: &str) -> String {
+    format!("firstmate-{session_id}-net")
+}
+
+/// The gateway relay container of an instance.
+pub fn relay_name(instance: &str) -> String {
+    format!("firstmate-relay-{instance}")
+}
+
+/// Whether Docker's error is a 404.
+fn not_found(e: &bollard::errors::Error) -> bool {
+    matches!(
+        e,
+        bollard::errors::Error::DockerResponseServerError {
+            status_code: 404,
+            ..
+        }
+    )
+}
+
+/// Whether Docker's error says an object is there already (a network of that name, an
+/// endpoint of that container).
+fn already_there(e: &bollard::errors::Error) -> bool {
+    match e {
+        bollard::errors::Error::DockerResponseServerError {
+            status_code,
+            message,
+        } => *status_code == 409 || message.contains("already exists"),
+        _ => false,
+    }
 }
 
 impl DockerRuntime {
@@ -139,7 +213,21 @@ impl DockerRuntime {
             host: host.to_string(),
             instance: instance.to_string(),
             network: network.filter(|n| !n.is_empty()).map(str::to_string),
+            relay: None,
+            relay_id: Arc::new(tokio::sync::Mutex::new(None)),
         })
+    }
+
+    /// Puts the gateway relay on every session network (with no `docker.network`, the
+    /// only way a worker reaches the gateway).
+    pub fn with_relay(mut self, relay: Relay) -> Self {
+        self.relay = Some(relay);
+        self
+    }
+
+    /// Whether each session gets a network of its own.
+    pub fn isolated(&self) -> bool {
+        self.network.is_none()
     }
 
     /// Whether the Docker daemon (or the socket proxy) answers.
@@ -209,6 +297,257 @@ impl DockerRuntime {
             })
     }
 
+    /// The session's own network: internal (no route out), no address of the host on it,
+    /// labelled like its container; made when missing. With a relay, the relay joins it
+    /// under the gateway's name.
+    async fn session_network(&self, sid: &str) -> Result<String> {
+        let name = network_name(sid);
+        let err = |action| {
+            move |source| RuntimeError::Docker {
+                action,
+                session: sid.to_string(),
+                source,
+            }
+        };
+        let req = NetworkCreateRequest {
+            name: name.clone(),
+            driver: Some("bridge".to_string()),
+            internal: Some(true),
+            options: Some(HashMap::from([(
+                INHIBIT_IPV4.to_string(),
+                "true".to_string(),
+            )])),
+            labels: Some(self.labels(sid)),
+            ..Default::default()
+        };
+        match self.docker.create_network(req).await {
+            Ok(_) => {}
+            Err(e) if already_there(&e) => {}
+            Err(bollard::errors::Error::DockerResponseServerError { message, .. })
+                if message.contains("non-overlapping") =>
+            {
+                return Err(RuntimeError::NoAddressPool);
+            }
+            Err(e) => return Err(err("create the session's network")(e)),
+        }
+        if self.relay.is_some() {
+            let relay = self.ensure_relay(sid).await?;
+            self.join_relay(&relay, &name, sid).await?;
+        }
+        Ok(name)
+    }
+
+    async fn join_relay(&self, relay: &str, network: &str, sid: &str) -> Result<()> {
+        let Some(r) = &self.relay else { return Ok(()) };
+        let req = NetworkConnectRequest {
+            container: relay.to_string(),
+            endpoint_config: Some(EndpointSettings {
+                aliases: Some(vec![r.alias.clone()]),
+                ..Default::default()
+            }),
+        };
+        match self.docker.connect_network(network, req).await {
+            Ok(()) => Ok(()),
+            Err(e) if already_there(&e) => Ok(()),
+            Err(source) => Err(RuntimeError::Docker {
+                action: "connect the gateway relay to the session's network",
+                session: sid.to_string(),
+                source,
+            }),
+        }
+    }
+
+    /// The relay container, running: made by this process on first need (an older one of
+    /// this instance is replaced, since what it resolved may be stale), made again when it
+    /// stopped, and then joined to every session network of this instance.
+    async fn ensure_relay(&self, sid: &str) -> Result<String> {
+        let Some(r) = self.relay.clone() else {
+            return Ok(String::new());
+        };
+        let mut held = self.relay_id.lock().await;
+        if let Some(id) = held.as_ref() {
+            if self.inspect(id).await?.is_some_and(|st| st.running) {
+                return Ok(id.clone());
+            }
+        }
+        let id = self.start_relay(&r, sid).await?;
+        *held = Some(id.clone());
+        drop(held);
+        for net in self.session_networks().await? {
+            self.join_relay(&id, &net, sid).await?;
+        }
+        Ok(id)
+    }
+
+    async fn start_relay(&self, r: &Relay, sid: &str) -> Result<String> {
+        let err = |action| {
+            move |source| RuntimeError::Docker {
+                action,
+                session: sid.to_string(),
+                source,
+            }
+        };
+        let name = relay_name(&self.instance);
+        let opts = RemoveContainerOptionsBuilder::default().force(true).build();
+        match self.docker.remove_container(&name, Some(opts)).await {
+            Ok(()) => {}
+            Err(e) if not_found(&e) => {}
+            Err(e) => return Err(err("remove the old gateway relay")(e)),
+        }
+        match self.docker.inspect_image(&r.image).await {
+            Ok(_) => {}
+            Err(e) if not_found(&e) => {
+                return Err(RuntimeError::Relay {
+                    image: r.image.clone(),
+                    detail: "the image is not on this Docker host".into(),
+                });
+            }
+            Err(e) => return Err(err("inspect the gateway relay's image")(e)),
+        }
+        let labels = HashMap::from([
+            (LABEL_MANAGED.to_string(), "true".to_string()),
+            (LABEL_INSTANCE.to_string(), self.instance.clone()),
+            (LABEL_ROLE.to_string(), "relay".to_string()),
+        ]);
+        let memory = 64 << 20;
+        let body = ContainerCreateBody {
+            image: Some(r.image.clone()),
+            cmd: Some(vec![
+                "firstmate".into(),
+                "gateway-relay".into(),
+                "--listen".into(),
+                format!("0.0.0.0:{}", r.port),
+                "--to".into(),
+                r.target.clone(),
+            ]),
+            labels: Some(labels),
+            // The image's own check is the bot's (/healthz), not the relay's.
+            healthcheck: Some(HealthConfig {
+                test: Some(vec!["NONE".to_string()]),
+                ..Default::default()
+            }),
+            host_config: Some(HostConfig {
+                cap_drop: Some(vec!["ALL".to_string()]),
+                security_opt: Some(vec!["no-new-privileges".to_string()]),
+                privileged: Some(false),
+                memory: Some(memory),
+                memory_swap: Some(memory),
+                nano_cpus: Some(500_000_000),
+                pids_limit: Some(64),
+                init: Some(true),
+                readonly_rootfs: Some(true),
+                network_mode: r.network.clone(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let opts = CreateContainerOptionsBuilder::default().name(&name).build();
+        let id = self
+            .docker
+            .create_container(Some(opts), body)
+            .await
+            .map_err(err("create the gateway relay"))?
+            .id;
+        self.start(sid, &id).await?;
+        // It says `ready` once it has resolved where the gateway is: only then may it
+        // join session networks (where the gateway's name is its own).
+        let mut logs = self.follow_logs(&id, 0);
+        let mut last = String::new();
+        let waited = tokio::time::timeout(Duration::from_secs(20), async {
+            while let Some(line) = logs.recv().await {
+                match line {
+                    Ok(l) if l.text.contains("relay ready") => return true,
+                    Ok(l) => last = l.text,
+                    Err(_) => break,
+                }
+            }
+            false
+        })
+        .await;
+        if waited != Ok(true) {
+            let detail = if last.is_empty() {
+                "it did not say it was ready within 20 s".to_string()
+            } else {
+                last
+            };
+            return Err(RuntimeError::Relay {
+                image: r.image.clone(),
+                detail,
+            });
+        }
+        tracing::info!(relay = %name, target = %r.target, "gateway relay started");
+        Ok(id)
+    }
+
+    /// The session networks of this instance there are now.
+    async fn session_networks(&self) -> Result<Vec<String>> {
+        let filters = HashMap::from([(
+            "label".to_string(),
+            vec![
+                format!("{LABEL_MANAGED}=true"),
+                format!("{LABEL_INSTANCE}={}", self.instance),
+            ],
+        )]);
+        let opts = bollard::query_parameters::ListNetworksOptionsBuilder::default()
+            .filters(&filters)
+            .build();
+        let nets = self
+            .docker
+            .list_networks(Some(opts))
+            .await
+            .map_err(|source| RuntimeError::Docker {
+                action: "list the session networks",
+                session: String::new(),
+                source,
+            })?;
+        Ok(nets
+            .into_iter()
+            .filter(|n| {
+                n.labels
+                    .as_ref()
+                    .is_some_and(|l| l.contains_key(LABEL_SESSION))
+            })
+            .filter_map(|n| n.name)
+            .collect())
+    }
+
+    /// Makes sure a re-attached session's network has the relay on it (after a restart of
+    /// firstmate the relay is a new one).
+    pub async fn rejoin(&self, sid: &str) -> Result<()> {
+        if self.isolated() && self.relay.is_some() {
+            let relay = self.ensure_relay(sid).await?;
+            self.join_relay(&relay, &network_name(sid), sid).await?;
+        }
+        Ok(())
+    }
+
+    /// Removes a session's network (its container has stopped): the relay leaves it
+    /// first. A network already gone is fine.
+    pub async fn release_network(&self, sid: &str) -> Result<()> {
+        if !self.isolated() {
+            return Ok(());
+        }
+        let name = network_name(sid);
+        if self.relay.is_some() {
+            let relay = relay_name(&self.instance);
+            let req = NetworkDisconnectRequest {
+                container: relay,
+                force: Some(true),
+            };
+            // Not connected, or no relay: nothing to undo.
+            let _ = self.docker.disconnect_network(&name, req).await;
+        }
+        match self.docker.remove_network(&name).await {
+            Ok(()) => Ok(()),
+            Err(e) if not_found(&e) => Ok(()),
+            Err(source) => Err(RuntimeError::Docker {
+                action: "remove the session's network",
+                session: sid.to_string(),
+                source,
+            }),
+        }
+    }
+
     /// Creates the hardened worker container of a session (and its volumes), not started.
     /// An older container of the same session is removed first; its volumes are kept.
     ///
@@ -241,6 +580,10 @@ impl DockerRuntime {
             });
         }
 
+        let network_mode = match &self.network {
+            Some(shared) => Some(shared.clone()),
+            None => Some(self.session_network(sid).await?),
+        };
         let host_config = HostConfig {
             cap_drop: Some(vec!["ALL".to_string()]),
             security_opt: Some(vec!["no-new-privileges".to_string()]),
@@ -259,7 +602,7 @@ impl DockerRuntime {
                 format!("rw,exec,nosuid,nodev,size={}", spec.memory_bytes),
             )])),
             mounts: Some(mounts),
-            network_mode: self.network.clone(),
+            network_mode,
             ..Default::default()
         };
         let body = ContainerCreateBody {
@@ -495,6 +838,7 @@ impl DockerRuntime {
             }) => None,
             Err(source) => return Err(err("remove the container")(source)),
         };
+        self.release_network(session_id).await?;
         let filters = HashMap::from([(
             "label".to_string(),
             vec![

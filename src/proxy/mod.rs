@@ -51,7 +51,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
 
 use path::{ContainerOp, Route, Target};
-use policy::{LABEL_MANAGED, rule};
+use policy::{LABEL_INSTANCE, LABEL_MANAGED, rule};
 
 /// The largest request body the proxy reads (a container create is a few KiB).
 pub const DEFAULT_BODY_LIMIT: usize = 1 << 20;
@@ -556,6 +556,40 @@ impl Proxy {
             Route::Volume(name, _) => {
                 let full = self.managed_object("volumes", &name, "Name").await?;
                 let p = path::upstream_path(v, &["volumes", &full]);
+                self.forward(req, upgrade, &p, q, body).await
+            }
+            Route::NetworkConnect(id, disconnect) => {
+                let ask = policy::network_connect(&body, disconnect)?;
+                let net = self.resolve("networks", &id, rule::NETWORKS).await?;
+                let instance = net["Labels"][LABEL_INSTANCE].as_str().map(str::to_string);
+                if !policy::network_managed_by(&net, None) {
+                    return Err(Denial::new(
+                        rule::MANAGED,
+                        format!("the network {id} does not carry {LABEL_MANAGED}=true"),
+                    )
+                    .into());
+                }
+                let (full, found) = self
+                    .inspect_managed(
+                        &format!("/containers/{}/json", ask.container),
+                        &ask.container,
+                    )
+                    .await?;
+                let theirs = found.value["Config"]["Labels"][LABEL_INSTANCE].as_str();
+                if theirs != instance.as_deref() {
+                    return Err(Denial::new(
+                        rule::NETWORKS,
+                        format!(
+                            "the container {} and the network {id} belong to different instances ({LABEL_INSTANCE})",
+                            ask.container
+                        ),
+                    )
+                    .into());
+                }
+                let net_id = full_id(&net, "Id", &id)?;
+                let last = if disconnect { "disconnect" } else { "connect" };
+                let p = path::upstream_path(v, &["networks", &net_id, last]);
+                let body = Bytes::from(ask.body(&full, disconnect));
                 self.forward(req, upgrade, &p, q, body).await
             }
             Route::Network(id, _) => {

@@ -126,6 +126,8 @@ pub enum Route {
     NetworkList,
     NetworkCreate,
     Network(String, ObjectOp),
+    /// Connect (false) or disconnect (true) a container and a network.
+    NetworkConnect(String, bool),
 }
 
 pub fn route(method: &Method, t: &Target) -> Result<Route, Denial> {
@@ -166,6 +168,8 @@ pub fn route(method: &Method, t: &Target) -> Result<Route, Denial> {
         ("POST", ["networks", "create"]) => Route::NetworkCreate,
         ("GET", ["networks", n]) => Route::Network(id(n), ObjectOp::Inspect),
         ("DELETE", ["networks", n]) => Route::Network(id(n), ObjectOp::Remove),
+        ("POST", ["networks", n, "connect"]) => Route::NetworkConnect(id(n), false),
+        ("POST", ["networks", n, "disconnect"]) => Route::NetworkConnect(id(n), true),
         _ => return Err(not_allowed(method, t)),
     };
     Ok(r)
@@ -226,6 +230,7 @@ impl Route {
                 | Route::Exec(_, ExecOp::Start)
                 | Route::VolumeCreate
                 | Route::NetworkCreate
+                | Route::NetworkConnect(..)
         )
     }
 }
@@ -612,7 +617,9 @@ mod tests {
             ("GET", "/containers/abc/top"),
             ("POST", "/containers/abc/start/x"),
             ("GET", "/containers/a/b/json"),
-            ("POST", "/networks/n/connect"),
+            ("POST", "/networks/n/connect/x"),
+            ("PUT", "/networks/n/connect"),
+            ("POST", "/networks/prune"),
             ("POST", "/volumes/prune"),
             ("GET", "/CONTAINERS/json"),
             ("PUT", "/containers/create"),

@@ -213,7 +213,7 @@ static ENDPOINT: Schema = Schema {
     groups: &[&[
         ("IPAMConfig", A),
         ("Links", A),
-        ("Aliases", A),
+        ("Aliases", Ty::Slice(&Ty::Str)),
         ("MacAddress", A),
         ("DriverOpts", Ty::Map(&A)),
         ("GwPriority", A),
@@ -281,7 +281,11 @@ pub static VOLUME_CREATE: Schema = Schema {
 };
 
 static IPAM: Schema = Schema {
-    groups: &[&[("Driver", Ty::Str), ("Config", A), ("Options", Ty::Map(&A))]],
+    groups: &[&[
+        ("Driver", Ty::Str),
+        ("Config", Ty::Slice(&A)),
+        ("Options", Ty::Map(&A)),
+    ]],
 };
 
 pub static NETWORK_CREATE: Schema = Schema {
@@ -289,16 +293,16 @@ pub static NETWORK_CREATE: Schema = Schema {
         ("Name", A),
         ("CheckDuplicate", A),
         ("Driver", Ty::Str),
-        ("Scope", A),
-        ("EnableIPv6", A),
+        ("Scope", Ty::Str),
+        ("EnableIPv6", Ty::Bool),
         ("EnableIPv4", A),
         ("IPAM", Ty::Ptr(&Ty::Struct(&IPAM))),
-        ("Internal", A),
-        ("Attachable", A),
+        ("Internal", Ty::Bool),
+        ("Attachable", Ty::Bool),
         ("Ingress", Ty::Bool),
-        ("ConfigOnly", A),
+        ("ConfigOnly", Ty::Bool),
         ("ConfigFrom", Ty::Ptr(&A)),
-        ("Options", Ty::Map(&A)),
+        ("Options", Ty::Map(&Ty::Str)),
         ("Labels", Ty::Map(&Ty::Str)),
     ]],
 };
@@ -832,11 +836,33 @@ pub fn network_create(body: &[u8]) -> Result<(), Denial> {
     if !matches!(driver, "" | "bridge") {
         deny(rule::DRIVERS, format!("Driver is {driver:?}"))?;
     }
-    if !v.get("Options").is_empty() {
-        deny(
-            rule::DRIVERS,
-            "Options is not empty (driver options can take over host interfaces)".into(),
-        )?;
+    if let Go::Map(options) = v.get("Options") {
+        for (key, value) in options {
+            let allowed = NETWORK_OPTIONS
+                .iter()
+                .any(|(k, val)| k == key && *val == value.str());
+            if !allowed {
+                deny(
+                    rule::DRIVERS,
+                    format!(
+                        "Options[{key:?}] = {:?} is not one firstmate sets (driver options can take over host interfaces); allowed: {}",
+                        value.str(),
+                        NETWORK_OPTIONS
+                            .iter()
+                            .map(|(k, v)| format!("{k}={v}"))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
+                )?;
+            }
+        }
+    }
+    if v.get("Attachable").is_true() || v.get("ConfigOnly").is_true() {
+        deny(rule::DRIVERS, "Attachable or ConfigOnly is true".into())?;
+    }
+    let scope = v.get("Scope").str();
+    if !matches!(scope, "" | "local") {
+        deny(rule::DRIVERS, format!("Scope is {scope:?}"))?;
     }
     if v.get("Ingress").is_true() {
         deny(rule::DRIVERS, "Ingress is true".into())?;
@@ -852,7 +878,160 @@ pub fn network_create(body: &[u8]) -> Result<(), Denial> {
     if !ipam.get("Options").is_empty() {
         deny(rule::DRIVERS, "IPAM.Options is not empty".into())?;
     }
+    if !ipam.get("Config").is_empty() {
+        deny(
+            rule::DRIVERS,
+            "IPAM.Config is not empty (a chosen subnet can shadow the host's routes; Docker picks one from its pools)".into(),
+        )?;
+    }
+    if !v.get("Internal").is_true() {
+        deny(
+            rule::NETWORKS,
+            "Internal is not true (a network firstmate creates has no route out)".into(),
+        )?;
+    }
+    if v.get("EnableIPv6").is_true() {
+        deny(rule::NETWORKS, "EnableIPv6 is true".into())?;
+    }
     Ok(())
+}
+
+/// The driver options a network create may carry, with the one value each may have: a
+/// bridge with no address on the host (the host is not reachable through it).
+pub const NETWORK_OPTIONS: &[(&str, &str)] = &[("com.docker.network.bridge.inhibit_ipv4", "true")];
+
+static ENDPOINT_IPAM: Schema = Schema {
+    groups: &[&[
+        ("IPv4Address", Ty::Str),
+        ("IPv6Address", Ty::Str),
+        ("LinkLocalIPs", Ty::Slice(&Ty::Str)),
+    ]],
+};
+
+/// `network.EndpointSettings` of a connect, typed throughout: the Docker CLI sends every
+/// field, most of them empty, and only Aliases may be more than empty.
+static CONNECT_ENDPOINT: Schema = Schema {
+    groups: &[&[
+        ("IPAMConfig", Ty::Ptr(&Ty::Struct(&ENDPOINT_IPAM))),
+        ("Links", Ty::Slice(&Ty::Str)),
+        ("Aliases", Ty::Slice(&Ty::Str)),
+        ("MacAddress", Ty::Str),
+        ("DriverOpts", Ty::Map(&Ty::Str)),
+        ("GwPriority", Ty::Int),
+        ("NetworkID", Ty::Str),
+        ("EndpointID", Ty::Str),
+        ("Gateway", Ty::Str),
+        ("IPAddress", Ty::Str),
+        ("IPPrefixLen", Ty::Int),
+        ("IPv6Gateway", Ty::Str),
+        ("GlobalIPv6Address", Ty::Str),
+        ("GlobalIPv6PrefixLen", Ty::Int),
+        ("DNSNames", Ty::Slice(&Ty::Str)),
+    ]],
+};
+
+static NETWORK_CONNECT: Schema = Schema {
+    groups: &[&[
+        ("Container", Ty::Str),
+        ("EndpointConfig", Ty::Ptr(&Ty::Struct(&CONNECT_ENDPOINT))),
+        ("Force", Ty::Bool),
+    ]],
+};
+
+/// A network connect or disconnect body: the container it names (checked upstream:
+/// managed, of the network's instance). A connect may give aliases and nothing else of
+/// the endpoint (no fixed address, links, MAC or driver options).
+pub fn network_connect(body: &[u8], disconnect: bool) -> Result<Connect, Denial> {
+    let what = if disconnect {
+        "network disconnect"
+    } else {
+        "network connect"
+    };
+    let v = read(body, &NETWORK_CONNECT, what)?;
+    let container = v.get("Container").str();
+    if container.is_empty() {
+        deny(rule::FIELDS, format!("the {what} names no Container"))?;
+    }
+    if disconnect {
+        if !v.get("EndpointConfig").is_nil() {
+            deny(
+                rule::FIELDS,
+                "a disconnect carries no EndpointConfig".into(),
+            )?;
+        }
+    } else {
+        if v.get("Force").is_true() {
+            deny(rule::FIELDS, "a connect carries no Force".into())?;
+        }
+        if let Go::Struct(fields) = v.get("EndpointConfig") {
+            for (key, value) in fields {
+                if *key != "Aliases" && is_set(value) {
+                    deny(
+                        rule::NETWORKS,
+                        format!("EndpointConfig.{key} is set (only Aliases may be)"),
+                    )?;
+                }
+            }
+        }
+    }
+    let aliases = v
+        .get("EndpointConfig")
+        .get("Aliases")
+        .items()
+        .iter()
+        .map(|a| a.str().to_string())
+        .collect();
+    Ok(Connect {
+        container: container.to_string(),
+        aliases,
+        force: v.get("Force").is_true(),
+    })
+}
+
+/// What a network connect or disconnect asks, as the proxy passes it on (rebuilt, with
+/// the container's full ID once it is checked).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Connect {
+    pub container: String,
+    pub aliases: Vec<String>,
+    pub force: bool,
+}
+
+impl Connect {
+    /// The body Docker gets: the container by its full ID, the aliases, nothing else.
+    pub fn body(&self, full_id: &str, disconnect: bool) -> Vec<u8> {
+        let v = if disconnect {
+            serde_json::json!({ "Container": full_id, "Force": self.force })
+        } else {
+            serde_json::json!({
+                "Container": full_id,
+                "EndpointConfig": { "Aliases": self.aliases },
+            })
+        };
+        v.to_string().into_bytes()
+    }
+}
+
+/// Whether a decoded field holds more than its zero value (an opaque value always does).
+fn is_set(v: &Go) -> bool {
+    match v {
+        Go::Nil => false,
+        Go::Opaque => true,
+        Go::Bool(b) => *b,
+        Go::Int(i) => *i != 0,
+        Go::Str(s) => !s.is_empty(),
+        Go::Slice { .. } | Go::Map(_) => !v.is_empty(),
+        Go::Struct(m) => m.values().any(is_set),
+    }
+}
+
+/// Whether the network Docker answered (`answer`: its inspect) is firstmate's, of
+/// `instance` when one is known: the only networks a container is connected to or
+/// disconnected from.
+pub fn network_managed_by(answer: &serde_json::Value, instance: Option<&str>) -> bool {
+    let labels = &answer["Labels"];
+    labels_managed(labels)
+        && instance.is_none_or(|i| labels.get(LABEL_INSTANCE).and_then(|v| v.as_str()) == Some(i))
 }
 
 /// Whether Docker's answer for an object (its `Labels`) marks it managed.
@@ -1248,6 +1427,85 @@ mod tests {
                 "{bad}"
             );
         }
+    }
+
+    #[test]
+    fn a_session_network_is_internal_without_the_hosts_address_and_nothing_else() {
+        let l = r#""Labels":{"firstmate.managed":"true"}"#;
+        let ours = format!(
+            r#"{{"Name":"n",{l},"Driver":"bridge","Internal":true,"Options":{{"com.docker.network.bridge.inhibit_ipv4":"true"}}}}"#
+        );
+        assert!(network_create(ours.as_bytes()).is_ok());
+        for (bad, want) in [
+            (r#""Driver":"bridge""#, rule::NETWORKS),
+            (r#""Internal":false"#, rule::NETWORKS),
+            (r#""internal":true,"Internal":false"#, rule::NETWORKS),
+            (r#""Internal":true,"EnableIPv6":true"#, rule::NETWORKS),
+            (
+                r#""Internal":true,"IPAM":{"Config":[{"Subnet":"192.168.1.0/24"}]}"#,
+                rule::DRIVERS,
+            ),
+            (
+                r#""Internal":true,"Options":{"com.docker.network.bridge.inhibit_ipv4":"false"}"#,
+                rule::DRIVERS,
+            ),
+            (
+                r#""Internal":true,"Options":{"com.docker.network.bridge.inhibit_ipv4":"1"}"#,
+                rule::DRIVERS,
+            ),
+            (
+                r#""Internal":true,"Options":{"com.docker.network.bridge.enable_icc":"true"}"#,
+                rule::DRIVERS,
+            ),
+            (r#""Internal":true,"Attachable":true"#, rule::DRIVERS),
+            (r#""Internal":true,"Scope":"swarm""#, rule::DRIVERS),
+        ] {
+            let body = format!(r#"{{"Name":"n",{l},{bad}}}"#);
+            assert_eq!(
+                network_create(body.as_bytes()).unwrap_err().rule,
+                want,
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_connect_names_a_container_and_at_most_aliases() {
+        // What bollard sends, and what the Docker CLI sends (every field, mostly empty).
+        let c = network_connect(
+            br#"{"Container":"relay","EndpointConfig":{"Aliases":["firstmate"]}}"#,
+            false,
+        )
+        .unwrap();
+        assert_eq!(c.container, "relay");
+        assert_eq!(c.aliases, ["firstmate"]);
+        let cli = r#"{"Container":"relay","EndpointConfig":{"IPAMConfig":{},"Links":null,"Aliases":["a"],"NetworkID":"","EndpointID":"","Gateway":"","IPAddress":"","IPPrefixLen":0,"IPv6Gateway":"","GlobalIPv6Address":"","GlobalIPv6PrefixLen":0,"MacAddress":"","DriverOpts":{}}}"#;
+        assert!(network_connect(cli.as_bytes(), false).is_ok());
+        // The container Go's decoder would take: the last of the case-folded keys.
+        let folded = network_connect(br#"{"Container":"relay","container":"victim"}"#, false);
+        assert_eq!(folded.unwrap().container, "victim");
+        for bad in [
+            r#"{}"#,
+            r#"{"Container":""}"#,
+            r#"{"Container":"r","EndpointConfig":{"IPAMConfig":{"IPv4Address":"10.0.0.9"}}}"#,
+            r#"{"Container":"r","EndpointConfig":{"Links":["db:db"]}}"#,
+            r#"{"Container":"r","EndpointConfig":{"MacAddress":"02:42:ac:11:00:02"}}"#,
+            r#"{"Container":"r","EndpointConfig":{"DriverOpts":{"com.docker.network.endpoint.sysctls":"x"}}}"#,
+            r#"{"Container":"r","EndpointConfig":{"NetworkID":"other"}}"#,
+            r#"{"Container":"r","Force":true}"#,
+            r#"{"Container":"r","Extra":1}"#,
+        ] {
+            assert!(network_connect(bad.as_bytes(), false).is_err(), "{bad}");
+        }
+        assert!(network_connect(br#"{"Container":"r","Force":true}"#, true).is_ok());
+        assert!(network_connect(br#"{"Container":"r","EndpointConfig":{}}"#, true).is_err());
+        // What goes upstream: the checked container's full ID, nothing else it sent.
+        let body = c.body("0123abcd", false);
+        let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(
+            v,
+            serde_json::json!({"Container":"0123abcd","EndpointConfig":{"Aliases":["firstmate"]}})
+        );
     }
 
     #[test]

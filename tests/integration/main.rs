@@ -15,3 +15,4 @@ mod matrix;
 mod metrics;
 mod proxy;
 mod support;
+mod worker_network;

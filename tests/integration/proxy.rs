@@ -239,6 +239,19 @@ fn a_corpus_of_attacks_is_refused_and_changes_nothing() {
             &format!("firstmate.instance=other-{inst}"),
         ],
     );
+    // A managed network of this instance (as a session's is).
+    let our_net = format!("fm-our-net-{inst}");
+    network(
+        &mut nets,
+        &our_net,
+        &[
+            "--internal",
+            "--label",
+            "firstmate.managed=true",
+            "--label",
+            &format!("firstmate.instance={inst}"),
+        ],
+    );
     let tag = format!("fm-attack-{inst}:victim");
     ok(docker(None, &["tag", TEST_IMAGE, &tag]));
     // The Env removes containers and volumes; this guard removes the tag.
@@ -516,6 +529,46 @@ fn a_corpus_of_attacks_is_refused_and_changes_nothing() {
         "POST",
         &format!("/networks/{victim_net}/connect"),
         &format!(r#"{{"Container":"{managed}"}}"#)
+    );
+    add!(
+        "connect another project's container to a managed network",
+        "POST",
+        &format!("/networks/{our_net}/connect"),
+        &format!(r#"{{"Container":"{victim}"}}"#)
+    );
+    add!(
+        "connect to another instance's managed network",
+        "POST",
+        &format!("/networks/{other_net}/connect"),
+        &format!(r#"{{"Container":"{managed}"}}"#)
+    );
+    add!(
+        "connect with a chosen address",
+        "POST",
+        &format!("/networks/{our_net}/connect"),
+        &format!(
+            r#"{{"Container":"{managed}","EndpointConfig":{{"IPAMConfig":{{"IPv4Address":"172.31.255.9"}}}}}}"#
+        )
+    );
+    add!(
+        "connect with endpoint driver options",
+        "POST",
+        &format!("/networks/{our_net}/connect"),
+        &format!(
+            r#"{{"Container":"{managed}","EndpointConfig":{{"DriverOpts":{{"com.docker.network.endpoint.sysctls":"net.ipv4.ip_forward=1"}}}}}}"#
+        )
+    );
+    add!(
+        "connect a container under a case-folded second key",
+        "POST",
+        &format!("/networks/{our_net}/connect"),
+        &format!(r#"{{"Container":"{managed}","container":"{victim}"}}"#)
+    );
+    add!(
+        "disconnect another project's container",
+        "POST",
+        "/networks/bridge/disconnect",
+        &format!(r#"{{"Container":"{victim}","Force":true}}"#)
     );
 
     // --- creates that reach the host: privilege, capabilities, devices, namespaces ------
@@ -999,6 +1052,38 @@ fn a_corpus_of_attacks_is_refused_and_changes_nothing() {
             r#"{{"Name":"{n}-n1","Driver":"macvlan","Options":{{"parent":"eth0"}},"Labels":{{"firstmate.managed":"true","firstmate.instance":"{inst}"}}}}"#
         )
     );
+    for (what, body) in [
+        ("a network with a route out", r#""Driver":"bridge""#),
+        (
+            "a network with a chosen subnet",
+            r#""Internal":true,"IPAM":{"Config":[{"Subnet":"192.0.2.0/24"}]}"#,
+        ),
+        (
+            "a network with IPv6",
+            r#""Internal":true,"EnableIPv6":true"#,
+        ),
+        (
+            "a network with ICC options",
+            r#""Internal":true,"Options":{"com.docker.network.bridge.enable_icc":"true"}"#,
+        ),
+        (
+            "a network that keeps the host's address",
+            r#""Internal":true,"Options":{"com.docker.network.bridge.inhibit_ipv4":"false"}"#,
+        ),
+        (
+            "an attachable swarm-scoped network",
+            r#""Internal":true,"Attachable":true,"Scope":"swarm""#,
+        ),
+    ] {
+        add!(
+            what,
+            "POST",
+            "/networks/create",
+            &format!(
+                r#"{{"Name":"{n}-nx",{body},"Labels":{{"firstmate.managed":"true","firstmate.instance":"{inst}"}}}}"#
+            )
+        );
+    }
     add!(
         "a bridge on docker0",
         "POST",
@@ -1095,7 +1180,9 @@ fn a_corpus_of_attacks_is_refused_and_changes_nothing() {
             "{{.Name}}",
         ],
     ));
-    assert_eq!(listed, victim_net, "the attacks made networks");
+    let mut want_nets = [our_net.as_str(), victim_net.as_str()];
+    want_nets.sort();
+    assert_eq!(listed, want_nets.join("\n"), "the attacks made networks");
     let joined = ok(docker(
         None,
         &[
@@ -1107,6 +1194,11 @@ fn a_corpus_of_attacks_is_refused_and_changes_nothing() {
         ],
     ));
     assert_eq!(joined, "0", "a container joined another project's network");
+    let joined = ok(docker(
+        None,
+        &["network", "inspect", "-f", "{{len .Containers}}", &our_net],
+    ));
+    assert_eq!(joined, "0", "a connect the proxy refuses went through");
     let images = ok(docker(
         None,
         &[
@@ -1210,6 +1302,9 @@ fn the_managed_life_cycle_works_through_the_docker_cli() {
         &[
             "network",
             "create",
+            "--internal",
+            "-o",
+            "com.docker.network.bridge.inhibit_ipv4=true",
             "--label",
             "firstmate.managed=true",
             "--label",
@@ -1540,6 +1635,41 @@ fn a_worker_joins_only_networks_of_its_instance_the_allowed_ones_none_or_the_bri
     assert!(
         !out.status.success() && text(&out).contains("rule: managed or allowed networks only"),
         "joined an unmanaged network: {}",
+        text(&out)
+    );
+    // A managed container joins a managed network of its instance (as the gateway relay
+    // joins each session's), under an alias, as the Docker CLI asks; and leaves it.
+    let relay = format!("fm-join-{inst}-3");
+    ok(docker(
+        px,
+        &["network", "connect", "--alias", "firstmate", &ours, &relay],
+    ));
+    let joined = ok(docker(
+        None,
+        &["network", "inspect", "-f", "{{len .Containers}}", &ours],
+    ));
+    assert_eq!(
+        joined, "0",
+        "a created container has no endpoint until it starts"
+    );
+    let aliases = ok(docker(
+        None,
+        &[
+            "inspect",
+            "-f",
+            &format!("{{{{json (index .NetworkSettings.Networks \"{ours}\").Aliases}}}}"),
+            &relay,
+        ],
+    ));
+    assert!(aliases.contains("firstmate"), "aliases: {aliases}");
+    ok(docker(px, &["network", "disconnect", &ours, &relay]));
+    let out = docker(
+        px,
+        &["network", "connect", "--ip", "10.99.0.9", &ours, &relay],
+    );
+    assert!(
+        !out.status.success() && text(&out).contains("rule: managed or allowed networks only"),
+        "connected with a fixed address: {}",
         text(&out)
     );
     // Sharing the network of a managed container of this instance; not of another one.

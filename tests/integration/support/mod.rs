@@ -333,6 +333,30 @@ impl Drop for Env {
                     .status();
             }
         }
+        // The session networks (their containers are gone now).
+        let nets = Command::new("docker")
+            .args([
+                "network",
+                "ls",
+                "-q",
+                "--filter",
+                &format!("label=firstmate.instance={}", self.instance),
+            ])
+            .output();
+        if let Ok(n) = nets {
+            let ids: Vec<String> = String::from_utf8_lossy(&n.stdout)
+                .lines()
+                .map(str::to_string)
+                .collect();
+            if !ids.is_empty() {
+                let _ = Command::new("docker")
+                    .args(["network", "rm"])
+                    .args(&ids)
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .status();
+            }
+        }
     }
 }
 
