@@ -6,7 +6,11 @@
 //! to it straight and through firstmate's gateway (token check against SQLite, the real
 //! key put on, the stream metered and relayed, the call stored):
 //! 1. time to first byte of a streamed answer, over `FIRSTMATE_BENCH_CALLS` calls (200);
-//! 2. throughput of one long streamed answer (about 60 MB of `content_block_delta`s).
+//! 2. throughput of one long streamed answer (about 60 MB of `content_block_delta`s);
+//! 3. with Docker (and the images `firstmate:latest` and `firstmate-test-agent:latest`):
+//!    the same call from inside containers, a client on Docker's default bridge calling
+//!    the gateway on the host's bridge address vs a client on a session network (internal,
+//!    no host address) calling it through the gateway relay, as workers do.
 
 use std::convert::Infallible;
 use std::time::{Duration, Instant};
@@ -154,7 +158,7 @@ async fn main() {
         .await
         .expect("token");
     let text = format!(
-        "[gateway]\nlisten = \"127.0.0.1:1\"\nurl = \"http://127.0.0.1:1\"\n\
+        "[gateway]\nlisten = \"127.0.0.1:1\"\nurl = \"http://firstmate:1\"\n\
          [gateway.anthropic]\nupstream = \"http://{up_addr}\"\napi_key_env = \"K\"\n"
     );
     let env = |k: &str| (k == "K").then(|| "bench-real-key".to_string());
@@ -164,6 +168,12 @@ async fn main() {
         .await
         .expect("bind");
     let gw_addr = gl.local_addr().expect("addr");
+    // The same gateway where containers reach it (the Docker bridge's host address).
+    let outer = tokio::net::TcpListener::bind("0.0.0.0:0")
+        .await
+        .expect("bind");
+    let outer_port = outer.local_addr().expect("addr").port();
+    tokio::spawn(gw.clone().serve(outer));
     tokio::spawn(gw.serve(gl));
 
     let client = reqwest::Client::new();
@@ -208,4 +218,144 @@ async fn main() {
         rates[1],
         rates[1] / rates[0] * 100.0
     );
+    match tokio::task::spawn_blocking(move || from_containers(outer_port, calls)).await {
+        Ok(Ok((mut bridge, mut relay))) => {
+            for (what, v) in [
+                ("from the default bridge, direct", &mut bridge),
+                ("from a session network, relay ", &mut relay),
+            ] {
+                println!(
+                    "time to first byte {what}: median {:.2} ms, p95 {:.2} ms",
+                    ms(percentile(v, 50)),
+                    ms(percentile(v, 95))
+                );
+            }
+        }
+        Ok(Err(why)) => println!("from containers: skipped ({why})"),
+        Err(e) => println!("from containers: failed ({e})"),
+    }
+}
+
+/// A client in a container: `calls` streamed calls, each a new connection (as an agent's
+/// HTTP client may make), the time to the first byte of each answer, in ms.
+const CLIENT: &str = r#"
+use IO::Socket::INET; use Time::HiRes qw(time);
+my ($host, $port, $n, $token) = @ARGV;
+my $body = '{"model":"claude-sonnet-4-5","stream":true,"max_tokens":10,"messages":[]}';
+my @t;
+for my $i (1 .. $n + 10) {
+    my $t0 = time;
+    my $s = IO::Socket::INET->new(PeerAddr => $host, PeerPort => $port, Proto => 'tcp') or die "connect: $!";
+    print $s "POST /anthropic/v1/messages HTTP/1.1
+Host: $host
+x-api-key: $token
+content-type: application/json
+content-length: " . length($body) . "
+Connection: close
+
+$body";
+    my ($first, $buf);
+    while (sysread($s, $buf, 65536)) { $first //= time; }
+    push @t, ($first - $t0) * 1000 if $i > 10;
+}
+print join(" ", @t), "
+";
+"#;
+
+fn docker(args: &[&str]) -> Result<String, String> {
+    let out = std::process::Command::new("docker")
+        .args(args)
+        .output()
+        .map_err(|e| format!("docker: {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "docker {}: {}",
+            args.first().unwrap_or(&""),
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+}
+
+fn timings(out: &str) -> Vec<Duration> {
+    out.split_whitespace()
+        .filter_map(|t| t.parse::<f64>().ok())
+        .map(|ms| Duration::from_secs_f64(ms / 1000.0))
+        .collect()
+}
+
+fn from_containers(port: u16, calls: usize) -> Result<(Vec<Duration>, Vec<Duration>), String> {
+    for image in ["firstmate:latest", "firstmate-test-agent:latest"] {
+        docker(&["image", "inspect", image]).map_err(|_| format!("no image {image}"))?;
+    }
+    let id = std::process::id();
+    let net = format!("fm-bench-net-{id}");
+    let relay = format!("fm-bench-relay-{id}");
+    struct Cleanup(String, String);
+    impl Drop for Cleanup {
+        fn drop(&mut self) {
+            let _ = docker(&["rm", "-f", &self.1]);
+            let _ = docker(&["network", "rm", &self.0]);
+        }
+    }
+    let _cleanup = Cleanup(net.clone(), relay.clone());
+    docker(&[
+        "network",
+        "create",
+        "--internal",
+        "-o",
+        "com.docker.network.bridge.inhibit_ipv4=true",
+        &net,
+    ])?;
+    docker(&[
+        "run",
+        "-d",
+        "--name",
+        &relay,
+        "firstmate:latest",
+        "firstmate",
+        "gateway-relay",
+        "--listen",
+        "0.0.0.0:8787",
+        "--to",
+        &format!("host-gateway:{port}"),
+    ])?;
+    let ready = (0..100).any(|_| {
+        std::thread::sleep(Duration::from_millis(100));
+        docker(&["logs", &relay]).is_ok_and(|l| l.contains("relay ready"))
+    });
+    if !ready {
+        return Err("the relay did not say it was ready".into());
+    }
+    docker(&["network", "connect", "--alias", "firstmate", &net, &relay])?;
+    let n = calls.to_string();
+    let run = |network: &str, host: &str, port: &str| {
+        docker(&[
+            "run",
+            "--rm",
+            "--network",
+            network,
+            "firstmate-test-agent:latest",
+            "perl",
+            "-e",
+            CLIENT,
+            host,
+            port,
+            &n,
+            TOKEN,
+        ])
+    };
+    let bridge_ip = docker(&[
+        "network",
+        "inspect",
+        "bridge",
+        "-f",
+        "{{(index .IPAM.Config 0).Gateway}}",
+    ])?;
+    let bridge = timings(&run("bridge", &bridge_ip, &port.to_string())?);
+    let relayed = timings(&run(&net, "firstmate", "8787")?);
+    if bridge.is_empty() || relayed.is_empty() {
+        return Err("the clients printed no timings".into());
+    }
+    Ok((bridge, relayed))
 }

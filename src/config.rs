@@ -1315,6 +1315,28 @@ impl Config {
             }
         };
 
+        // With no docker.network, workers reach the gateway only through the relay, which
+        // answers to the url's host name on each session network: a name, not an address.
+        if let (Some(g), None) = (&gateway, &docker.network) {
+            let host = g
+                .url
+                .split_once("://")
+                .map(|(_, rest)| rest)
+                .unwrap_or(&g.url)
+                .split(['/', ':'])
+                .next()
+                .unwrap_or_default();
+            if host.is_empty() || host.starts_with('[') || host.parse::<std::net::Ipv4Addr>().is_ok() {
+                return Err(ctx.err(
+                    None,
+                    format!(
+                        "gateway.url = {:?}: workers sit on networks of their own and reach the gateway by a name (the relay's), so the url needs a host name such as \"http://firstmate:8787\"; or set docker.network to put every worker on a network you made",
+                        g.url
+                    ),
+                ));
+            }
+        }
+
         let mut repos = BTreeMap::new();
         for (alias, r) in raw.repos {
             let url = r
@@ -1515,6 +1537,23 @@ mod tests {
     /// otherwise, the gateway where workers reach it; and with its front ends uncommented
     /// (as a user does), the Matrix store on the volume too.
     #[test]
+    fn with_networks_per_session_the_gateway_url_names_a_host() {
+        let env = |k: &str| (k == "K").then(|| "k".to_string());
+        let dir = std::path::Path::new("/etc/firstmate");
+        let with = |docker: &str, url: &str| {
+            let text = format!(
+                "[docker]\n{docker}\n[gateway]\nurl = \"{url}\"\n[gateway.anthropic]\napi_key_env = \"K\"\n"
+            );
+            Config::from_str(&text, "bot.toml", dir, &env)
+        };
+        assert!(with("", "http://firstmate:8787").is_ok());
+        let e = with("", "http://172.17.0.1:8787").unwrap_err().to_string();
+        assert!(e.contains("gateway.url") && e.contains("docker.network"), "{e}");
+        assert!(with("", "http://[::1]:8787").is_err());
+        assert!(with("network = \"mine\"", "http://172.17.0.1:8787").is_ok());
+    }
+
+    #[test]
     fn the_compose_config_loads_and_keeps_its_data_on_the_volume() {
         let text = include_str!("../deploy/bot.toml");
         let base = Path::new("/etc/firstmate");
@@ -1525,7 +1564,10 @@ mod tests {
         let c = Config::from_str(text, "bot.toml", base, &env).unwrap();
         assert_eq!(c.database_url, "sqlite:///var/lib/firstmate/firstmate.db");
         assert_eq!(c.docker.host, "tcp://socket-proxy:2375");
-        assert_eq!(c.docker.network.as_deref(), Some("firstmate-workers"));
+        // Workers get networks of their own; the relay meets the bot on compose's network.
+        assert_eq!(c.docker.network, None);
+        assert_eq!(c.docker.relay_network.as_deref(), Some("firstmate-gateway"));
+        assert_eq!(c.docker.relay_image, DEFAULT_RELAY_IMAGE);
         let g = c.gateway.as_ref().expect("[gateway]");
         assert_eq!(g.url, "http://firstmate:8787");
         assert_eq!(g.listen.to_string(), "0.0.0.0:8787");

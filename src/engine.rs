@@ -136,6 +136,14 @@ pub fn new_session_id() -> String {
 }
 
 impl Engine {
+    /// What a service does on its way out: the gateway relay goes (the sessions'
+    /// containers stay and are picked up on the next start).
+    pub async fn shutdown(&self) {
+        if let Err(e) = self.inner.runtime.remove_relay().await {
+            warn!("{e}");
+        }
+    }
+
     pub fn new(store: Store, runtime: DockerRuntime, config: Arc<Config>) -> Engine {
         Engine::with_gateway(store, runtime, config, None)
     }

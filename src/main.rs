@@ -362,6 +362,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             tracing::info!(
                 "shutting down; containers keep running and are picked up on the next start"
             );
+            engine.shutdown().await;
             engine.store().close().await;
             Ok(ExitCode::SUCCESS)
         }

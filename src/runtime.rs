@@ -521,6 +521,34 @@ impl DockerRuntime {
         Ok(())
     }
 
+    /// Removes this instance's gateway relay (the service is going away: a relay left on
+    /// a network would keep `docker compose down` from removing it). The next engine
+    /// makes a new one and joins it to the networks of the sessions it picks up.
+    pub async fn remove_relay(&self) -> Result<()> {
+        if self.relay.is_none() {
+            return Ok(());
+        }
+        let mut held = self.relay_id.lock().await;
+        let opts = RemoveContainerOptionsBuilder::default().force(true).build();
+        match self
+            .docker
+            .remove_container(&relay_name(&self.instance), Some(opts))
+            .await
+        {
+            Ok(()) => {}
+            Err(e) if not_found(&e) => {}
+            Err(source) => {
+                return Err(RuntimeError::Docker {
+                    action: "remove the gateway relay",
+                    session: String::new(),
+                    source,
+                });
+            }
+        }
+        *held = None;
+        Ok(())
+    }
+
     /// Removes a session's network (its container has stopped): the relay leaves it
     /// first. A network already gone is fine.
     pub async fn release_network(&self, sid: &str) -> Result<()> {

@@ -124,7 +124,7 @@ fn a_console_next_to_a_running_service_is_its_client() {
     let metrics = free_port("127.0.0.1");
     let gateway = free_port("127.0.0.1");
     let Some(env) = Env::new(&format!(
-        "\n[metrics]\nlisten = \"127.0.0.1:{metrics}\"\n\n[gateway]\nlisten = \"127.0.0.1:{gateway}\"\nurl = \"http://127.0.0.1:{gateway}\"\n"
+        "\n[metrics]\nlisten = \"127.0.0.1:{metrics}\"\n\n[gateway]\nlisten = \"127.0.0.1:{gateway}\"\nurl = \"http://firstmate:{gateway}\"\n"
     )) else {
         return;
     };
