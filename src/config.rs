@@ -1591,8 +1591,10 @@ mod tests {
     #[test]
     fn egress_patterns_are_checked_and_printed() {
         assert!(parse("").unwrap().egress.allow.is_empty());
-        let c = parse("[egress]\nallow = [\"PyPI.org\", \"*.githubusercontent.com\", \"203.0.113.7:8000\"]\n")
-            .unwrap();
+        let c = parse(
+            "[egress]\nallow = [\"PyPI.org\", \"*.githubusercontent.com\", \"203.0.113.7:8000\"]\n",
+        )
+        .unwrap();
         assert!(c.egress.allow.permits("raw.githubusercontent.com", 443));
         assert!(c.egress.allow.permits("203.0.113.7", 8000));
         let shown = c.render_effective();
@@ -1602,9 +1604,13 @@ mod tests {
             ),
             "{shown}"
         );
-        let e = err("[egress]\nallow = [\n  \"pypi.org\",\n  \"ok.org\",\n  \"https://x.org\",\n]\n");
+        let e =
+            err("[egress]\nallow = [\n  \"pypi.org\",\n  \"ok.org\",\n  \"https://x.org\",\n]\n");
         assert!(e.contains("bot.toml:5"), "{e}");
-        assert!(e.contains("egress.allow[2]") && e.contains("expected a host name"), "{e}");
+        assert!(
+            e.contains("egress.allow[2]") && e.contains("expected a host name"),
+            "{e}"
+        );
         let e = err("[egress]\nalow = []\n");
         assert!(e.contains("did you mean allow?"), "{e}");
     }

@@ -744,7 +744,12 @@ async fn forward(
     let (mut sender, conn) = match hyper::client::conn::http1::handshake(TokioIo::new(stream)).await
     {
         Ok(x) => x,
-        Err(e) => return plain(StatusCode::BAD_GATEWAY, format!("cannot talk to {}: {e}", target.host)),
+        Err(e) => {
+            return plain(
+                StatusCode::BAD_GATEWAY,
+                format!("cannot talk to {}: {e}", target.host),
+            );
+        }
     };
     let s = session.to_string();
     tokio::spawn(async move {
@@ -863,7 +868,13 @@ mod tests {
 
     #[test]
     fn patterns_print_as_written_normalized() {
-        let a = allow(&["PyPI.org", "*.Example.com", "203.0.113.7:81", "[2001:db8::1]:8443", "2001:DB8::2"]);
+        let a = allow(&[
+            "PyPI.org",
+            "*.Example.com",
+            "203.0.113.7:81",
+            "[2001:db8::1]:8443",
+            "2001:DB8::2",
+        ]);
         assert_eq!(
             serde_json::to_string(&a).expect("json"),
             r#"["pypi.org","*.example.com","203.0.113.7:81","[2001:db8::1]:8443","2001:db8::2"]"#
@@ -989,11 +1000,19 @@ mod tests {
             HeaderValue::from_static("basic Zmlyc3RtYXRlOmZtLWFiYw"),
         );
         assert_eq!(proxy_token(&h).as_deref(), Some("fm-abc"));
-        for bad in ["Bearer fm-abc", "Basic !!!", "Basic Zmlyc3RtYXRl", "Basic Zmlyc3RtYXRlOg=="] {
+        for bad in [
+            "Bearer fm-abc",
+            "Basic !!!",
+            "Basic Zmlyc3RtYXRl",
+            "Basic Zmlyc3RtYXRlOg==",
+        ] {
             h.insert("proxy-authorization", HeaderValue::from_static(bad));
             assert_eq!(proxy_token(&h), None, "{bad}");
         }
-        assert_eq!(base64_decode("aGVsbG8gd29ybGQ=").as_deref(), Some(&b"hello world"[..]));
+        assert_eq!(
+            base64_decode("aGVsbG8gd29ybGQ=").as_deref(),
+            Some(&b"hello world"[..])
+        );
     }
 
     #[test]

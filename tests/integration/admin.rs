@@ -8,8 +8,8 @@ use std::path::PathBuf;
 
 use std::time::Duration;
 
-use crate::support::worker::free_port;
 use crate::support::service::Service;
+use crate::support::worker::free_port;
 use crate::support::{Env, lines_of, session_ids, stdout, text};
 
 /// The admin socket of the environment's config, as `firstmate config` shows it.

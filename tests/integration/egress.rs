@@ -30,7 +30,13 @@ impl DocNet {
     fn new() -> DocNet {
         // A network a crashed run left behind would hold the subnet.
         let stale = Command::new("docker")
-            .args(["network", "ls", "-q", "--filter", "label=firstmate.test=egress"])
+            .args([
+                "network",
+                "ls",
+                "-q",
+                "--filter",
+                "label=firstmate.test=egress",
+            ])
             .output()
             .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
             .unwrap_or_default();
@@ -186,7 +192,10 @@ allow = ["{ORIGIN_IP}:{origin_port}", "localhost:{origin_port}", "nothing-here.i
     let out = env.console("new say hi\n");
     assert!(out.status.success(), "{}", text(&out));
     let ids = session_ids(&stdout(&out));
-    let id = ids.first().cloned().unwrap_or_else(|| panic!("no session: {}", text(&out)));
+    let id = ids
+        .first()
+        .cloned()
+        .unwrap_or_else(|| panic!("no session: {}", text(&out)));
 
     // The container's proxy settings carry its token; the model API stays direct.
     let vars: Vec<String> = inspect(&format!("firstmate-{id}"))["Config"]["Env"]
@@ -245,7 +254,14 @@ allow = ["{ORIGIN_IP}:{origin_port}", "localhost:{origin_port}", "nothing-here.i
     assert_eq!(curl(&bad, &format!("{origin_url}/"), false).0, 407);
     assert_eq!(curl(&bad, &format!("{origin_url}/"), true).0, 407);
     let bare = curl_cmd()
-        .args(["-sS", "-i", "--max-time", "20", "-x", &format!("http://{gw}")])
+        .args([
+            "-sS",
+            "-i",
+            "--max-time",
+            "20",
+            "-x",
+            &format!("http://{gw}"),
+        ])
         .arg(format!("{origin_url}/"))
         .output()
         .expect("curl");
@@ -259,8 +275,14 @@ allow = ["{ORIGIN_IP}:{origin_port}", "localhost:{origin_port}", "nothing-here.i
     // The origin saw the two allowed requests, and neither the token nor any Proxy-*.
     let heads = seen.lock().expect("lock").clone();
     assert_eq!(heads.len(), 2, "{heads:#?}");
-    assert!(heads[0].starts_with("GET /forwarded?x=1 HTTP/1.1\r\n"), "{heads:#?}");
-    assert!(heads[1].starts_with("GET /tunnelled HTTP/1.1\r\n"), "{heads:#?}");
+    assert!(
+        heads[0].starts_with("GET /forwarded?x=1 HTTP/1.1\r\n"),
+        "{heads:#?}"
+    );
+    assert!(
+        heads[1].starts_with("GET /tunnelled HTTP/1.1\r\n"),
+        "{heads:#?}"
+    );
     for h in &heads {
         assert!(
             h.to_ascii_lowercase()

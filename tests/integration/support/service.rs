@@ -88,4 +88,3 @@ impl Drop for Service {
         let _ = self.child.wait();
     }
 }
-
