@@ -163,7 +163,8 @@ async fn main() {
     );
     let env = |k: &str| (k == "K").then(|| "bench-real-key".to_string());
     let cfg = Config::from_str(&text, "bench.toml", dir.path(), &env).expect("config");
-    let (gw, _limits) = Gateway::new(cfg.gateway.expect("gateway"), store).expect("gateway");
+    let (gw, _limits) =
+        Gateway::new(cfg.gateway.expect("gateway"), cfg.egress.allow, store).expect("gateway");
     let gl = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");

@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize, Serializer};
 
+use crate::gateway::egress::Allowlist;
 use crate::gateway::usage::{Price, default_prices};
 use crate::protocol::ProtocolKind;
 
@@ -166,6 +167,7 @@ pub struct Config {
     pub metrics: Option<MetricsConfig>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub gateway: Option<GatewayConfig>,
+    pub egress: EgressConfig,
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub repos: BTreeMap<String, RepoConfig>,
     pub admin: AdminConfig,
@@ -309,6 +311,13 @@ pub struct UpstreamConfig {
     pub oauth_token: Secret,
 }
 
+/// `[egress]`: where workers may go through the gateway's proxy (SPEC section 11).
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct EgressConfig {
+    /// Host patterns; empty: no egress.
+    pub allow: Allowlist,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Forge {
@@ -342,9 +351,17 @@ struct RawConfig {
     discord: Option<RawDiscord>,
     metrics: Option<RawMetrics>,
     gateway: Option<RawGateway>,
+    egress: Option<RawEgress>,
     #[serde(default)]
     repos: BTreeMap<String, RawRepo>,
     admin: Option<RawAdmin>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawEgress {
+    #[serde(default)]
+    allow: Vec<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -1326,7 +1343,10 @@ impl Config {
                 .split(['/', ':'])
                 .next()
                 .unwrap_or_default();
-            if host.is_empty() || host.starts_with('[') || host.parse::<std::net::Ipv4Addr>().is_ok() {
+            if host.is_empty()
+                || host.starts_with('[')
+                || host.parse::<std::net::Ipv4Addr>().is_ok()
+            {
                 return Err(ctx.err(
                     None,
                     format!(
@@ -1336,6 +1356,19 @@ impl Config {
                 ));
             }
         }
+        let egress = match raw.egress {
+            None => EgressConfig::default(),
+            Some(e) => {
+                let entries: Vec<&str> = e.allow.iter().map(|v| v.get_ref().as_str()).collect();
+                let allow = Allowlist::parse(&entries).map_err(|(i, message)| {
+                    ctx.err(
+                        Some(e.allow[i].span()),
+                        format!("egress.allow[{i}]: {message}"),
+                    )
+                })?;
+                EgressConfig { allow }
+            }
+        };
 
         let mut repos = BTreeMap::new();
         for (alias, r) in raw.repos {
@@ -1372,6 +1405,7 @@ impl Config {
             discord,
             metrics,
             gateway,
+            egress,
             repos,
             admin,
         })
@@ -1548,7 +1582,10 @@ mod tests {
         };
         assert!(with("", "http://firstmate:8787").is_ok());
         let e = with("", "http://172.17.0.1:8787").unwrap_err().to_string();
-        assert!(e.contains("gateway.url") && e.contains("docker.network"), "{e}");
+        assert!(
+            e.contains("gateway.url") && e.contains("docker.network"),
+            "{e}"
+        );
         assert!(with("", "http://[::1]:8787").is_err());
         assert!(with("network = \"mine\"", "http://172.17.0.1:8787").is_ok());
     }
@@ -1615,6 +1652,33 @@ mod tests {
             e.contains("agents.a.zzz") && e.contains("expected one of"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn egress_patterns_are_checked_and_printed() {
+        assert!(parse("").unwrap().egress.allow.is_empty());
+        let c = parse(
+            "[egress]\nallow = [\"PyPI.org\", \"*.githubusercontent.com\", \"203.0.113.7:8000\"]\n",
+        )
+        .unwrap();
+        assert!(c.egress.allow.permits("raw.githubusercontent.com", 443));
+        assert!(c.egress.allow.permits("203.0.113.7", 8000));
+        let shown = c.render_effective();
+        assert!(
+            shown.contains(
+                "[egress]\nallow = [\"pypi.org\", \"*.githubusercontent.com\", \"203.0.113.7:8000\"]"
+            ),
+            "{shown}"
+        );
+        let e =
+            err("[egress]\nallow = [\n  \"pypi.org\",\n  \"ok.org\",\n  \"https://x.org\",\n]\n");
+        assert!(e.contains("bot.toml:5"), "{e}");
+        assert!(
+            e.contains("egress.allow[2]") && e.contains("expected a host name"),
+            "{e}"
+        );
+        let e = err("[egress]\nalow = []\n");
+        assert!(e.contains("did you mean allow?"), "{e}");
     }
 
     #[test]

@@ -18,7 +18,7 @@ use tracing::{info, warn};
 
 use crate::config::{AgentConfig, Config};
 use crate::event::{EventBody, SessionEvent, SessionState};
-use crate::gateway::{Gateway, LimitReached};
+use crate::gateway::{Gateway, GatewayReport};
 use crate::protocol::{AgentEvent, ProtocolKind, TurnOutcome, Usage, claude, codex};
 use crate::runtime::{
     DockerRuntime, LogCursor, LogLine, LogStream, RemovedObjects, RuntimeError, StdinWriter,
@@ -104,6 +104,10 @@ enum Msg {
     Stop {
         reason: String,
     },
+    /// Say this in the session's thread (from the gateway).
+    Notice {
+        text: String,
+    },
 }
 
 struct Inner {
@@ -171,11 +175,23 @@ impl Engine {
         }
     }
 
-    /// Stops the sessions the gateway reports over their spending limit.
-    pub fn enforce_limits(&self, mut limits: mpsc::UnboundedReceiver<LimitReached>) {
+    /// Acts on what the gateway reports: stops the sessions over their spending limit,
+    /// and says its notices (egress refusals) in their sessions' threads.
+    pub fn enforce_limits(&self, mut reports: mpsc::UnboundedReceiver<GatewayReport>) {
         let engine = self.clone();
         tokio::spawn(async move {
-            while let Some(l) = limits.recv().await {
+            while let Some(r) = reports.recv().await {
+                let l = match r {
+                    GatewayReport::Limit(l) => l,
+                    GatewayReport::Notice { session, text } => {
+                        // The session's task writes its events; a session without one
+                        // here has no live token of this gateway's.
+                        if !engine.send(&session, Msg::Notice { text }) {
+                            info!(session = %session, "no task here for the gateway's notice");
+                        }
+                        continue;
+                    }
+                };
                 match engine.session(&l.session).await {
                     Ok(s) if s.state.is_ended() => continue,
                     Err(_) => continue,
@@ -192,6 +208,11 @@ impl Engine {
     /// Events stored and published since this engine started.
     pub fn events_published(&self) -> u64 {
         self.inner.published.load(Ordering::Relaxed)
+    }
+
+    /// The model gateway, when `[gateway]` is configured.
+    pub fn gateway(&self) -> Option<&Gateway> {
+        self.inner.gateway.as_ref()
     }
 
     /// Sessions whose task runs in this engine.
@@ -1018,6 +1039,10 @@ impl SessionTask {
                     Some(Msg::Prompt) => self.next_prompt().await?,
                     Some(Msg::Interrupt) => self.interrupt().await?,
                     Some(Msg::Stop { reason }) => self.stop(reason).await?,
+                    Some(Msg::Notice { text }) => {
+                        self.pending.push(EventBody::Notice { text });
+                        self.commit().await?;
+                    }
                     None => return Ok(()),
                 },
                 _ = sleep_until_ms(idle) => {

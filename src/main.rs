@@ -411,7 +411,11 @@ async fn start_engine(cfg: Arc<Config>) -> anyhow::Result<Engine> {
     let (gateway, limits) = match &cfg.gateway {
         Some(g) => {
             cfg.check_secrets()?;
-            let (gw, limits) = firstmate::gateway::Gateway::new(g.clone(), store.clone())?;
+            let (gw, limits) = firstmate::gateway::Gateway::new(
+                g.clone(),
+                cfg.egress.allow.clone(),
+                store.clone(),
+            )?;
             let listener = gw.bind().await?;
             tracing::info!(listen = %g.listen, url = %g.url, "model gateway listening");
             tokio::spawn(gw.clone().serve(listener));

@@ -16,6 +16,7 @@ use tracing::{debug, warn};
 
 use crate::engine::Engine;
 use crate::event::SessionState;
+use crate::gateway::egress::{EgressCounts, Outcome};
 use crate::store::StoreMetrics;
 
 /// What one scrape reports.
@@ -26,6 +27,8 @@ pub struct Snapshot {
     pub live_tasks: usize,
     /// Events stored and published by this process since it started.
     pub events_published: u64,
+    /// Requests to this process's egress proxy, by outcome.
+    pub egress: EgressCounts,
 }
 
 /// The Prometheus text of a snapshot.
@@ -106,6 +109,22 @@ pub fn render(s: &Snapshot) -> String {
         "What the model API calls cost, in US dollars, at the gateway's prices.",
         &[(String::new(), format!("{}", api.cost_usd))],
     );
+    let egress: Vec<(String, String)> = Outcome::ALL
+        .iter()
+        .map(|o| {
+            (
+                format!("{{outcome=\"{}\"}}", o.as_str()),
+                s.egress.get(*o).to_string(),
+            )
+        })
+        .collect();
+    family(
+        "firstmate_egress_requests_total",
+        "counter",
+        "Requests to the gateway's egress proxy since this process started, by outcome \
+         (allowed, or refused: not_allowed, private, unresolved, bad_token).",
+        &egress,
+    );
     out
 }
 
@@ -119,6 +138,10 @@ async fn snapshot(engine: &Engine) -> Result<Snapshot, String> {
         store,
         live_tasks: engine.live_tasks(),
         events_published: engine.events_published(),
+        egress: engine
+            .gateway()
+            .map(|g| g.egress_counts())
+            .unwrap_or_default(),
     })
 }
 
@@ -209,6 +232,9 @@ mod tests {
             },
             live_tasks: 2,
             events_published: 41,
+            egress: EgressCounts {
+                by_outcome: [4, 3, 2, 1, 0],
+            },
         };
         let text = render(&s);
         for want in [
@@ -222,6 +248,12 @@ mod tests {
             "firstmate_gateway_calls_total 3",
             "firstmate_gateway_tokens_total{kind=\"cache_write\"} 7",
             "firstmate_gateway_cost_usd_total 0.0009",
+            "# TYPE firstmate_egress_requests_total counter",
+            "firstmate_egress_requests_total{outcome=\"allowed\"} 4",
+            "firstmate_egress_requests_total{outcome=\"not_allowed\"} 3",
+            "firstmate_egress_requests_total{outcome=\"private\"} 2",
+            "firstmate_egress_requests_total{outcome=\"unresolved\"} 1",
+            "firstmate_egress_requests_total{outcome=\"bad_token\"} 0",
         ] {
             assert!(
                 text.lines().any(|l| l == want),

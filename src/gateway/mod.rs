@@ -6,7 +6,12 @@
 //! logged, stored or passed to a container; a token works only while its session is
 //! live; a session (or user) over its spending limit gets no further call through, and
 //! the engine is told to stop it.
+//!
+//! The same listener is the workers' egress proxy (`egress.rs`): CONNECT and absolute-URI
+//! requests go to the hosts of `[egress] allow`, by session token, never to a private
+//! address.
 
+pub mod egress;
 pub mod usage;
 
 use std::convert::Infallible;
@@ -57,6 +62,15 @@ pub struct LimitReached {
     pub reason: String,
 }
 
+/// What the gateway asks of the engine.
+#[derive(Debug, Clone, PartialEq)]
+pub enum GatewayReport {
+    /// Stop the session.
+    Limit(LimitReached),
+    /// Say `text` in the session's thread (an egress refusal, once per host).
+    Notice { session: String, text: String },
+}
+
 type Body = BoxBody<Bytes, std::io::Error>;
 
 #[derive(Clone)]
@@ -70,15 +84,18 @@ struct Inner {
     client: reqwest::Client,
     /// Tokens seen valid, by token (a cache of the store's `gateway_tokens`).
     tokens: DashMap<String, TokenRecord>,
-    limits: mpsc::UnboundedSender<LimitReached>,
+    reports: mpsc::UnboundedSender<GatewayReport>,
+    egress: egress::Egress,
 }
 
 impl Gateway {
-    /// A gateway and the stream of sessions it wants stopped for their spending.
+    /// A gateway whose egress proxy allows `allow`, and the stream of what it asks of
+    /// the engine (sessions to stop for their spending, notices for their threads).
     pub fn new(
         config: GatewayConfig,
+        allow: egress::Allowlist,
         store: Store,
-    ) -> Result<(Gateway, mpsc::UnboundedReceiver<LimitReached>), GatewayError> {
+    ) -> Result<(Gateway, mpsc::UnboundedReceiver<GatewayReport>), GatewayError> {
         let client = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(30))
             .no_gzip()
@@ -91,7 +108,8 @@ impl Gateway {
                 store,
                 client,
                 tokens: DashMap::new(),
-                limits: tx,
+                reports: tx,
+                egress: egress::Egress::new(allow),
             }),
         };
         Ok((gw, rx))
@@ -125,6 +143,7 @@ impl Gateway {
                 });
                 if let Err(e) = hyper::server::conn::http1::Builder::new()
                     .serve_connection(TokioIo::new(stream), service)
+                    .with_upgrades()
                     .await
                 {
                     debug!(%peer, error = %e, "gateway: connection ended");
@@ -134,7 +153,10 @@ impl Gateway {
     }
 
     /// A fresh token for a session's new container (earlier ones are revoked), and the
-    /// environment that points the agent at the gateway with it.
+    /// environment that points the agent at the gateway with it: the model API's base
+    /// URL and key, and the egress proxy (`HTTPS_PROXY`, `HTTP_PROXY`, with the token as
+    /// its password) for everything but the gateway itself (`NO_PROXY`). The proxy is
+    /// given even when `[egress] allow` is empty: its refusals then say why.
     pub async fn issue(
         &self,
         session: &str,
@@ -152,7 +174,7 @@ impl Gateway {
             .insert_gateway_token(&token, session, owner)
             .await?;
         let url = &self.inner.config.url;
-        Ok(match protocol {
+        let mut env = match protocol {
             ProtocolKind::Claude => vec![
                 format!("ANTHROPIC_BASE_URL={url}/anthropic"),
                 format!("ANTHROPIC_API_KEY={token}"),
@@ -161,7 +183,14 @@ impl Gateway {
                 format!("OPENAI_BASE_URL={}", self.openai_base_url()),
                 format!("OPENAI_API_KEY={token}"),
             ],
-        })
+        };
+        env.extend(proxy_env(url, &token));
+        Ok(env)
+    }
+
+    /// Egress requests by outcome since this gateway started.
+    pub fn egress_counts(&self) -> egress::EgressCounts {
+        self.inner.egress.counts()
     }
 
     /// The OpenAI-compatible base URL (with `/v1`) workers are given.
@@ -173,8 +202,30 @@ impl Gateway {
     pub async fn revoke(&self, session: &str) -> Result<(), GatewayError> {
         self.inner.store.revoke_gateway_tokens(session).await?;
         self.inner.tokens.retain(|_, r| r.session_id != session);
+        self.inner.egress.forget(session);
         Ok(())
     }
+}
+
+/// The proxy variables of a worker: the gateway at `url` with `token` as the password,
+/// and the gateway's own host (its model API) and the loopback names left out.
+fn proxy_env(url: &str, token: &str) -> Vec<String> {
+    let (scheme, rest) = url.split_once("://").unwrap_or(("http", url));
+    let authority = rest.split('/').next().unwrap_or(rest);
+    let host = match authority.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or(v6),
+        None => authority.rsplit_once(':').map_or(authority, |(h, _)| h),
+    };
+    let proxy = format!("{scheme}://firstmate:{token}@{authority}");
+    let no_proxy = format!("{host},localhost,127.0.0.1");
+    vec![
+        format!("HTTPS_PROXY={proxy}"),
+        format!("https_proxy={proxy}"),
+        format!("HTTP_PROXY={proxy}"),
+        format!("http_proxy={proxy}"),
+        format!("NO_PROXY={no_proxy}"),
+        format!("no_proxy={no_proxy}"),
+    ]
 }
 
 fn json_error(status: StatusCode, kind: &str, message: &str) -> Response<Body> {
@@ -228,6 +279,9 @@ fn bearer(headers: &HeaderMap) -> Option<String> {
 }
 
 async fn handle(inner: Arc<Inner>, req: Request<Incoming>) -> Response<Body> {
+    if egress::is_proxy_request(&req) {
+        return egress::handle(inner, req).await;
+    }
     let path = req.uri().path().to_string();
     if path == "/healthz" {
         return Response::new(full(Bytes::from_static(b"ok\n")));
@@ -286,10 +340,10 @@ async fn handle(inner: Arc<Inner>, req: Request<Incoming>) -> Response<Body> {
         );
     };
     if let Some(reason) = over_limit(&inner, &record).await {
-        let _ = inner.limits.send(LimitReached {
+        let _ = inner.reports.send(GatewayReport::Limit(LimitReached {
             session: record.session_id.clone(),
             reason: reason.clone(),
-        });
+        }));
         return json_error(StatusCode::FORBIDDEN, "permission_error", &reason);
     }
 
@@ -518,10 +572,10 @@ async fn record_call(inner: &Inner, call: &Call, meter: Meter) {
         return;
     }
     if let Some(reason) = over_limit(inner, who).await {
-        let _ = inner.limits.send(LimitReached {
+        let _ = inner.reports.send(GatewayReport::Limit(LimitReached {
             session: who.session_id.clone(),
             reason,
-        });
+        }));
     }
 }
 
@@ -656,6 +710,26 @@ mod tests {
         ] {
             assert!(!is_dropped_header(&HeaderName::from_static(name)), "{name}");
         }
+    }
+
+    #[test]
+    fn workers_get_the_proxy_with_their_token_but_not_for_the_gateway() {
+        let env = proxy_env("http://firstmate:8787", "fm-t");
+        for want in [
+            "HTTPS_PROXY=http://firstmate:fm-t@firstmate:8787",
+            "https_proxy=http://firstmate:fm-t@firstmate:8787",
+            "HTTP_PROXY=http://firstmate:fm-t@firstmate:8787",
+            "http_proxy=http://firstmate:fm-t@firstmate:8787",
+            "NO_PROXY=firstmate,localhost,127.0.0.1",
+            "no_proxy=firstmate,localhost,127.0.0.1",
+        ] {
+            assert!(env.iter().any(|e| e == want), "{want} missing in {env:?}");
+        }
+        let env = proxy_env("http://[fd00::2]:8787/", "fm-t");
+        assert!(env.contains(&"HTTP_PROXY=http://firstmate:fm-t@[fd00::2]:8787".to_string()));
+        assert!(env.contains(&"NO_PROXY=fd00::2,localhost,127.0.0.1".to_string()));
+        let env = proxy_env("http://172.18.0.1:8787", "fm-t");
+        assert!(env.contains(&"NO_PROXY=172.18.0.1,localhost,127.0.0.1".to_string()));
     }
 
     #[test]

@@ -11,6 +11,7 @@ mod codex_real;
 mod console;
 mod discord;
 mod discord_fake;
+mod egress;
 mod matrix;
 mod metrics;
 mod proxy;

@@ -12,6 +12,7 @@
 pub mod anthropic;
 pub mod discord;
 pub mod openai;
+pub mod service;
 pub mod stub;
 pub mod synapse;
 pub mod worker;
