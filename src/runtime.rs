@@ -365,10 +365,10 @@ impl DockerRuntime {
             return Ok(String::new());
         };
         let mut held = self.relay_id.lock().await;
-        if let Some(id) = held.as_ref() {
-            if self.inspect(id).await?.is_some_and(|st| st.running) {
-                return Ok(id.clone());
-            }
+        if let Some(id) = held.as_ref()
+            && self.inspect(id).await?.is_some_and(|st| st.running)
+        {
+            return Ok(id.clone());
         }
         let id = self.start_relay(&r, sid).await?;
         *held = Some(id.clone());
