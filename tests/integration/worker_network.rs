@@ -165,12 +165,20 @@ fn a_worker_reaches_the_gateway_and_nothing_else() {
         "session B's worker has no address on its own network"
     );
 
+    // The host's address on Docker's default bridge (where the relay reaches the gateway).
+    let bridge_host = docker(&[
+        "network",
+        "inspect",
+        "bridge",
+        "-f",
+        "{{(index .IPAM.Config 0).Gateway}}",
+    ]);
     let mut probes = vec![
         // The gateway answers (a wrong token: 401, and nothing reaches the upstream).
         format!(
             "bash -c 'exec 3<>/dev/tcp/firstmate/{port} && printf \"GET /anthropic/v1/models HTTP/1.0\\r\\nx-api-key: wrong\\r\\n\\r\\n\" >&3 && head -1 <&3' | sed 's/^/gateway: /'"
         ),
-        probe("bridge-host", "172.17.0.1", host_port),
+        probe("bridge-host", &bridge_host, host_port),
         probe("metadata", "169.254.169.254", 80),
         probe("outside", &outside.ip(), 80),
         probe("neighbour", &b_ip, 80),
