@@ -346,13 +346,17 @@ fn from_containers(port: u16, calls: usize) -> Result<(Vec<Duration>, Vec<Durati
             TOKEN,
         ])
     };
-    let bridge_ip = docker(&[
-        "network",
-        "inspect",
-        "bridge",
-        "-f",
-        "{{(index .IPAM.Config 0).Gateway}}",
-    ])?;
+    // The host's address on docker0 (the network's IPAM may not say it).
+    let ip = std::process::Command::new("ip")
+        .args(["-4", "-o", "addr", "show", "docker0"])
+        .output()
+        .map_err(|e| format!("ip: {e}"))?;
+    let bridge_ip = String::from_utf8_lossy(&ip.stdout)
+        .split_whitespace()
+        .nth(3)
+        .and_then(|a| a.split('/').next())
+        .map(str::to_string)
+        .ok_or("docker0 has no IPv4 address")?;
     let bridge = timings(&run("bridge", &bridge_ip, &port.to_string())?);
     let relayed = timings(&run(&net, "firstmate", "8787")?);
     if bridge.is_empty() || relayed.is_empty() {
