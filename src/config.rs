@@ -1465,6 +1465,19 @@ impl Config {
     /// printed by `firstmate config` (as `warning:` lines) and `firstmate doctor`.
     pub fn warnings(&self) -> Vec<String> {
         let mut out = Vec::new();
+        if let Some(g) = &self.gateway
+            && self.docker.network.is_none()
+            && self.docker.relay_network.is_none()
+            && g.listen.ip().is_loopback()
+        {
+            out.push(format!(
+                "gateway.listen = {} is on loopback: the gateway relay reaches the gateway at \
+                 this host's address on Docker's bridge, so workers cannot reach it; listen on \
+                 \"0.0.0.0:{}\" (or the bridge's address)",
+                g.listen,
+                g.listen.port()
+            ));
+        }
         if self.matrix.is_none() && self.discord.is_none() {
             out.push(
                 "no front end is configured (neither [matrix] nor [discord]): `firstmate run` \
@@ -1588,6 +1601,19 @@ mod tests {
         );
         assert!(with("", "http://[::1]:8787").is_err());
         assert!(with("network = \"mine\"", "http://172.17.0.1:8787").is_ok());
+        // A gateway on loopback: the relay (on Docker's bridge) cannot reach it.
+        let text =
+            "[gateway]\nlisten = \"127.0.0.1:8787\"\n[gateway.anthropic]\napi_key_env = \"K\"\n";
+        let w = Config::from_str(text, "bot.toml", dir, &env)
+            .unwrap()
+            .warnings();
+        assert!(
+            w.iter()
+                .any(|w| w.contains("gateway.listen = 127.0.0.1:8787 is on loopback")),
+            "{w:?}"
+        );
+        let fine = with("", "http://firstmate:8787").unwrap().warnings();
+        assert!(!fine.iter().any(|w| w.contains("loopback")), "{fine:?}");
     }
 
     #[test]
