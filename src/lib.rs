@@ -127,3 +127,154 @@ mod invariants {
         }
     }
 }
+
+/// `images/bot/Dockerfile`, the multi-stage release build users run, checked without the
+/// half hour it takes: its stages resolve, and its dependency-caching step stubs every
+/// target `Cargo.toml` names (cargo refuses a manifest whose target files are missing).
+/// `scripts/build-images bot` builds its `runtime` stage for real on every test run.
+#[cfg(test)]
+mod bot_dockerfile {
+    const DOCKERFILE: &str = include_str!("../images/bot/Dockerfile");
+    const MANIFEST: &str = include_str!("../Cargo.toml");
+
+    /// Instructions, continuation lines joined, comments dropped.
+    fn instructions() -> Vec<String> {
+        let mut out = Vec::new();
+        let mut cur = String::new();
+        for line in DOCKERFILE.lines() {
+            let t = line.trim();
+            if cur.is_empty() && (t.is_empty() || t.starts_with('#')) {
+                continue;
+            }
+            match t.strip_suffix('\\') {
+                Some(part) => {
+                    cur.push_str(part);
+                    cur.push(' ');
+                }
+                None => {
+                    cur.push_str(t);
+                    out.push(std::mem::take(&mut cur));
+                }
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn its_stages_resolve_and_the_last_is_the_runtime_with_the_binary() {
+        let ins = instructions();
+        let mut stages: Vec<String> = Vec::new();
+        let mut args: Vec<String> = Vec::new();
+        let mut last_from = String::new();
+        let mut runtime_user = None;
+        for i in &ins {
+            let (word, rest) = i.split_once(' ').unwrap_or((i, ""));
+            match word {
+                "ARG" if stages.is_empty() => {
+                    args.push(rest.split('=').next().unwrap_or_default().to_string())
+                }
+                "FROM" => {
+                    let parts: Vec<&str> = rest.split_whitespace().collect();
+                    let image = parts[0];
+                    if let Some(var) = image.strip_prefix("${").and_then(|v| v.strip_suffix('}')) {
+                        assert!(
+                            args.iter().any(|a| a == var),
+                            "FROM {image}: no ARG {var} before the first FROM"
+                        );
+                    } else {
+                        assert!(
+                            stages.iter().any(|s| s == image),
+                            "FROM {image}: no such stage"
+                        );
+                    }
+                    if let [_, as_, name] = parts.as_slice() {
+                        assert!(as_.eq_ignore_ascii_case("AS"), "{i}");
+                        stages.push(name.to_string());
+                    }
+                    last_from = image.to_string();
+                }
+                "COPY" if rest.starts_with("--from=") => {
+                    let from = rest["--from=".len()..]
+                        .split_whitespace()
+                        .next()
+                        .unwrap_or_default();
+                    assert!(
+                        stages.iter().any(|s| s == from),
+                        "COPY --from={from}: no such stage"
+                    );
+                }
+                "USER" if stages.last().is_some_and(|s| s == "runtime") => {
+                    runtime_user = Some(rest.to_string())
+                }
+                _ => {}
+            }
+        }
+        assert_eq!(stages, ["runtime", "builder"]);
+        assert_eq!(
+            last_from, "runtime",
+            "the image users get is the runtime stage"
+        );
+        let user = runtime_user.expect("the runtime stage sets USER");
+        assert!(user != "root" && user != "0", "USER {user}");
+        let builds: Vec<&String> = ins.iter().filter(|i| i.contains("cargo build")).collect();
+        assert!(!builds.is_empty());
+        for b in builds {
+            assert!(b.contains("--release --locked"), "{b}");
+        }
+        assert!(
+            ins.iter().any(|i| i.starts_with(
+                "COPY --from=builder /usr/local/bin/firstmate /usr/local/bin/firstmate"
+            )),
+            "firstmate on PATH in the final image"
+        );
+    }
+
+    #[test]
+    fn the_dependency_step_stubs_every_target_the_manifest_names() {
+        let ins = instructions();
+        let stub = ins
+            .iter()
+            .find(|i| i.contains("fn main() {}"))
+            .expect("a step that stubs the targets before the dependency build");
+        // [[bin]] and [[test]] paths are stubbed by name; benches come from the manifest.
+        let mut section = "";
+        for line in MANIFEST.lines() {
+            let t = line.trim();
+            if t.starts_with('[') {
+                section = t;
+            } else if let Some(path) = t
+                .strip_prefix("path = \"")
+                .and_then(|p| p.strip_suffix('"'))
+                && (section == "[[bin]]" || section == "[[test]]")
+            {
+                assert!(
+                    stub.contains(path),
+                    "the stub step does not make {path}: {stub}"
+                );
+            }
+        }
+        assert!(
+            stub.contains(r"\[\[bench\]\]") && stub.contains("Cargo.toml"),
+            "bench stubs are not read from Cargo.toml's [[bench]] names: {stub}"
+        );
+        // The sed of that step, applied to the manifest: every bench it yields.
+        let benches: Vec<&str> = MANIFEST
+            .split("[[bench]]")
+            .skip(1)
+            .filter_map(|b| b.lines().find_map(|l| l.trim().strip_prefix("name = \"")))
+            .filter_map(|n| n.strip_suffix('"'))
+            .collect();
+        assert!(
+            benches.contains(&"gateway") && benches.len() >= 7,
+            "{benches:?}"
+        );
+        for b in benches {
+            assert!(
+                std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                    .join(format!("benches/{b}.rs"))
+                    .exists(),
+                "bench {b}"
+            );
+        }
+    }
+}
