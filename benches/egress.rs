@@ -10,6 +10,8 @@
 //! allow list, one lookup, then bytes copied both ways), and as a forwarded absolute-URI
 //! request (hyper on both sides); best of three each, in MB/s.
 
+mod common;
+
 use std::process::{Command, Stdio};
 use std::time::Instant;
 
@@ -17,9 +19,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use firstmate::config::Config;
-use firstmate::event::SessionState;
 use firstmate::gateway::Gateway;
-use firstmate::store::{SessionRecord, Store};
 
 const TOKEN: &str = "fm-bench-egress-token";
 const ORIGIN_IP: &str = "198.51.100.1";
@@ -197,28 +197,9 @@ async fn main() {
     tokio::spawn(origin(ol, mb * 1_000_000));
 
     let dir = tempfile::tempdir().expect("tempdir");
-    let store = Store::connect(&format!("sqlite://{}", dir.path().join("e.db").display()))
-        .await
-        .expect("store");
-    let mut s = SessionRecord::new_queued(
-        "bench".into(),
-        "bench".into(),
-        "claude".into(),
-        "claude".into(),
-        "img".into(),
-        "me".into(),
-        "console".into(),
-        "console".into(),
-        "p".into(),
-    );
-    s.state = SessionState::Waiting; // tokens work for live sessions only
-    store.insert_session(&s).await.expect("session");
-    store
-        .insert_gateway_token(TOKEN, "bench", "me")
-        .await
-        .expect("token");
+    let store = common::store_with_live_session(dir.path(), TOKEN).await;
     let text = format!(
-        "[gateway]\nlisten = \"127.0.0.1:1\"\nurl = \"http://127.0.0.1:1\"\n\
+        "[gateway]\nlisten = \"127.0.0.1:1\"\nurl = \"http://firstmate:1\"\n\
          [egress]\nallow = [\"{origin_addr}\"]\n"
     );
     let cfg = Config::from_str(&text, "bench.toml", dir.path(), &|_: &str| None).expect("config");

@@ -12,6 +12,8 @@
 //!    the gateway on the host's bridge address vs a client on a session network (internal,
 //!    no host address) calling it through the gateway relay, as workers do.
 
+mod common;
+
 use std::convert::Infallible;
 use std::time::{Duration, Instant};
 
@@ -22,9 +24,7 @@ use hyper::body::Frame;
 use hyper_util::rt::TokioIo;
 
 use firstmate::config::Config;
-use firstmate::event::SessionState;
 use firstmate::gateway::Gateway;
-use firstmate::store::{SessionRecord, Store};
 
 const TOKEN: &str = "fm-bench-token";
 
@@ -137,26 +137,7 @@ async fn main() {
     tokio::spawn(upstream(up));
 
     let dir = tempfile::tempdir().expect("tempdir");
-    let store = Store::connect(&format!("sqlite://{}", dir.path().join("g.db").display()))
-        .await
-        .expect("store");
-    let mut s = SessionRecord::new_queued(
-        "bench".into(),
-        "bench".into(),
-        "claude".into(),
-        "claude".into(),
-        "img".into(),
-        "me".into(),
-        "console".into(),
-        "console".into(),
-        "p".into(),
-    );
-    s.state = SessionState::Waiting; // tokens work for live sessions only
-    store.insert_session(&s).await.expect("session");
-    store
-        .insert_gateway_token(TOKEN, "bench", "me")
-        .await
-        .expect("token");
+    let store = common::store_with_live_session(dir.path(), TOKEN).await;
     let text = format!(
         "[gateway]\nlisten = \"127.0.0.1:1\"\nurl = \"http://firstmate:1\"\n\
          [gateway.anthropic]\nupstream = \"http://{up_addr}\"\napi_key_env = \"K\"\n"

@@ -46,3 +46,34 @@ pub fn percentile(v: &mut [Duration], p: usize) -> Duration {
         .min(v.len().saturating_sub(1));
     v.get(idx).copied().unwrap_or_default()
 }
+
+/// A SQLite store in `dir` holding one live (waiting) session, `bench`, of user `me`,
+/// with the gateway token `token`: what the gateway checks a call or a tunnel against.
+pub async fn store_with_live_session(
+    dir: &std::path::Path,
+    token: &str,
+) -> firstmate::store::Store {
+    use firstmate::event::SessionState;
+    use firstmate::store::{SessionRecord, Store};
+    let store = Store::connect(&format!("sqlite://{}", dir.join("bench.db").display()))
+        .await
+        .expect("store");
+    let mut s = SessionRecord::new_queued(
+        "bench".into(),
+        "bench".into(),
+        "claude".into(),
+        "claude".into(),
+        "img".into(),
+        "me".into(),
+        "console".into(),
+        "console".into(),
+        "p".into(),
+    );
+    s.state = SessionState::Waiting; // tokens work for live sessions only
+    store.insert_session(&s).await.expect("session");
+    store
+        .insert_gateway_token(token, "bench", "me")
+        .await
+        .expect("token");
+    store
+}

@@ -301,57 +301,29 @@ pids_limit = 256
 }
 
 impl Drop for Env {
+    /// Removes what the test's instance made: containers (workers, the relay), then the
+    /// volumes and the session networks they held.
     fn drop(&mut self) {
-        let ids = self.containers();
-        if !ids.is_empty() {
-            let _ = Command::new("docker")
-                .args(["rm", "-f"])
-                .args(&ids)
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .status();
-        }
-        let vols = Command::new("docker")
-            .args([
-                "volume",
-                "ls",
-                "-q",
-                "--filter",
-                &format!("label=firstmate.instance={}", self.instance),
-            ])
-            .output();
-        if let Ok(v) = vols {
-            let names: Vec<String> = String::from_utf8_lossy(&v.stdout)
-                .lines()
-                .map(str::to_string)
-                .collect();
-            if !names.is_empty() {
-                let _ = Command::new("docker")
-                    .args(["volume", "rm", "-f"])
-                    .args(&names)
-                    .stdout(Stdio::null())
-                    .stderr(Stdio::null())
-                    .status();
-            }
-        }
-        // The session networks (their containers are gone now).
-        let nets = Command::new("docker")
-            .args([
-                "network",
-                "ls",
-                "-q",
-                "--filter",
-                &format!("label=firstmate.instance={}", self.instance),
-            ])
-            .output();
-        if let Ok(n) = nets {
-            let ids: Vec<String> = String::from_utf8_lossy(&n.stdout)
-                .lines()
+        let filter = format!("label=firstmate.instance={}", self.instance);
+        for (list, rm) in [
+            (["ps", "-aq"].as_slice(), ["rm", "-f"].as_slice()),
+            (&["volume", "ls", "-q"], &["volume", "rm", "-f"]),
+            (&["network", "ls", "-q"], &["network", "rm"]),
+        ] {
+            let Ok(out) = Command::new("docker")
+                .args(list)
+                .args(["--filter", &filter])
+                .output()
+            else {
+                continue;
+            };
+            let ids: Vec<String> = String::from_utf8_lossy(&out.stdout)
+                .split_whitespace()
                 .map(str::to_string)
                 .collect();
             if !ids.is_empty() {
                 let _ = Command::new("docker")
-                    .args(["network", "rm"])
+                    .args(rm)
                     .args(&ids)
                     .stdout(Stdio::null())
                     .stderr(Stdio::null())
