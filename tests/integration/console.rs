@@ -89,14 +89,15 @@ fn after_a_killed_fork_bomb_the_next_turn_can_fork_again() {
     let Some(env) = Env::new("") else { return };
     // The Env's pids_limit is 256. 200 orphans, then killed: with no init they would stay
     // zombies of the agent (PID 1, which reaps only its own children) and keep 200 PIDs,
-    // so the next turn could not start 100 more. The init reaps them.
+    // so the next turn could not start 100 more. The init reaps them. The count is taken
+    // again for up to 10 s: under load the last background `sleep` may still be starting.
     let count = "for f in /proc/[0-9]*/stat; do read -r p c s r 2>/dev/null < $f || continue; \
                  [ \"$c\" = \"(sleep)\" ] || continue; \
                  if [ \"$s\" = Z ]; then z=$((z+1)); else n=$((n+1)); fi; done";
     let input = format!(
         "new run for i in $(seq 200); do (sleep 1000 </dev/null >/dev/null 2>&1 &); done; n=0; z=0; {count}; echo bomb $n\n\
          run for f in /proc/[0-9]*/stat; do read -r p c r 2>/dev/null < $f && [ \"$c\" = \"(sleep)\" ] && kill -9 $p; done; echo killed\n\
-         run sleep 1; for i in $(seq 100); do (sleep 1000 </dev/null >/dev/null 2>&1 &) 2>/dev/null; done; n=0; z=0; {count}; echo alive $n zombies $z\n\
+         run sleep 1; for i in $(seq 100); do (sleep 1000 </dev/null >/dev/null 2>&1 &) 2>/dev/null; done; for t in $(seq 40); do n=0; z=0; {count}; [ $n -ge 100 ] && [ $z = 0 ] && break; sleep 0.25; done; echo alive $n zombies $z\n\
          stop\n"
     );
     let out = env.console(&input);
