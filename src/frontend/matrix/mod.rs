@@ -305,8 +305,7 @@ async fn open_client(cfg: &MatrixConfig) -> Result<Client> {
     let requests = RequestConfig::new()
         .timeout(Duration::from_secs(30))
         .max_retry_time(Duration::from_secs(120));
-    let client = Client::builder()
-        .homeserver_url(&cfg.homeserver_url)
+    let client = client_builder(cfg)
         .request_config(requests)
         .sqlite_store(path, None)
         .build()
@@ -432,8 +431,7 @@ fn check_user(cfg: &MatrixConfig, actual: &str) -> Result<()> {
 
 /// Who an access token belongs to, asked with a throwaway client.
 async fn whoami_token(cfg: &MatrixConfig, token: &str) -> Result<(OwnedUserId, Option<String>)> {
-    let probe = Client::builder()
-        .homeserver_url(&cfg.homeserver_url)
+    let probe = client_builder(cfg)
         .request_config(RequestConfig::short_retry().timeout(Duration::from_secs(20)))
         .build()
         .await
@@ -515,11 +513,19 @@ async fn fresh_login(client: &Client, cfg: &MatrixConfig) -> Result<()> {
     Ok(())
 }
 
+/// A client builder for the configured homeserver. The configured `homeserver_url` wins
+/// over the address a login response advertises (`well_known`): a bot in a container or
+/// behind a reverse proxy reaches the server by an address the server does not know.
+fn client_builder(cfg: &MatrixConfig) -> matrix_sdk::ClientBuilder {
+    Client::builder()
+        .homeserver_url(&cfg.homeserver_url)
+        .respect_login_well_known(false)
+}
+
 /// For `firstmate doctor`: checks that the configured login works (a `whoami`), without
 /// touching the bot's store. Returns what it found.
 pub async fn check(cfg: &MatrixConfig) -> Result<String> {
-    let client = Client::builder()
-        .homeserver_url(&cfg.homeserver_url)
+    let client = client_builder(cfg)
         .request_config(RequestConfig::short_retry().timeout(Duration::from_secs(20)))
         .build()
         .await
@@ -564,8 +570,7 @@ pub async fn check(cfg: &MatrixConfig) -> Result<String> {
     let Some(password) = cfg.password.value() else {
         return Err(MatrixError::NoCredential);
     };
-    let probe = Client::builder()
-        .homeserver_url(&cfg.homeserver_url)
+    let probe = client_builder(cfg)
         .request_config(RequestConfig::short_retry().timeout(Duration::from_secs(20)))
         .build()
         .await
