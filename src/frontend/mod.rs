@@ -8,3 +8,6 @@ pub mod discord;
 pub mod matrix;
 pub mod outbox;
 pub mod render;
+
+#[cfg(test)]
+mod golden;
