@@ -106,6 +106,37 @@ mod invariants {
         }
     }
 
+    /// The golden test renders one transcript through both chat front ends, to pin what
+    /// each shows; it is the one file besides `main.rs` that names them.
+    const FRONT_END_GOLDEN: &str = "frontend/golden.rs";
+
+    #[test]
+    fn chat_front_ends_are_named_only_by_themselves_and_main() {
+        for (needle, home) in [
+            ("matrix::", "frontend/matrix/"),
+            ("discord::", "frontend/discord/"),
+        ] {
+            for f in users_of(needle) {
+                assert!(
+                    f.starts_with(home) || f == "main.rs" || f == FRONT_END_GOLDEN,
+                    "{f} names {needle}; the shared layers (view, outbox, delivery) know no front end"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn html_is_made_only_by_the_matrix_front_end() {
+        for needle in ["html", "<p>", "<b>", "<code>"] {
+            for f in users_of(needle) {
+                assert!(
+                    f.starts_with("frontend/matrix/") || f == FRONT_END_GOLDEN,
+                    "{f} writes {needle:?}; the neutral view and the outbox carry no HTML"
+                );
+            }
+        }
+    }
+
     #[test]
     fn only_the_store_runs_sql() {
         assert_eq!(users_of("sqlx::"), ["store.rs"]);

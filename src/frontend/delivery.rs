@@ -14,6 +14,7 @@ use tracing::warn;
 use crate::engine::Engine;
 use crate::event::{EventBody, SessionEvent};
 use crate::frontend::outbox::{self, Body, Input, Limits, Outbox, Piece, Rendered, Sink};
+use crate::frontend::view;
 use crate::store::{Binding, SessionRecord, Store};
 
 /// Turns a session's events into thread output, in order (it may remember what it saw).
@@ -34,9 +35,8 @@ pub trait Threads: Send + Sync + 'static {
         binding: &Binding,
         record: &SessionRecord,
     ) -> impl Future<Output = Option<(Self::Sink, Option<String>)>> + Send;
-    /// The status message of a session, and a key that changes when it does.
+    /// The status message of a session (edited when [`view::status_key`] changes).
     fn status(&self, s: &SessionRecord) -> Body;
-    fn status_key(&self, s: &SessionRecord) -> String;
     fn limits(&self) -> Limits;
 }
 
@@ -222,7 +222,7 @@ impl<T: Threads> Deliveries<T> {
             // The status first, so the thread starts with it.
             match store.session_report(&session).await {
                 Ok(Some(s)) => {
-                    let key = self.inner.threads.status_key(&s);
+                    let key = view::status_key(&s);
                     if key != status_key {
                         status_key = key;
                         let _ = tx.send(Input::Status(self.inner.threads.status(&s)));
@@ -260,7 +260,7 @@ impl<T: Threads> Deliveries<T> {
             }
             // Status again: the events may have changed it.
             if let Ok(Some(s)) = store.session_report(&session).await {
-                let key = self.inner.threads.status_key(&s);
+                let key = view::status_key(&s);
                 if key != status_key {
                     status_key = key;
                     let _ = tx.send(Input::Status(self.inner.threads.status(&s)));

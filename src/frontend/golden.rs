@@ -169,7 +169,7 @@ fn rendered(out: &mut String, r: &Rendered, html: bool) {
                 let _ = writeln!(out, "  block key={:?}", b.key);
                 let _ = writeln!(out, "  plain:\n{}", b.body.plain);
                 if html {
-                    let _ = writeln!(out, "  html:\n{}", b.body.html);
+                    let _ = writeln!(out, "  html:\n{}", b.body.rich);
                 }
             }
         }
@@ -185,16 +185,16 @@ fn matrix_output() -> String {
     }
     for s in sessions() {
         let b = matrix::render::status(&s);
-        let _ = writeln!(out, "## status {}\n{}\n{}", s.state, b.plain, b.html);
+        let _ = writeln!(out, "## status {}\n{}\n{}", s.state, b.plain, b.rich);
     }
     let b = matrix::render::help("!fm");
-    let _ = writeln!(out, "## help\n{}\n{}", b.plain, b.html);
+    let _ = writeln!(out, "## help\n{}\n{}", b.plain, b.rich);
     for list in [Vec::new(), sessions()] {
         let b = matrix::render::list(&list, "!fm");
-        let _ = writeln!(out, "## list\n{}\n{}", b.plain, b.html);
+        let _ = writeln!(out, "## list\n{}\n{}", b.plain, b.rich);
     }
     let b = matrix::render::problem("no session <here>\nsecond line");
-    let _ = writeln!(out, "## problem\n{}\n{}", b.plain, b.html);
+    let _ = writeln!(out, "## problem\n{}\n{}", b.plain, b.rich);
     out
 }
 

@@ -8,6 +8,7 @@ pub mod discord;
 pub mod matrix;
 pub mod outbox;
 pub mod render;
+pub mod view;
 
 #[cfg(test)]
 mod golden;

@@ -19,35 +19,26 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-/// A message's text: the plain `body` and the HTML `formatted_body`.
+/// A message's text as a front end renders it: the `plain` text, and the front end's
+/// `rich` form of the same (Matrix: the HTML `formatted_body`; Discord: none). The outbox
+/// does not look inside either; it only joins and measures them.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Body {
     pub plain: String,
-    pub html: String,
+    pub rich: String,
 }
 
 impl Body {
-    pub fn new(plain: impl Into<String>, html: impl Into<String>) -> Body {
+    pub fn new(plain: impl Into<String>, rich: impl Into<String>) -> Body {
         Body {
             plain: plain.into(),
-            html: html.into(),
+            rich: rich.into(),
         }
-    }
-
-    /// A one-paragraph message from plain text.
-    pub fn text(plain: &str) -> Body {
-        Body::new(
-            plain,
-            format!(
-                "<p>{}</p>",
-                crate::frontend::matrix::render::lines_html(plain)
-            ),
-        )
     }
 
     /// The size the outbox counts against its message limit.
     pub fn size(&self) -> usize {
-        self.plain.len() + self.html.len()
+        self.plain.len() + self.rich.len()
     }
 }
 
@@ -75,16 +66,16 @@ impl Block {
 /// Joins blocks into one message body.
 pub fn join(blocks: &[Block]) -> Body {
     let mut plain = String::new();
-    let mut html = String::new();
+    let mut rich = String::new();
     for (i, b) in blocks.iter().enumerate() {
         if i > 0 {
             plain.push('\n');
-            html.push('\n');
+            rich.push('\n');
         }
         plain.push_str(&b.body.plain);
-        html.push_str(&b.body.html);
+        rich.push_str(&b.body.rich);
     }
-    Body { plain, html }
+    Body { plain, rich }
 }
 
 /// What one event means for the thread.
@@ -601,8 +592,14 @@ mod tests {
     use super::*;
     use std::sync::{Arc, Mutex};
 
+    /// A body whose rich form is seven characters longer than its plain one (as a
+    /// front end's markup would be).
+    fn body(s: &str) -> Body {
+        Body::new(s, format!("[rich] {s}"))
+    }
+
     fn text(s: &str) -> Block {
-        Block::new(Body::new(s, format!("<p>{s}</p>")))
+        Block::new(body(s))
     }
 
     fn block(seq: i64, s: &str) -> Input {
@@ -733,7 +730,7 @@ mod tests {
     async fn the_status_comes_first_and_the_first_output_at_once() {
         let rec = Recorder::new(Duration::from_millis(10));
         let (tx, task) = start(Limits::default(), &rec);
-        tx.send(Input::Status(Body::text("queued"))).unwrap();
+        tx.send(Input::Status(body("queued"))).unwrap();
         tx.send(block(1, "hi")).unwrap();
         tokio::time::sleep(Duration::from_millis(100)).await;
         let ops = rec.ops();
@@ -783,7 +780,7 @@ mod tests {
     async fn a_flood_is_coalesced_into_few_events_and_nothing_is_lost() {
         let rec = Recorder::new(Duration::from_millis(30));
         let (tx, task) = start(Limits::default(), &rec);
-        tx.send(Input::Status(Body::text("running"))).unwrap();
+        tx.send(Input::Status(body("running"))).unwrap();
         for i in 1..=1000 {
             tx.send(block(i, &format!("line {i}/1000"))).unwrap();
             if i % 50 == 0 {
@@ -833,8 +830,8 @@ mod tests {
     async fn a_tool_result_completes_its_line_and_a_turn_starts_a_new_message() {
         let rec = Recorder::new(Duration::from_millis(5));
         let (tx, task) = start(Limits::default(), &rec);
-        let call = Block::keyed("t1", Body::text("▸ Bash ls …"));
-        let result = Block::keyed("t1", Body::text("▸ Bash ls → ok"));
+        let call = Block::keyed("t1", body("▸ Bash ls …"));
+        let result = Block::keyed("t1", body("▸ Bash ls → ok"));
         tx.send(Input::Piece(Piece::Block {
             seq: 1,
             block: call,

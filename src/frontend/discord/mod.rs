@@ -775,10 +775,6 @@ impl Threads for DiscordThreads {
         render::status(s)
     }
 
-    fn status_key(&self, s: &SessionRecord) -> String {
-        crate::frontend::matrix::render::status_key(s)
-    }
-
     fn limits(&self) -> Limits {
         Limits {
             max_size: MESSAGE_CHARS,

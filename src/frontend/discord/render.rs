@@ -1,15 +1,14 @@
-//! Session events as Discord messages: Discord's markdown, at most [`MESSAGE_CHARS`]
+//! Session output as Discord messages: Discord's markdown, at most [`MESSAGE_CHARS`]
 //! characters a message, code fences never split across messages. Pure.
 //!
-//! It takes the Matrix renderer's blocks (their plain body is the agent's markdown
-//! source, or a compact line) and makes them Discord's: a tool's output, indented there,
-//! becomes a fenced block; a block too long for one message becomes several, each with
-//! its fences closed and reopened.
+//! It turns the neutral view's items (`frontend/view.rs`) into Discord's markdown: a
+//! tool's output becomes a fenced block; an item too long for one message becomes
+//! several, each with its fences closed and reopened.
 
 use crate::event::EventBody;
 use crate::frontend::delivery::Render;
-use crate::frontend::matrix::render::Renderer as MatrixRenderer;
 use crate::frontend::outbox::{Block, Body, Rendered};
+use crate::frontend::view::{self, Item, View};
 use crate::store::SessionRecord;
 
 /// Discord's limit is 2000 characters a message; a little is kept for joining blocks.
@@ -18,37 +17,37 @@ pub const MESSAGE_CHARS: usize = 1900;
 /// Renders a session's events in order.
 #[derive(Debug, Default)]
 pub struct Renderer {
-    inner: MatrixRenderer,
+    view: view::Renderer,
 }
 
 impl Render for Renderer {
     fn render(&mut self, body: &EventBody) -> Rendered {
-        match self.inner.render(body) {
-            Rendered::Blocks(blocks) => {
-                Rendered::Blocks(blocks.into_iter().flat_map(discord_blocks).collect())
-            }
-            other => other,
+        match self.view.render(body) {
+            View::Nothing => Rendered::Nothing,
+            View::TurnStart => Rendered::TurnStart,
+            View::Items(items) => Rendered::Blocks(
+                items
+                    .into_iter()
+                    .flat_map(|k| blocks(k.key, &text(&k.item)))
+                    .collect(),
+            ),
         }
     }
 }
 
-/// A plain-text body (Discord needs no HTML).
+/// A plain-text body (Discord needs no second form).
 pub fn body(text: impl Into<String>) -> Body {
     Body::new(text, String::new())
 }
 
-fn discord_blocks(b: Block) -> Vec<Block> {
-    let text = if b.key.is_some() {
-        tool_text(&b.body.plain)
-    } else {
-        b.body.plain
-    };
-    let mut pieces = split(&text, MESSAGE_CHARS).into_iter();
+/// An item's text cut into messages; the first piece keeps the key, so a tool's result
+/// still replaces its call.
+fn blocks(key: Option<String>, text: &str) -> Vec<Block> {
+    let mut pieces = split(text, MESSAGE_CHARS).into_iter();
     let mut out = Vec::new();
-    // The first piece keeps the key, so a tool's result still replaces its call.
     if let Some(first) = pieces.next() {
         out.push(Block {
-            key: b.key,
+            key,
             body: body(first),
         });
     }
@@ -56,36 +55,37 @@ fn discord_blocks(b: Block) -> Vec<Block> {
     out
 }
 
-/// A tool line of the Matrix renderer ("▸ Bash cmd → ok, 1 line" and its output
-/// indented by four spaces) in Discord's markdown: the name in bold, the output in a
-/// fenced block.
-fn tool_text(plain: &str) -> String {
-    let mut lines = plain.lines();
-    let head = lines.next().unwrap_or_default();
-    let head = match head.strip_prefix("▸ ") {
-        Some(rest) => match rest.split_once(' ') {
-            Some((name, more)) => format!("▸ **{name}** {}", escape_inline(more)),
-            None => format!("▸ **{rest}**"),
-        },
-        None => head.to_string(),
+/// One item of the neutral view in Discord's markdown.
+pub fn text(item: &Item) -> String {
+    match item {
+        Item::Markdown(s) | Item::Line(s) | Item::Note(s) => s.clone(),
+        Item::Tool(t) => tool_text(t),
+    }
+}
+
+/// A tool call: the name in bold, the summary and outcome on the same line, the output
+/// in a fenced block below.
+fn tool_text(t: &view::Tool) -> String {
+    let mut line = String::new();
+    if !t.summary.is_empty() {
+        line.push_str(&t.summary);
+        line.push(' ');
+    }
+    match &t.result {
+        None => line.push('…'),
+        Some(r) => line.push_str(&format!("→ {}", r.outcome())),
+    }
+    let mut out = format!("▸ **{}** {}", t.name, escape_inline(&line));
+    let Some(r) = t.result.as_ref().filter(|r| r.lines > 0) else {
+        return out;
     };
-    let mut out = head;
-    let mut code = Vec::new();
-    let mut after = Vec::new();
-    for l in lines {
-        match l.strip_prefix("    ") {
-            Some(c) if after.is_empty() => code.push(c),
-            _ => after.push(l),
-        }
-    }
-    if !code.is_empty() {
-        out.push_str("\n```\n");
-        out.push_str(&code.join("\n").replace("```", "`\u{200b}``"));
-        out.push_str("\n```");
-    }
-    for l in after {
+    let code: Vec<&str> = r.shown.lines().collect();
+    out.push_str("\n```\n");
+    out.push_str(&code.join("\n").replace("```", "`\u{200b}``"));
+    out.push_str("\n```");
+    if let Some(more) = r.more() {
         out.push('\n');
-        out.push_str(l);
+        out.push_str(&more);
     }
     out
 }
@@ -188,11 +188,8 @@ pub fn split(text: &str, max: usize) -> Vec<String> {
 
 /// The status message of a session's thread.
 pub fn status(s: &SessionRecord) -> Body {
-    let m = crate::frontend::matrix::render::status(s);
-    let mut lines = m.plain.lines();
-    let head = lines.next().unwrap_or_default();
-    let rest: Vec<&str> = lines.collect();
-    body(format!("**{head}**\n{}", rest.join("\n")))
+    let v = view::Status::of(s);
+    body(format!("**{}**\n{}", v.head(), v.facts))
 }
 
 #[cfg(test)]

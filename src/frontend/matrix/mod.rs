@@ -44,11 +44,12 @@ use serde_json::Value;
 use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
-use self::render::{Body, Rendered, Renderer};
+use self::render::Renderer;
 use crate::command::{self, Command};
 use crate::config::MatrixConfig;
 use crate::engine::{Engine, EngineError, NewSession};
-use crate::frontend::delivery::{Deliveries, Render, Threads};
+use crate::frontend::delivery::{Deliveries, Threads};
+use crate::frontend::outbox::Body;
 use crate::frontend::outbox::{Limits, Op, Sink};
 use crate::frontend::render as shared;
 use crate::store::{Binding, SessionRecord, Store};
@@ -1274,12 +1275,6 @@ struct MatrixThreads {
     store: Store,
 }
 
-impl Render for Renderer {
-    fn render(&mut self, body: &crate::event::EventBody) -> Rendered {
-        Renderer::render(self, body)
-    }
-}
-
 impl Threads for MatrixThreads {
     type Sink = RoomSink;
     type Renderer = Renderer;
@@ -1314,10 +1309,6 @@ impl Threads for MatrixThreads {
 
     fn status(&self, s: &SessionRecord) -> Body {
         render::status(s)
-    }
-
-    fn status_key(&self, s: &SessionRecord) -> String {
-        render::status_key(s)
     }
 
     fn limits(&self) -> Limits {

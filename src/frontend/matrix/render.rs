@@ -1,205 +1,101 @@
-//! Session events to Matrix message bodies. Pure: no I/O, no matrix-sdk types, only the
+//! Session output as Matrix message bodies. Pure: no I/O, no matrix-sdk types, only the
 //! JSON contents the Matrix spec defines (`m.room.message` with a plain `body` and an HTML
 //! `formatted_body`, thread and replacement relations).
 //!
-//! Output is cut into [`Block`]s, the units the outbox packs into messages: a paragraph,
-//! a list or a fenced code block of the agent's markdown, one tool call, the end of a
-//! turn. A block is never split across messages, so neither is a code block.
+//! [`Renderer`] turns the neutral view's items (`frontend/view.rs`) into [`Block`]s, the
+//! units the outbox packs into messages: a paragraph, a list or a fenced code block of
+//! the agent's markdown, one tool call, the end of a turn. A block is never split across
+//! messages, so neither is a code block.
 
-use std::collections::HashMap;
-
-use pulldown_cmark::{Event, Options, Parser};
+use pulldown_cmark::{Event, Parser};
 use serde_json::{Value, json};
 
-use crate::event::{EventBody, SessionState};
+use crate::event::EventBody;
+use crate::frontend::delivery::Render;
+use crate::frontend::outbox::{Block, Body, Rendered};
 use crate::frontend::render as shared;
-use crate::protocol::{AgentEvent, TurnOutcome};
+use crate::frontend::view::{self, Item, View};
 use crate::store::SessionRecord;
 
-/// Lines of tool output shown in the thread; the rest is in `logs`.
-const TOOL_OUTPUT_LINES: usize = 30;
-/// Characters of tool output shown in the thread.
-const TOOL_OUTPUT_CHARS: usize = 3000;
-/// The most a single block may hold (plain text); longer text is cut, with a note that
-/// `logs` has all of it. Keeps every event well below Matrix's 64 KiB, even encrypted.
-pub const BLOCK_MAX_CHARS: usize = 12_000;
-
-pub use crate::frontend::outbox::{Block, Body, Rendered, join};
-
-/// Renders a session's events in order. Remembers the tool calls it saw, so a tool's
-/// result can be shown on the same line as its call.
+/// Renders a session's events in order, as Matrix bodies.
 #[derive(Debug, Default)]
 pub struct Renderer {
-    tools: HashMap<String, (String, String)>,
+    view: view::Renderer,
 }
 
-impl Renderer {
-    pub fn render(&mut self, body: &EventBody) -> Rendered {
-        match body {
-            EventBody::State { state, detail } => {
-                let detail = detail.as_deref().filter(|d| !d.is_empty());
-                let line = match (state, detail) {
-                    (SessionState::Stopped, Some(d)) => format!("⏹ stopped: {d}"),
-                    (SessionState::Stopped, None) => "⏹ stopped".to_string(),
-                    (SessionState::Failed, Some(d)) => format!("✗ failed: {d}"),
-                    (SessionState::Failed, None) => "✗ failed".to_string(),
-                    (SessionState::Queued, Some(d)) => format!("⏳ queued: {d}"),
-                    _ => return Rendered::Nothing,
-                };
-                Rendered::Blocks(vec![Block::new(Body::text(&line))])
-            }
-            EventBody::Prompt { .. } => Rendered::TurnStart,
-            EventBody::Stderr { .. } => Rendered::Nothing,
-            EventBody::Notice { text } => Rendered::Blocks(vec![Block::new(notice(text))]),
-            EventBody::Agent { event } => self.agent(event),
-        }
-    }
-
-    fn agent(&mut self, event: &AgentEvent) -> Rendered {
-        match event {
-            AgentEvent::Started { .. } | AgentEvent::Unknown { .. } => Rendered::Nothing,
-            AgentEvent::Text { text } => {
-                let blocks = markdown_blocks(text);
-                if blocks.is_empty() {
-                    Rendered::Nothing
-                } else {
-                    Rendered::Blocks(blocks)
-                }
-            }
-            AgentEvent::ToolUse {
-                id, name, summary, ..
-            } => {
-                self.tools
-                    .insert(id.clone(), (name.clone(), summary.clone()));
-                Rendered::Blocks(vec![Block::keyed(id, tool_line(name, summary, None))])
-            }
-            AgentEvent::ToolResult {
-                tool_use_id,
-                output,
-                is_error,
-            } => {
-                let (name, summary) = self
-                    .tools
-                    .remove(tool_use_id)
-                    .unwrap_or_else(|| ("tool".to_string(), String::new()));
-                Rendered::Blocks(vec![Block::keyed(
-                    tool_use_id,
-                    tool_line(&name, &summary, Some((output, *is_error))),
-                )])
-            }
-            AgentEvent::TurnEnd {
-                outcome,
-                usage,
-                cost_usd,
-                ..
-            } => {
-                let tokens = format!(
-                    "{} in, {} out",
-                    usage.input_tokens + usage.cache_read_tokens + usage.cache_write_tokens,
-                    usage.output_tokens
-                );
-                let cost = cost_usd.map(|c| format!(", ${c:.4}")).unwrap_or_default();
-                let line = match outcome {
-                    TurnOutcome::Done => format!("✓ done ({tokens}{cost})"),
-                    TurnOutcome::Error { message } => format!("✗ error: {message}"),
-                    TurnOutcome::Interrupted => "⏸ interrupted".to_string(),
-                };
-                Rendered::Blocks(vec![Block::new(Body::new(
-                    line.clone(),
-                    format!("<p><em>{}</em></p>", escape(&line)),
-                ))])
-            }
-            AgentEvent::Malformed { line, error } => {
-                Rendered::Blocks(vec![Block::new(Body::text(&cut(
-                    &format!("! unreadable agent output ({error}): {line}"),
-                    500,
-                )))])
-            }
+impl Render for Renderer {
+    fn render(&mut self, body: &EventBody) -> Rendered {
+        match self.view.render(body) {
+            View::Nothing => Rendered::Nothing,
+            View::TurnStart => Rendered::TurnStart,
+            View::Items(items) => Rendered::Blocks(
+                items
+                    .into_iter()
+                    .map(|k| Block {
+                        key: k.key,
+                        body: item(&k.item),
+                    })
+                    .collect(),
+            ),
         }
     }
 }
 
-fn notice(text: &str) -> Body {
-    let text = cut(text, BLOCK_MAX_CHARS);
-    Body::new(
-        text.clone(),
-        format!("<p><em>{}</em></p>", lines_html(&text)),
-    )
+/// One item of the neutral view as a Matrix body.
+pub fn item(item: &Item) -> Body {
+    match item {
+        Item::Markdown(source) => Body::new(source.clone(), markdown_html(source)),
+        Item::Line(line) => text(line),
+        Item::Note(note) => Body::new(
+            note.clone(),
+            format!("<p><em>{}</em></p>", lines_html(note)),
+        ),
+        Item::Tool(t) => tool(t),
+    }
+}
+
+/// A one-paragraph message from plain text.
+pub fn text(plain: &str) -> Body {
+    Body::new(plain, format!("<p>{}</p>", lines_html(plain)))
 }
 
 /// One compact line for a tool call: its name, its key argument, and (once known) its
-/// outcome, with the output folded below it.
-pub fn tool_line(name: &str, summary: &str, result: Option<(&str, bool)>) -> Body {
-    let summary = cut(summary.lines().next().unwrap_or(""), 200);
-    let mut plain = format!("▸ {name}");
-    let mut html = format!("▸ <b>{}</b>", escape(name));
-    if !summary.is_empty() {
-        plain.push_str(&format!(" {summary}"));
-        html.push_str(&format!(" <code>{}</code>", escape(&summary)));
+/// outcome, with the output folded below it (`<details>`).
+fn tool(t: &view::Tool) -> Body {
+    let mut plain = format!("▸ {}", t.name);
+    let mut html = format!("▸ <b>{}</b>", escape(&t.name));
+    if !t.summary.is_empty() {
+        plain.push_str(&format!(" {}", t.summary));
+        html.push_str(&format!(" <code>{}</code>", escape(&t.summary)));
     }
-    let Some((output, is_error)) = result else {
+    let Some(r) = &t.result else {
         plain.push_str(" …");
         html.push_str(" …");
         return Body::new(plain, format!("<p>{html}</p>"));
     };
-    let output = output.trim_end_matches('\n');
-    let lines = if output.is_empty() {
-        0
-    } else {
-        output.lines().count()
-    };
-    let outcome = match (is_error, lines) {
-        (true, _) => "failed".to_string(),
-        (false, 0) => "ok".to_string(),
-        (false, 1) => "ok, 1 line".to_string(),
-        (false, n) => format!("ok, {n} lines"),
-    };
+    let outcome = r.outcome();
     plain.push_str(&format!(" → {outcome}"));
     html.push_str(&format!(" → {}", escape(&outcome)));
-    if lines == 0 {
+    if r.lines == 0 {
         return Body::new(plain, format!("<p>{html}</p>"));
     }
-    let (shown, hidden) = truncate_output(output);
-    let more = if hidden > 0 {
-        format!("\n… {hidden} more line(s): `logs` has the full output")
-    } else {
-        String::new()
-    };
     plain.push('\n');
-    plain.push_str(&indent(&shown));
-    plain.push_str(&more);
-    let summary_text = if is_error { "error output" } else { "output" };
+    plain.push_str(&indent(&r.shown));
+    let more = r.more();
+    if let Some(m) = &more {
+        plain.push('\n');
+        plain.push_str(m);
+    }
     html = format!(
         "<details><summary>{html}</summary><pre><code>{}</code></pre>{}</details>",
-        escape(&shown),
-        if hidden > 0 {
-            format!(
-                "<p><em>… {hidden} more line(s): <code>logs</code> has the full {summary_text}</em></p>"
-            )
-        } else {
-            String::new()
-        }
+        escape(&r.shown),
+        more.map(|m| format!(
+            "<p><em>{}</em></p>",
+            escape(&m).replacen("`logs`", "<code>logs</code>", 1)
+        ))
+        .unwrap_or_default()
     );
     Body::new(plain, html)
-}
-
-/// The first lines of a tool's output, within the thread's limits, and how many lines
-/// were left out.
-fn truncate_output(output: &str) -> (String, usize) {
-    let total = output.lines().count();
-    let mut shown = String::new();
-    let mut n = 0;
-    for line in output.lines() {
-        if n == TOOL_OUTPUT_LINES || shown.len() + line.len() > TOOL_OUTPUT_CHARS {
-            break;
-        }
-        if n > 0 {
-            shown.push('\n');
-        }
-        shown.push_str(&cut(line, TOOL_OUTPUT_CHARS));
-        n += 1;
-    }
-    (shown, total - n)
 }
 
 fn indent(text: &str) -> String {
@@ -207,16 +103,6 @@ fn indent(text: &str) -> String {
         .map(|l| format!("    {l}"))
         .collect::<Vec<_>>()
         .join("\n")
-}
-
-/// Cuts `text` to at most `max` characters, saying so.
-fn cut(text: &str, max: usize) -> String {
-    if text.chars().count() <= max {
-        return text.to_string();
-    }
-    let mut s: String = text.chars().take(max).collect();
-    s.push_str(" … (cut; `logs` has all of it)");
-    s
 }
 
 pub fn escape(s: &str) -> String {
@@ -239,13 +125,9 @@ pub fn lines_html(s: &str) -> String {
     escape(s).replace('\n', "<br>\n")
 }
 
-fn markdown_options() -> Options {
-    Options::ENABLE_TABLES | Options::ENABLE_STRIKETHROUGH | Options::ENABLE_TASKLISTS
-}
-
 /// Renders markdown to HTML. Raw HTML in the text is shown as text, not passed on.
 pub fn markdown_html(text: &str) -> String {
-    let events = Parser::new_ext(text, markdown_options()).map(|ev| match ev {
+    let events = Parser::new_ext(text, view::markdown_options()).map(|ev| match ev {
         Event::Html(s) | Event::InlineHtml(s) => Event::Text(s),
         ev => ev,
     });
@@ -254,94 +136,17 @@ pub fn markdown_html(text: &str) -> String {
     html.trim_end().to_string()
 }
 
-/// Cuts markdown into its top-level blocks (paragraphs, lists, quotes, fenced code...),
-/// each rendered to HTML. The plain body of a block is its markdown source.
-pub fn markdown_blocks(text: &str) -> Vec<Block> {
-    let mut ranges = Vec::new();
-    let mut depth = 0usize;
-    let mut start = 0usize;
-    for (ev, range) in Parser::new_ext(text, markdown_options()).into_offset_iter() {
-        match ev {
-            Event::Start(_) => {
-                if depth == 0 {
-                    start = range.start;
-                }
-                depth += 1;
-            }
-            Event::End(_) => {
-                depth = depth.saturating_sub(1);
-                if depth == 0 {
-                    ranges.push(start..range.end);
-                }
-            }
-            _ if depth == 0 => ranges.push(range),
-            _ => {}
-        }
-    }
-    let mut blocks = Vec::new();
-    for r in ranges {
-        let source = text[r].trim_end_matches('\n');
-        if source.trim().is_empty() {
-            continue;
-        }
-        blocks.push(Block::new(markdown_block(source)));
-    }
-    blocks
-}
-
-/// One block of markdown, cut to [`BLOCK_MAX_CHARS`] (a long code block stays a code
-/// block: it is closed again after the cut).
-fn markdown_block(source: &str) -> Body {
-    if source.chars().count() <= BLOCK_MAX_CHARS {
-        return Body::new(source, markdown_html(source));
-    }
-    let kept: String = source.chars().take(BLOCK_MAX_CHARS).collect();
-    let fenced = kept.trim_start().starts_with("```") || kept.trim_start().starts_with("~~~");
-    let mut plain = kept.clone();
-    if fenced {
-        // Close the fence the cut left open, with a fence as long as the opening one.
-        let opening: String = kept
-            .trim_start()
-            .chars()
-            .take_while(|c| *c == '`' || *c == '~')
-            .collect();
-        plain.push('\n');
-        plain.push_str(&opening);
-    }
-    plain.push_str("\n… (cut; `logs` has all of it)");
-    let html = markdown_html(&plain);
-    Body::new(plain, html)
-}
-
 /// The status message at the top of a session's thread.
 pub fn status(s: &SessionRecord) -> Body {
-    let head = format!("firstmate session {} · {}", s.id, s.state);
-    let facts = shared::status_text(s);
-    let plain = format!("{head}\n{facts}");
+    let v = view::Status::of(s);
+    let plain = format!("{}\n{}", v.head(), v.facts);
     let html = format!(
         "<p><b>firstmate session <code>{}</code></b> · <b>{}</b></p>\n<p>{}</p>",
-        escape(&s.id),
-        escape(s.state.as_str()),
-        lines_html(&facts)
+        escape(&v.id),
+        escape(&v.state),
+        lines_html(&v.facts)
     );
     Body::new(plain, html)
-}
-
-/// What the status message shows that is worth an edit (everything but the age, which
-/// changes every second).
-pub fn status_key(s: &SessionRecord) -> String {
-    format!(
-        "{}|{:?}|{}|{}|{}|{}|{}|{}|{:.6}",
-        s.state,
-        s.state_detail,
-        s.turns,
-        s.usage.input_tokens,
-        s.usage.output_tokens,
-        s.usage.cache_read_tokens,
-        s.usage.cache_write_tokens,
-        s.image,
-        s.cost_usd
-    )
 }
 
 /// The answer to `help`.
@@ -356,7 +161,7 @@ pub fn help(prefix: &str) -> Body {
 /// The answer to `list`.
 pub fn list(sessions: &[SessionRecord], prefix: &str) -> Body {
     if sessions.is_empty() {
-        return Body::text(&format!(
+        return text(&format!(
             "no sessions in this room yet; start one with `{prefix} new PROMPT`"
         ));
     }
@@ -381,8 +186,8 @@ pub fn message(body: &Body, notice: bool) -> Value {
     json!({
         "msgtype": if notice { "m.notice" } else { "m.text" },
         "body": body.plain,
-        "format": "org.matrix.custom.html",
-        "formatted_body": body.html,
+        "format": "org.matrix.custom.rich",
+        "formatted_body": body.rich,
     })
 }
 
@@ -440,10 +245,29 @@ pub fn strip_reply_fallback(body: &str) -> &str {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::protocol::Usage;
+    use crate::event::SessionState;
+    use crate::protocol::{AgentEvent, TurnOutcome, Usage};
 
     fn render(body: EventBody) -> Rendered {
         Renderer::default().render(&body)
+    }
+
+    /// The agent's text as the thread shows it.
+    fn markdown_blocks(text: &str) -> Vec<Block> {
+        match render(EventBody::Agent {
+            event: AgentEvent::Text { text: text.into() },
+        }) {
+            Rendered::Blocks(b) => b,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    fn join(blocks: &[Block]) -> Body {
+        crate::frontend::outbox::join(blocks)
+    }
+
+    fn tool_line(name: &str, summary: &str, result: Option<(&str, bool)>) -> Body {
+        item(&Item::Tool(view::tool(name, summary, result)))
     }
 
     fn plain(r: &Rendered) -> Vec<String> {
@@ -459,23 +283,23 @@ mod tests {
         let blocks = markdown_blocks(text);
         assert_eq!(blocks.len(), 3, "{blocks:#?}");
         assert_eq!(blocks[0].body.plain, "Hello **world**.");
-        assert_eq!(blocks[0].body.html, "<p>Hello <strong>world</strong>.</p>");
+        assert_eq!(blocks[0].body.rich, "<p>Hello <strong>world</strong>.</p>");
         assert!(blocks[1].body.plain.starts_with("```rust"));
         assert!(blocks[1].body.plain.ends_with("```"));
         assert!(
-            blocks[1].body.html.contains(
+            blocks[1].body.rich.contains(
                 "<pre><code class=\"language-rust\">fn main() {}\n\nlet x = 1;\n</code></pre>"
             ),
             "{}",
-            blocks[1].body.html
+            blocks[1].body.rich
         );
-        assert!(blocks[2].body.html.starts_with("<ul>"));
+        assert!(blocks[2].body.rich.starts_with("<ul>"));
     }
 
     #[test]
     fn raw_html_from_the_agent_is_escaped() {
         let blocks = markdown_blocks("<script>alert(1)</script>\n\nhi <b>x</b>");
-        let html = join(&blocks).html;
+        let html = join(&blocks).rich;
         assert!(
             !html.contains("<script>") && !html.contains("<b>"),
             "{html}"
@@ -485,17 +309,17 @@ mod tests {
 
     #[test]
     fn an_overlong_code_block_is_cut_and_closed() {
-        let code = format!("```\n{}\n```", "x\n".repeat(BLOCK_MAX_CHARS));
+        let code = format!("```\n{}\n```", "x\n".repeat(view::BLOCK_MAX_CHARS));
         let blocks = markdown_blocks(&code);
         assert_eq!(blocks.len(), 1);
         let b = &blocks[0].body;
-        assert!(b.plain.len() < BLOCK_MAX_CHARS + 100);
+        assert!(b.plain.len() < view::BLOCK_MAX_CHARS + 100);
         assert!(
             b.plain.contains("\n```\n… (cut"),
             "{}",
             &b.plain[b.plain.len() - 60..]
         );
-        assert_eq!(b.html.matches("<pre>").count(), 1);
+        assert_eq!(b.rich.matches("<pre>").count(), 1);
     }
 
     #[test]
@@ -522,7 +346,7 @@ mod tests {
         };
         assert_eq!(b[0].key.as_deref(), Some("t1"));
         assert_eq!(b[0].body.plain, "▸ Bash echo $((6*7)) → ok, 1 line\n    42");
-        assert!(b[0].body.html.starts_with("<details><summary>▸ <b>Bash</b> <code>echo $((6*7))</code> → ok, 1 line</summary><pre><code>42</code></pre>"), "{}", b[0].body.html);
+        assert!(b[0].body.rich.starts_with("<details><summary>▸ <b>Bash</b> <code>echo $((6*7))</code> → ok, 1 line</summary><pre><code>42</code></pre>"), "{}", b[0].body.rich);
     }
 
     #[test]
@@ -531,7 +355,7 @@ mod tests {
         let b = tool_line("Bash", "seq", Some((&out, false)));
         assert!(b.plain.contains("line 30") && !b.plain.contains("line 31\n"));
         assert!(b.plain.contains("70 more line(s)"), "{}", b.plain);
-        assert!(b.html.contains("<details>") && b.html.contains("70 more line(s)"));
+        assert!(b.rich.contains("<details>") && b.rich.contains("70 more line(s)"));
         let e = tool_line("Bash", "false", Some(("", true)));
         assert_eq!(e.plain, "▸ Bash false → failed");
     }
@@ -589,7 +413,7 @@ mod tests {
 
     #[test]
     fn contents_carry_thread_and_replacement_relations() {
-        let body = Body::text("a < b");
+        let body = text("a < b");
         let m = in_thread(message(&body, false), "$root");
         assert_eq!(m["msgtype"], "m.text");
         assert_eq!(m["body"], "a < b");
@@ -644,8 +468,8 @@ mod tests {
         ] {
             assert!(b.plain.contains(fact), "{fact} missing from {}", b.plain);
         }
-        let k = status_key(&s);
+        let k = view::status_key(&s);
         s.state = SessionState::Running;
-        assert_ne!(k, status_key(&s));
+        assert_ne!(k, view::status_key(&s));
     }
 }
