@@ -1,6 +1,6 @@
 //! The chat command grammar, shared by every front end: Matrix and the console parse
-//! text lines with it, Discord builds the same [`Command`]s from structured options
-//! (and reuses [`parse_timeout`]). Pure code, no I/O.
+//! text lines with it; Discord builds the same [`Command`]s and [`NewArgs`] from its
+//! slash command's options. Pure code, no I/O.
 //!
 //! A command is a name (case-insensitive) and its arguments. `new` takes flags
 //! (`--flag value` or `--flag=value`) and then a prompt: the first word that does not

@@ -22,8 +22,9 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::sync::{broadcast, mpsc};
 
 use crate::command::{self, Command};
-use crate::engine::{Engine, EngineError, NewSession};
+use crate::engine::{Engine, EngineError};
 use crate::event::{EventBody, SessionEvent, SessionState};
+use crate::frontend::actions::{Actor, Chat, Reply};
 use crate::frontend::render;
 use crate::store::SessionRecord;
 
@@ -150,6 +151,7 @@ impl Drop for AbortOnDrop {
 
 pub struct Console {
     engine: Engine,
+    chat: Chat,
     owner: String,
     current: Option<String>,
     transcript_dir: PathBuf,
@@ -167,6 +169,7 @@ impl Console {
         sink: Arc<dyn Sink>,
     ) -> Console {
         Console {
+            chat: Chat::new(engine.clone(), FRONTEND),
             engine,
             owner,
             current: None,
@@ -413,6 +416,11 @@ impl Console {
             Err(e) => return self.error(e).await,
         };
         let by = self.owner.clone();
+        let actor = Actor {
+            id: by.clone(),
+            mention: by.clone(),
+            allowed: true,
+        };
         let result: Result<(), EngineError> = match cmd {
             Command::Help => {
                 self.reply(None, &command::help_text()).await;
@@ -422,20 +430,9 @@ impl Console {
                 // The console's thread is the session itself: bound from seq 1 in the
                 // same transaction as the session, so the printer shows everything.
                 let id = crate::engine::new_session_id();
-                let req = NewSession {
-                    agent: args.agent,
-                    model: args.model,
-                    image: args.image,
-                    repo: args.repo,
-                    branch: args.branch,
-                    idle_timeout: args.timeout,
-                    prompt: args.prompt,
-                    owner: by.clone(),
-                    frontend: FRONTEND.into(),
-                    room: ROOM.into(),
-                    id: Some(id.clone()),
-                    thread: Some(id),
-                };
+                let req = self
+                    .chat
+                    .new_request(args, &actor, ROOM, Some(id.clone()), Some(id));
                 self.engine.new_session(req).await.map(|s| {
                     self.current = Some(s.id);
                 })
@@ -478,31 +475,14 @@ impl Console {
                 Some(id) => self.engine.prompt(&id, &text, &by).await,
                 None => Ok(()),
             },
-            Command::Stop => match self.current().await {
-                Some(id) => self.engine.stop(&id, &by).await,
-                None => Ok(()),
-            },
+            // Acted on as soon as it is read (see `run`), not in line order.
             Command::Interrupt => Ok(()),
-            Command::Resume => match self.current().await {
-                Some(id) => self.engine.resume(&id, &by).await,
-                None => Ok(()),
-            },
-            Command::Status => match self.current().await {
-                Some(id) => match self.engine.session_report(&id).await {
-                    Ok(s) => {
-                        self.reply(Some(&id), &render::status_text(&s)).await;
-                        Ok(())
-                    }
-                    Err(e) => Err(e),
-                },
-                None => Ok(()),
-            },
-            Command::Logs => match self.current().await {
-                Some(id) => self.write_transcript(&id).await,
-                None => Ok(()),
-            },
-            Command::Diff | Command::Push | Command::Pr => {
-                Err(EngineError::NotBuilt("diff, push and pr (repositories)"))
+            cmd => {
+                if let Some(id) = self.current().await {
+                    let reply = self.chat.on_session(&actor, &id, &cmd).await;
+                    self.answer(&id, reply).await;
+                }
+                Ok(())
             }
         };
         if let Err(e) = result {
@@ -510,24 +490,32 @@ impl Console {
         }
     }
 
-    async fn write_transcript(&self, id: &str) -> Result<(), EngineError> {
-        let s = self.engine.session(id).await?;
-        let text = render::transcript(self.engine.store(), &s).await?;
-        let path = self
-            .transcript_dir
-            .join(format!("firstmate-{id}-transcript.md"));
-        std::fs::write(&path, text).map_err(|e| {
-            EngineError::Other(format!(
-                "cannot write the transcript to {}: {e}",
-                path.display()
-            ))
-        })?;
-        self.reply(
-            Some(id),
-            &format!("transcript written to {}", path.display()),
-        )
-        .await;
-        Ok(())
+    /// Prints a chat action's reply; a transcript goes to a file in the transcript folder.
+    async fn answer(&mut self, id: &str, reply: Reply) {
+        match reply {
+            Reply::Done { .. } => {}
+            Reply::Status(s) => self.reply(Some(id), &render::status_text(&s)).await,
+            Reply::File { name, data } => {
+                let path = self.transcript_dir.join(name);
+                match std::fs::write(&path, data) {
+                    Ok(()) => {
+                        let text = format!("transcript written to {}", path.display());
+                        self.reply(Some(id), &text).await
+                    }
+                    Err(e) => {
+                        self.error(format!(
+                            "cannot write the transcript to {}: {e}",
+                            path.display()
+                        ))
+                        .await
+                    }
+                }
+            }
+            Reply::Problem(text) => self.error(text).await,
+            // The console acts for its owner, who may do everything, always on the
+            // current session.
+            Reply::Refused | Reply::NotInThread(_) => {}
+        }
     }
 }
 

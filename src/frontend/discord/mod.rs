@@ -5,19 +5,20 @@
 //! message, code fences never split); a message in the thread is the next prompt; the
 //! status message carries Stop and Interrupt buttons.
 //!
-//! REST goes to `discord.api_base_url` (serenity's "proxy": Discord, a REST proxy, or a
-//! test double); the gateway address comes from its `GET /api/v10/gateway`. serenity's
-//! rate limiter reads Discord's headers and waits before a request would get a 429, and
-//! honours a 429's `retry_after` when one comes anyway.
+//! serenity runs the gateway only; its address comes from `GET /api/v10/gateway` at
+//! `discord.api_base_url` (Discord, a REST proxy, or a test double). Every REST call goes
+//! through [`rest::Rest`], which reads Discord's rate-limit headers, waits before a
+//! request would get a 429, and honours a 429's `retry_after` when one comes anyway.
 //!
-//! Only `discord.allowed_users`, and members with one of `discord.allowed_roles`, may
-//! start or steer sessions; anyone else gets a short refusal only they see.
+//! This file parses interactions and messages and renders replies; what a command does
+//! and who may do it is the shared chat layer's ([`crate::frontend::actions`]). Only
+//! `discord.allowed_users`, and members with one of `discord.allowed_roles`, may start or
+//! steer sessions; anyone else gets a short refusal only they see.
 
 pub mod render;
 pub mod rest;
 
-use std::collections::HashSet;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, OnceLock};
 
 use serde_json::{Value, json};
 use serenity::all::{
@@ -27,8 +28,10 @@ use serenity::all::{
 };
 use tracing::{info, warn};
 
+use crate::command::{Command, NewArgs};
 use crate::config::DiscordConfig;
-use crate::engine::{Engine, EngineError, NewSession};
+use crate::engine::Engine;
+use crate::frontend::actions::{Actor, Chat, Reply, thread_command_name};
 use crate::frontend::delivery::{Deliveries, Threads};
 use crate::frontend::outbox::{Body, Limits, Op, Sink};
 use crate::frontend::render as shared;
@@ -132,9 +135,9 @@ impl DiscordFrontend {
             inner: Arc::new(HandlerInner {
                 rest: rest.clone(),
                 cfg: self.cfg.clone(),
+                chat: Chat::new(engine.clone(), FRONTEND),
                 engine,
                 deliveries: OnceLock::new(),
-                refused: Mutex::new(HashSet::new()),
             }),
         };
         // serenity only for the gateway (its address from `api_base_url`); every REST
@@ -162,10 +165,10 @@ struct HandlerInner {
     rest: Rest,
     cfg: DiscordConfig,
     engine: Engine,
+    /// The chat rules (who may steer, what a thread command does).
+    chat: Chat,
     /// Made at the first READY, when serenity's HTTP client is at hand.
     deliveries: OnceLock<Deliveries<DiscordThreads>>,
-    /// (user, thread) pairs already told they may not steer that session.
-    refused: Mutex<HashSet<(u64, u64)>>,
 }
 
 /// The `/agent` command and its subcommands.
@@ -263,30 +266,43 @@ impl HandlerInner {
         }
     }
 
-    /// Whether a user (with these roles) may start or steer sessions.
-    fn allowed(&self, user: u64, roles: &[u64]) -> bool {
-        self.cfg.allowed_users.contains(&user)
-            || roles.iter().any(|r| self.cfg.allowed_roles.contains(r))
-    }
-
-    fn refusal(&self) -> String {
-        "⚠ you may not start or steer sessions here; only the users in discord.allowed_users and members with a role in discord.allowed_roles may".to_string()
-    }
-
-    async fn session_of_thread(&self, channel: u64) -> Option<String> {
-        match self
-            .engine
-            .store()
-            .session_for_thread(FRONTEND, &channel.to_string())
-            .await
-        {
-            Ok(s) => s,
-            Err(e) => {
-                warn!(error = %e, "cannot look up a thread's session");
-                None
-            }
+    /// Who asks, with whether the allow lists (or one of these roles) let them steer.
+    fn actor(&self, user: u64, roles: &[u64]) -> Actor {
+        let allowed = self.cfg.allowed_users.contains(&user)
+            || roles.iter().any(|r| self.cfg.allowed_roles.contains(r));
+        Actor {
+            id: user.to_string(),
+            mention: format!("<@{user}>"),
+            allowed,
         }
     }
+}
+
+/// A chat action's reply in Discord's words, and the file it carries (`logs`).
+fn reply_text(reply: Reply) -> (String, Option<File>) {
+    let text = match reply {
+        Reply::Done { ack } => ack.to_string(),
+        Reply::Refused => "⚠ you may not start or steer sessions here; only the users in discord.allowed_users and members with a role in discord.allowed_roles may".to_string(),
+        Reply::NotInThread(name) => format!(
+            "⚠ `/agent {name}` works in a session's thread; `/agent list` shows the sessions here"
+        ),
+        Reply::Problem(text) => format!("⚠ {text}"),
+        Reply::Status(s) => render::status(&s).plain,
+        Reply::File { name, data } => {
+            return (
+                "The full transcript:".to_string(),
+                Some(File { name, data }),
+            );
+        }
+    };
+    (text, None)
+}
+
+/// The role ids of an interaction's or message's member.
+fn roles_of(roles: Option<&[serenity::all::RoleId]>) -> Vec<u64> {
+    roles
+        .map(|r| r.iter().map(|r| r.get()).collect())
+        .unwrap_or_default()
 }
 
 /// Answers an interaction with a message only its user sees.
@@ -356,46 +372,39 @@ impl EventHandler for Handler {
         }
         let inner = &self.inner;
         let channel = msg.channel_id.get();
-        let Some(session) = inner.session_of_thread(channel).await else {
+        let actor = inner.actor(
+            msg.author.id.get(),
+            &roles_of(msg.member.as_ref().map(|m| &m.roles[..])),
+        );
+        let Some((session, reply)) = inner
+            .chat
+            .prompt(&actor, &channel.to_string(), &msg.content)
+            .await
+        else {
             return; // not a session's thread
         };
-        let user = msg.author.id.get();
-        let roles: Vec<u64> = msg
-            .member
-            .as_ref()
-            .map(|m| m.roles.iter().map(|r| r.get()).collect())
-            .unwrap_or_default();
-        let reply = |text: String| {
-            let mut body = message(&clip(&text));
+        if let Some(r) = reply {
+            let mut body = message(&clip(&reply_text(r).0));
             body["message_reference"] = json!({"message_id": msg.id.get().to_string()});
-            body
-        };
-        if !inner.allowed(user, &roles) {
-            let first = inner
-                .refused
-                .lock()
-                .expect("refused")
-                .insert((user, channel));
-            if first {
-                let _ = inner
-                    .rest
-                    .send_message(channel, reply(inner.refusal()))
-                    .await;
-            }
-            return;
-        }
-        if let Err(e) = inner
-            .engine
-            .prompt(&session, &msg.content, &user.to_string())
-            .await
-        {
-            let _ = inner
-                .rest
-                .send_message(channel, reply(format!("⚠ {e}")))
-                .await;
+            let _ = inner.rest.send_message(channel, body).await;
         }
         inner.ensure(&session);
     }
+}
+
+/// The thread command a subcommand names.
+fn thread_command(name: &str) -> Option<Command> {
+    Some(match name {
+        "stop" => Command::Stop,
+        "interrupt" => Command::Interrupt,
+        "resume" => Command::Resume,
+        "status" => Command::Status,
+        "logs" => Command::Logs,
+        "diff" => Command::Diff,
+        "push" => Command::Push,
+        "pr" => Command::Pr,
+        _ => return None,
+    })
 }
 
 /// The path of an interaction's original response.
@@ -415,97 +424,47 @@ impl Handler {
             )
             .await;
         };
-        let user = cmd.user.id.get();
-        let roles: Vec<u64> = cmd
-            .member
-            .as_ref()
-            .map(|m| m.roles.iter().map(|r| r.get()).collect())
-            .unwrap_or_default();
+        let actor = inner.actor(
+            cmd.user.id.get(),
+            &roles_of(cmd.member.as_ref().map(|m| &m.roles[..])),
+        );
         let channel = cmd.channel_id.get();
         match sub.as_str() {
             "help" => ephemeral(rest, cmd, help_text()).await,
             "list" => {
-                let list = inner
-                    .engine
-                    .store()
-                    .sessions_in_room(
-                        &inner.engine.config().docker.instance,
-                        FRONTEND,
-                        &channel.to_string(),
-                    )
-                    .await;
-                let text = match list {
+                let text = match inner.chat.sessions_in(&channel.to_string()).await {
                     Ok(l) if l.is_empty() => {
                         "no sessions in this channel yet; start one with `/agent new`".into()
                     }
                     Ok(l) => format!("```\n{}\n```", shared::list_text(&l).trim_end()),
-                    Err(e) => format!("⚠ {e}"),
+                    Err(r) => reply_text(r).0,
                 };
                 ephemeral(rest, cmd, text).await
             }
             "new" => {
-                if !inner.allowed(user, &roles) {
-                    return ephemeral(rest, cmd, inner.refusal()).await;
+                if let Err(r) = inner.chat.may_start(&actor) {
+                    return ephemeral(rest, cmd, reply_text(r).0).await;
                 }
-                self.new_session(cmd, user, opts).await
+                self.new_session(cmd, &actor, opts).await
             }
             name => {
-                let Some(id) = inner.session_of_thread(channel).await else {
-                    return ephemeral(
-                        rest,
-                        cmd,
-                        format!("⚠ `/agent {name}` works in a session's thread; `/agent list` shows the sessions here"),
-                    )
-                    .await;
+                let Some(command) = thread_command(name) else {
+                    let text = format!("⚠ unknown subcommand `{name}`; `/agent help` lists them");
+                    return ephemeral(rest, cmd, text).await;
                 };
-                let steering = !matches!(name, "status" | "logs");
-                if steering && !inner.allowed(user, &roles) {
-                    return ephemeral(rest, cmd, inner.refusal()).await;
+                let Some(id) = inner.chat.session_of(&channel.to_string()).await else {
+                    let text = reply_text(Reply::NotInThread(thread_command_name(&command))).0;
+                    return ephemeral(rest, cmd, text).await;
+                };
+                if let Err(r) = inner.chat.may_steer(&actor, &command) {
+                    return ephemeral(rest, cmd, reply_text(r).0).await;
                 }
                 // Stopping may take seconds: answer now (deferred), say how it went after.
                 if let Err(e) = rest.respond(cmd.id.get(), &cmd.token, 5, None).await {
                     warn!(error = %e, "cannot answer a Discord interaction");
                     return;
                 }
-                let by = format!("<@{user}>");
-                let engine = &inner.engine;
-                let mut file = None;
-                let reply: Result<String, EngineError> = match name {
-                    "stop" => engine.stop(&id, &by).await.map(|()| "⏹ stopped".into()),
-                    "interrupt" => engine
-                        .interrupt(&id)
-                        .await
-                        .map(|()| "⏸ interrupting".into()),
-                    "resume" => {
-                        let r = engine.resume(&id, &by).await;
-                        inner.ensure(&id);
-                        r.map(|()| "▶ resuming".into())
-                    }
-                    "status" => engine
-                        .session_report(&id)
-                        .await
-                        .map(|s| render::status(&s).plain),
-                    "logs" => match engine.session(&id).await {
-                        Ok(s) => shared::transcript(engine.store(), &s)
-                            .await
-                            .map_err(EngineError::from)
-                            .map(|t| {
-                                file = Some(File {
-                                    name: format!("firstmate-{id}-transcript.md"),
-                                    data: t.into_bytes(),
-                                });
-                                "The full transcript:".to_string()
-                            }),
-                        Err(e) => Err(e),
-                    },
-                    "diff" | "push" | "pr" => {
-                        Err(EngineError::NotBuilt("diff, push and pr (repositories)"))
-                    }
-                    other => Err(EngineError::Other(format!(
-                        "unknown subcommand `{other}`; `/agent help` lists them"
-                    ))),
-                };
-                let text = reply.unwrap_or_else(|e| format!("⚠ {e}"));
+                let (text, file) = reply_text(inner.chat.on_session(&actor, &id, &command).await);
                 let path = original(cmd.application_id.get(), &cmd.token);
                 let sent = rest
                     .call(
@@ -523,7 +482,12 @@ impl Handler {
         }
     }
 
-    async fn new_session(&self, cmd: &CommandInteraction, user: u64, opts: Vec<(String, String)>) {
+    async fn new_session(
+        &self,
+        cmd: &CommandInteraction,
+        actor: &Actor,
+        opts: Vec<(String, String)>,
+    ) {
         let inner = &self.inner;
         let rest = &inner.rest;
         let get = |k: &str| {
@@ -554,20 +518,19 @@ impl Handler {
         };
         let channel = cmd.channel_id.get();
         let id = crate::engine::new_session_id();
-        let mut req = NewSession {
+        let args = NewArgs {
             agent: get("agent"),
             model: get("model"),
             image: get("image"),
             repo: get("repo"),
             branch: get("branch"),
-            idle_timeout: timeout,
+            timeout,
             prompt: prompt.clone(),
-            owner: user.to_string(),
-            frontend: FRONTEND.into(),
-            room: channel.to_string(),
-            id: Some(id.clone()),
-            thread: None,
         };
+        let mut req =
+            inner
+                .chat
+                .new_request(args, actor, &channel.to_string(), Some(id.clone()), None);
         // A bad agent or image is told to the requester alone, before anything shows.
         if let Err(e) = inner.engine.check_new(&req).await {
             return ephemeral(rest, cmd, format!("⚠ {e}")).await;
@@ -577,7 +540,8 @@ impl Handler {
             .clone()
             .unwrap_or_else(|| inner.engine.config().sessions.default_agent.clone());
         let head = clip(&format!(
-            "<@{user}> started session `{id}` ({agent}):\n> {}",
+            "{} started session `{id}` ({agent}):\n> {}",
+            actor.mention,
             prompt.lines().next().unwrap_or_default()
         ));
         // The thread comes first: the session is created bound to it, so it never runs
@@ -696,21 +660,25 @@ impl Handler {
         else {
             return;
         };
-        let rest = &self.inner.rest;
-        let user = c.user.id.get();
-        let roles: Vec<u64> = c
-            .member
-            .as_ref()
-            .map(|m| m.roles.iter().map(|r| r.get()).collect())
-            .unwrap_or_default();
+        let command = match action {
+            "stop" => Command::Stop,
+            "interrupt" => Command::Interrupt,
+            _ => return,
+        };
+        let inner = &self.inner;
+        let rest = &inner.rest;
+        let actor = inner.actor(
+            c.user.id.get(),
+            &roles_of(c.member.as_ref().map(|m| &m.roles[..])),
+        );
         let say = |text: String| {
             let mut data = message(&clip(&text));
             data["flags"] = json!(EPHEMERAL);
             data
         };
-        if !self.inner.allowed(user, &roles) {
+        if let Err(r) = inner.chat.may_steer(&actor, &command) {
             let _ = rest
-                .respond(c.id.get(), &c.token, 4, Some(say(self.inner.refusal())))
+                .respond(c.id.get(), &c.token, 4, Some(say(reply_text(r).0)))
                 .await;
             return;
         }
@@ -719,17 +687,12 @@ impl Handler {
             warn!(error = %e, "cannot answer a Discord button");
             return;
         }
-        let engine = &self.inner.engine;
-        let result = match action {
-            "stop" => engine.stop(session, &format!("<@{user}>")).await,
-            "interrupt" => engine.interrupt(session).await,
-            _ => return,
-        };
-        if let Err(e) = result {
+        let reply = inner.chat.on_session(&actor, session, &command).await;
+        if !matches!(reply, Reply::Done { .. }) {
             let path = format!("/webhooks/{}/{}", c.application_id.get(), c.token);
-            let _ = rest.post(&path, say(format!("⚠ {e}"))).await;
+            let _ = rest.post(&path, say(reply_text(reply).0)).await;
         }
-        self.inner.ensure(session);
+        inner.ensure(session);
     }
 }
 

@@ -2,12 +2,12 @@
 //! takes commands from rooms and runs each session in the thread of its `new` message.
 //! The only module that imports `matrix_sdk`.
 //!
-//! - [`render`]: session events to Matrix message contents. Pure.
-//! - [`outbox`]: the pacing of one thread's output (edits at a steady cadence, new
-//!   messages when long, nothing dropped). Pure, plus a driver over a [`outbox::Sink`].
+//! - [`render`]: the neutral view's items and the chat replies as Matrix message
+//!   contents (plain body and HTML). Pure.
 //! - this file: login (the login is saved next to the store and restored, so a restart
-//!   is the same device), the sync loop, command handling, and delivery of every
-//!   session's events to its thread.
+//!   is the same device), the sync loop, parsing commands (what they do is the shared
+//!   [`crate::frontend::actions`]), and the Matrix side of delivery
+//!   ([`crate::frontend::delivery`] over the shared [`crate::frontend::outbox`]).
 //!
 //! Exactly once, across restarts, both ways:
 //! - In: the sync position firstmate goes on from is stored (in the SDK's store) only
@@ -32,7 +32,7 @@ use matrix_sdk::authentication::matrix::MatrixSession;
 use matrix_sdk::config::{RequestConfig, SyncSettings, SyncToken};
 use matrix_sdk::deserialized_responses::{TimelineEvent, TimelineEventKind};
 use matrix_sdk::room::MessagesOptions;
-use matrix_sdk::room::reply::{EnforceThread, Reply};
+use matrix_sdk::room::reply::{EnforceThread, Reply as SdkReply};
 use matrix_sdk::ruma::api::client::filter::{FilterDefinition, RoomEventFilter, RoomFilter};
 use matrix_sdk::ruma::api::client::sync::sync_events::v3::Filter;
 use matrix_sdk::ruma::api::error::ErrorKind;
@@ -47,11 +47,11 @@ use tracing::{debug, info, warn};
 use self::render::Renderer;
 use crate::command::{self, Command};
 use crate::config::MatrixConfig;
-use crate::engine::{Engine, EngineError, NewSession};
+use crate::engine::Engine;
+use crate::frontend::actions::{Actor, Chat, Reply};
 use crate::frontend::delivery::{Deliveries, Threads};
 use crate::frontend::outbox::Body;
 use crate::frontend::outbox::{Limits, Op, Sink};
-use crate::frontend::render as shared;
 use crate::store::{Binding, SessionRecord, Store};
 
 /// The default log filter for the SDK's own logs: its warnings and errors, without the
@@ -272,12 +272,11 @@ impl MatrixFrontend {
             inner: Arc::new(BotInner {
                 client: self.client.clone(),
                 cfg: self.cfg,
-                engine: engine.clone(),
                 me,
                 replies: reply_tx,
                 deliveries: deliveries.clone(),
                 handled: tokio::sync::Mutex::new(handled),
-                refused: Mutex::new(HashSet::new()),
+                chat: Chat::new(engine.clone(), FRONTEND),
                 active_rooms: Mutex::new(rooms.into_iter().collect()),
             }),
         };
@@ -667,13 +666,12 @@ struct Bot {
 struct BotInner {
     client: Client,
     cfg: MatrixConfig,
-    engine: Engine,
     me: OwnedUserId,
     replies: mpsc::UnboundedSender<Outgoing>,
     deliveries: Deliveries<MatrixThreads>,
     handled: tokio::sync::Mutex<Handled>,
-    /// (user, thread) pairs already told they may not steer that thread.
-    refused: Mutex<HashSet<(String, String)>>,
+    /// The chat rules (who may steer, what a thread command does).
+    chat: Chat,
     /// Rooms whose messages count: joined, from the bot's own join on.
     active_rooms: Mutex<HashSet<String>>,
 }
@@ -1003,73 +1001,39 @@ impl Bot {
         }
     }
 
-    fn refusal(&self, user: &str) -> Body {
-        render::problem(&format!(
-            "{user} may not start or steer sessions here; only the users in matrix.allowed_users may"
-        ))
-    }
-
-    async fn session_of(&self, root: &str) -> Option<String> {
-        match self
-            .inner
-            .engine
-            .store()
-            .session_for_thread(FRONTEND, root)
-            .await
-        {
-            Ok(s) => s,
-            Err(e) => {
-                warn!(error = %e, "cannot look up a thread's session");
-                None
-            }
+    fn actor(&self, inc: &Incoming) -> Actor {
+        Actor {
+            id: inc.sender.clone(),
+            mention: inc.sender.clone(),
+            allowed: self.allowed(&inc.sender),
         }
     }
 
     /// A message in a thread that is not a command: the next prompt of its session.
     async fn prompt(&self, inc: &Incoming, root: &str, text: &str) {
-        let Some(session) = self.session_of(root).await else {
+        let chat = &self.inner.chat;
+        let Some((session, reply)) = chat.prompt(&self.actor(inc), root, text).await else {
             return; // some other thread
         };
-        if !self.allowed(&inc.sender) {
-            let first_time = self
-                .inner
-                .refused
-                .lock()
-                .expect("refused")
-                .insert((inc.sender.clone(), root.to_string()));
-            if first_time {
-                self.reply(inc, Some(root), self.refusal(&inc.sender));
-            }
-            return;
-        }
-        if let Err(e) = self.inner.engine.prompt(&session, text, &inc.sender).await {
-            self.reply(inc, Some(root), render::problem(&e.to_string()));
+        if let Some(r) = reply {
+            self.answer(inc, Some(root), r);
         }
         self.inner.deliveries.ensure(&session);
     }
 
     async fn command(&self, inc: &Incoming, thread: Option<&str>, cmd: Command) {
-        let engine = &self.inner.engine;
+        let chat = &self.inner.chat;
         let prefix = self.prefix().to_string();
         match cmd {
             Command::Help => self.reply(inc, thread, render::help(&prefix)),
-            Command::List => {
-                let list = engine
-                    .store()
-                    .sessions_in_room(
-                        &engine.config().docker.instance,
-                        FRONTEND,
-                        inc.room.as_str(),
-                    )
-                    .await;
-                match list {
-                    Ok(list) => self.reply(inc, thread, render::list(&list, &prefix)),
-                    Err(e) => self.reply(inc, thread, render::problem(&e.to_string())),
-                }
-            }
+            Command::List => match chat.sessions_in(inc.room.as_str()).await {
+                Ok(list) => self.reply(inc, thread, render::list(&list, &prefix)),
+                Err(r) => self.answer(inc, thread, r),
+            },
             Command::New(args) => {
-                if !self.allowed(&inc.sender) {
-                    return self.reply(inc, thread, self.refusal(&inc.sender));
+                let actor = self.actor(inc);
+                if let Err(r) = chat.may_start(&actor) {
+                    return self.answer(inc, thread, r);
                 }
                 if thread.is_some() {
                     return self.reply(
@@ -1080,94 +1044,65 @@ impl Bot {
                         )),
                     );
                 }
-                if let Some(s) = self.session_of(&inc.event_id).await {
+                if let Some(s) = chat.session_of(&inc.event_id).await {
                     // Handled before a crash: just make sure its output flows.
                     self.inner.deliveries.ensure(&s);
                     return;
                 }
-                let req = NewSession {
-                    agent: args.agent,
-                    model: args.model,
-                    image: args.image,
-                    repo: args.repo,
-                    branch: args.branch,
-                    idle_timeout: args.timeout,
-                    prompt: args.prompt,
-                    owner: inc.sender.clone(),
-                    frontend: FRONTEND.into(),
-                    room: inc.room.to_string(),
-                    id: None,
-                    // The thread is rooted at this message: bound with the session.
-                    thread: Some(inc.event_id.clone()),
-                };
-                match engine.new_session(req).await {
+                // The thread is rooted at this message: bound with the session.
+                let req = chat.new_request(
+                    args,
+                    &actor,
+                    inc.room.as_str(),
+                    None,
+                    Some(inc.event_id.clone()),
+                );
+                match chat.engine().new_session(req).await {
                     Ok(s) => {
                         info!(session = %s.id, room = %inc.room, "session started from Matrix");
                         self.inner.deliveries.ensure(&s.id);
                     }
-                    Err(e) => self.reply(inc, None, render::problem(&e.to_string())),
+                    Err(e) => self.answer(inc, None, e.into()),
                 }
             }
             Command::Use { .. } | Command::Prompt(_) => {}
             cmd => {
-                let name = thread_command_name(&cmd);
-                let session = match thread {
-                    Some(root) => self.session_of(root).await,
-                    None => None,
-                };
-                let Some(id) = session else {
-                    return self.reply(
-                        inc,
-                        thread,
-                        render::problem(&format!(
-                            "`{name}` works in a session's thread: send `{prefix} {name}` as a reply in the thread of the session (`{prefix} list` shows the sessions here)"
-                        )),
-                    );
-                };
-                let steering = !matches!(cmd, Command::Status | Command::Logs);
-                if steering && !self.allowed(&inc.sender) {
-                    return self.reply(inc, thread, self.refusal(&inc.sender));
-                }
-                let by = inc.sender.clone();
-                let result: Result<(), EngineError> = match cmd {
-                    Command::Stop => engine.stop(&id, &by).await,
-                    Command::Interrupt => engine.interrupt(&id).await,
-                    Command::Resume => {
-                        let r = engine.resume(&id, &by).await;
-                        self.inner.deliveries.ensure(&id);
-                        r
-                    }
-                    Command::Status => match engine.session(&id).await {
-                        Ok(s) => {
-                            self.reply(inc, thread, render::status(&s));
-                            self.inner.deliveries.ensure(&id);
-                            Ok(())
-                        }
-                        Err(e) => Err(e),
-                    },
-                    Command::Logs => self.logs(inc, thread.unwrap_or_default(), &id).await,
-                    Command::Diff | Command::Push | Command::Pr => {
-                        Err(EngineError::NotBuilt("diff, push and pr (repositories)"))
-                    }
-                    _ => Ok(()),
-                };
-                if let Err(e) = result {
-                    self.reply(inc, thread, render::problem(&e.to_string()));
+                let (session, reply) = chat.thread_command(&self.actor(inc), thread, &cmd).await;
+                self.answer(inc, thread, reply);
+                if let Some(id) = session {
+                    self.inner.deliveries.ensure(&id);
                 }
             }
         }
     }
 
-    async fn logs(&self, inc: &Incoming, root: &str, id: &str) -> Result<(), EngineError> {
-        let s = self.inner.engine.session(id).await?;
-        let text = shared::transcript(self.inner.engine.store(), &s).await?;
-        let _ = self.inner.replies.send(Outgoing::File {
-            room: inc.room.clone(),
-            root: root.to_string(),
-            name: format!("firstmate-{id}-transcript.md"),
-            data: text.into_bytes(),
-        });
-        Ok(())
+    /// Answers with a chat action's reply, in Matrix's words.
+    fn answer(&self, inc: &Incoming, thread: Option<&str>, reply: Reply) {
+        let prefix = self.prefix();
+        let body = match reply {
+            // The thread shows it (the status message, the session's own lines).
+            Reply::Done { .. } => return,
+            Reply::Refused => render::problem(&format!(
+                "{} may not start or steer sessions here; only the users in matrix.allowed_users may",
+                inc.sender
+            )),
+            Reply::NotInThread(name) => render::problem(&format!(
+                "`{name}` works in a session's thread: send `{prefix} {name}` as a reply in the thread of the session (`{prefix} list` shows the sessions here)"
+            )),
+            Reply::Problem(text) => render::problem(&text),
+            Reply::Status(s) => render::status(&s),
+            Reply::File { name, data } => {
+                let Some(root) = thread else { return };
+                let _ = self.inner.replies.send(Outgoing::File {
+                    room: inc.room.clone(),
+                    root: root.to_string(),
+                    name,
+                    data,
+                });
+                return;
+            }
+        };
+        self.reply(inc, thread, body);
     }
 
     /// Answers a message: in its thread when it was in one, else as a reply to it.
@@ -1181,20 +1116,6 @@ impl Bot {
             room: inc.room.clone(),
             content,
         });
-    }
-}
-
-fn thread_command_name(cmd: &Command) -> &'static str {
-    match cmd {
-        Command::Stop => "stop",
-        Command::Interrupt => "interrupt",
-        Command::Status => "status",
-        Command::Logs => "logs",
-        Command::Resume => "resume",
-        Command::Diff => "diff",
-        Command::Push => "push",
-        Command::Pr => "pr",
-        _ => "command",
     }
 }
 
@@ -1255,7 +1176,7 @@ async fn send_replies(client: Client, mut rx: mpsc::UnboundedReceiver<Outgoing>)
 async fn send_file(room: &Room, root: &str, name: &str, data: Vec<u8>) -> Result<(), String> {
     let root: OwnedEventId = root.try_into().map_err(|e| format!("{e}"))?;
     let mime: mime::Mime = "text/markdown".parse().unwrap_or(mime::TEXT_PLAIN_UTF_8);
-    let config = AttachmentConfig::new().reply(Some(Reply {
+    let config = AttachmentConfig::new().reply(Some(SdkReply {
         event_id: root,
         enforce_thread: EnforceThread::Threaded(ReplyWithinThread::No),
         add_mentions: AddMentions::No,

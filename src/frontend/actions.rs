@@ -1,0 +1,309 @@
+//! The chat actions every front end shares: who may do what, what a thread command does
+//! to its session, and the answer it gets, as a neutral [`Reply`] each front end renders
+//! in its own words. Front ends parse what people type (and render); the rules live
+//! here, once: a prompt or steering command from someone not allowed is refused (a
+//! prompt once per person and thread, so a chatty bystander is not answered every
+//! time), reading commands (`status`, `logs`) are open to everyone in the room, and an
+//! engine error becomes a reply that says what to do.
+
+use std::collections::HashSet;
+use std::sync::Mutex;
+
+use tracing::warn;
+
+use crate::command::{Command, NewArgs};
+use crate::engine::{Engine, EngineError, NewSession};
+use crate::frontend::render;
+use crate::store::SessionRecord;
+
+/// Who asks.
+#[derive(Debug, Clone)]
+pub struct Actor {
+    /// The id the session records as owner or prompt author (a Matrix user id, a Discord
+    /// user's number, the console's user).
+    pub id: String,
+    /// How the thread names them ("stopped by ..."): for Discord a mention.
+    pub mention: String,
+    /// Whether the front end's allow lists let them start and steer sessions.
+    pub allowed: bool,
+}
+
+/// The answer to a chat action.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Reply {
+    /// Done; the thread's own output shows the effect. `ack` is a short word for a front
+    /// end that must answer something (a Discord interaction).
+    Done { ack: &'static str },
+    /// Not allowed: the front end says which of its settings lets people in.
+    Refused,
+    /// A thread command sent outside a session's thread (the command's name).
+    NotInThread(&'static str),
+    /// The command could not be done: what is wrong and how to fix it.
+    Problem(String),
+    /// The session's status.
+    Status(Box<SessionRecord>),
+    /// A file to send: the session's transcript.
+    File { name: String, data: Vec<u8> },
+}
+
+impl From<EngineError> for Reply {
+    fn from(e: EngineError) -> Reply {
+        Reply::Problem(e.to_string())
+    }
+}
+
+/// A front end's chat actions over the engine.
+pub struct Chat {
+    engine: Engine,
+    frontend: &'static str,
+    refused: Refusals,
+}
+
+/// The (person, thread) pairs already told they may not steer there: a bystander's
+/// messages in a thread are refused once, not answered one by one.
+#[derive(Debug, Default)]
+pub struct Refusals(Mutex<HashSet<(String, String)>>);
+
+impl Refusals {
+    /// True the first time `who` is refused in `thread`, false after.
+    pub fn first(&self, who: &str, thread: &str) -> bool {
+        self.0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .insert((who.to_string(), thread.to_string()))
+    }
+}
+
+impl Chat {
+    pub fn new(engine: Engine, frontend: &'static str) -> Chat {
+        Chat {
+            engine,
+            frontend,
+            refused: Refusals::default(),
+        }
+    }
+
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    /// The session a thread of this front end shows, if any. A store error is logged
+    /// and counts as none.
+    pub async fn session_of(&self, thread: &str) -> Option<String> {
+        match self
+            .engine
+            .store()
+            .session_for_thread(self.frontend, thread)
+            .await
+        {
+            Ok(s) => s,
+            Err(e) => {
+                warn!(error = %e, frontend = self.frontend, "cannot look up a thread's session");
+                None
+            }
+        }
+    }
+
+    /// The sessions started in a room (channel), oldest first.
+    pub async fn sessions_in(&self, room: &str) -> Result<Vec<SessionRecord>, Reply> {
+        self.engine
+            .store()
+            .sessions_in_room(&self.engine.config().docker.instance, self.frontend, room)
+            .await
+            .map_err(|e| Reply::Problem(e.to_string()))
+    }
+
+    /// A message in `thread` that is not a command: the next prompt of the thread's
+    /// session. `None` when the thread is no session's (the message is not for us).
+    /// Otherwise the session, and what to answer (nothing when the prompt was taken, or
+    /// a refusal already given once to this person in this thread).
+    pub async fn prompt(
+        &self,
+        actor: &Actor,
+        thread: &str,
+        text: &str,
+    ) -> Option<(String, Option<Reply>)> {
+        let session = self.session_of(thread).await?;
+        if !actor.allowed {
+            let first = self.refused.first(&actor.id, thread);
+            return Some((session, first.then_some(Reply::Refused)));
+        }
+        let reply = self
+            .engine
+            .prompt(&session, text, &actor.id)
+            .await
+            .err()
+            .map(Reply::from);
+        Some((session, reply))
+    }
+
+    /// Whether `actor` may start a session; the refusal otherwise.
+    pub fn may_start(&self, actor: &Actor) -> Result<(), Reply> {
+        if actor.allowed {
+            Ok(())
+        } else {
+            Err(Reply::Refused)
+        }
+    }
+
+    /// The engine's request for `new`, made the same way on every front end.
+    pub fn new_request(
+        &self,
+        args: NewArgs,
+        actor: &Actor,
+        room: &str,
+        id: Option<String>,
+        thread: Option<String>,
+    ) -> NewSession {
+        NewSession {
+            agent: args.agent,
+            model: args.model,
+            image: args.image,
+            repo: args.repo,
+            branch: args.branch,
+            idle_timeout: args.timeout,
+            prompt: args.prompt,
+            owner: actor.id.clone(),
+            frontend: self.frontend.into(),
+            room: room.into(),
+            id,
+            thread,
+        }
+    }
+
+    /// A command that acts on the session of the thread it was sent in (`stop`,
+    /// `interrupt`, `resume`, `status`, `logs`, `diff`, `push`, `pr`). Returns the
+    /// session, when the thread has one, and the reply.
+    pub async fn thread_command(
+        &self,
+        actor: &Actor,
+        thread: Option<&str>,
+        cmd: &Command,
+    ) -> (Option<String>, Reply) {
+        let name = thread_command_name(cmd);
+        let session = match thread {
+            Some(t) => self.session_of(t).await,
+            None => None,
+        };
+        let Some(id) = session else {
+            return (None, Reply::NotInThread(name));
+        };
+        let reply = self.on_session(actor, &id, cmd).await;
+        (Some(id), reply)
+    }
+
+    /// Whether `actor` may send `cmd` to a session: everyone may read (`status`,
+    /// `logs`); only allowed people steer.
+    pub fn may_steer(&self, actor: &Actor, cmd: &Command) -> Result<(), Reply> {
+        let reading = matches!(cmd, Command::Status | Command::Logs);
+        if reading || actor.allowed {
+            Ok(())
+        } else {
+            Err(Reply::Refused)
+        }
+    }
+
+    /// A thread command on a known session (the console's current one, a button's).
+    pub async fn on_session(&self, actor: &Actor, id: &str, cmd: &Command) -> Reply {
+        if let Err(r) = self.may_steer(actor, cmd) {
+            return r;
+        }
+        let engine = &self.engine;
+        let done =
+            |r: Result<(), EngineError>, ack| r.map_or_else(Reply::from, |()| Reply::Done { ack });
+        match cmd {
+            Command::Stop => done(engine.stop(id, &actor.mention).await, "⏹ stopped"),
+            Command::Interrupt => done(engine.interrupt(id).await, "⏸ interrupting"),
+            Command::Resume => done(engine.resume(id, &actor.mention).await, "▶ resuming"),
+            Command::Status => match engine.session_report(id).await {
+                Ok(s) => Reply::Status(Box::new(s)),
+                Err(e) => e.into(),
+            },
+            Command::Logs => match self.transcript(id).await {
+                Ok((name, text)) => Reply::File {
+                    name,
+                    data: text.into_bytes(),
+                },
+                Err(e) => e.into(),
+            },
+            Command::Diff | Command::Push | Command::Pr => {
+                EngineError::NotBuilt("diff, push and pr (repositories)").into()
+            }
+            other => Reply::Problem(format!(
+                "`{}` is not a thread command",
+                thread_command_name(other)
+            )),
+        }
+    }
+
+    /// A session's full transcript (Markdown) and the file name it goes out under.
+    pub async fn transcript(&self, id: &str) -> Result<(String, String), EngineError> {
+        let s = self.engine.session(id).await?;
+        let text = render::transcript(self.engine.store(), &s).await?;
+        Ok((format!("firstmate-{id}-transcript.md"), text))
+    }
+}
+
+/// The name people type for a thread command.
+pub fn thread_command_name(cmd: &Command) -> &'static str {
+    match cmd {
+        Command::Stop => "stop",
+        Command::Interrupt => "interrupt",
+        Command::Status => "status",
+        Command::Logs => "logs",
+        Command::Resume => "resume",
+        Command::Diff => "diff",
+        Command::Push => "push",
+        Command::Pr => "pr",
+        Command::New(_) => "new",
+        Command::List => "list",
+        Command::Help => "help",
+        Command::Use { .. } => "use",
+        Command::Prompt(_) => "prompt",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    #[test]
+    fn a_burst_of_refused_messages_gets_one_refusal_per_person_and_thread() {
+        let refusals = Arc::new(Refusals::default());
+        let handles: Vec<_> = (0..64)
+            .map(|i| {
+                let r = refusals.clone();
+                std::thread::spawn(move || {
+                    r.first(&format!("@p{}:x", i % 4), &format!("$t{}", (i / 4) % 2))
+                })
+            })
+            .collect();
+        let firsts = handles
+            .into_iter()
+            .map(|h| h.join().expect("thread"))
+            .filter(|first| *first)
+            .count();
+        // 4 people x 2 threads, each pair refused exactly once.
+        assert_eq!(firsts, 8);
+        assert!(!refusals.first("@p0:x", "$t0"));
+        assert!(refusals.first("@p0:x", "$t9"));
+    }
+
+    #[test]
+    fn thread_commands_have_the_names_people_type() {
+        for (cmd, name) in [
+            (Command::Stop, "stop"),
+            (Command::Interrupt, "interrupt"),
+            (Command::Status, "status"),
+            (Command::Logs, "logs"),
+            (Command::Resume, "resume"),
+            (Command::Diff, "diff"),
+            (Command::Push, "push"),
+            (Command::Pr, "pr"),
+        ] {
+            assert_eq!(thread_command_name(&cmd), name);
+            assert_eq!(crate::command::parse_line(name), Ok(cmd));
+        }
+    }
+}
