@@ -12,8 +12,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize, Serializer};
 
-use crate::gateway::egress::Allowlist;
-use crate::gateway::usage::{Price, default_prices};
+use crate::allowlist::Allowlist;
+use crate::pricing::{Price, default_prices};
 use crate::protocol::ProtocolKind;
 
 /// Looks up an environment variable; injected so tests do not touch the process env.
@@ -845,7 +845,7 @@ fn database_url(ctx: &Ctx, v: Option<Spanned<String>>) -> Result<String, ConfigE
         Some(v.span()),
         format!(
             "database.url = {:?} is not supported: expected \"sqlite://PATH\" or \"postgres://USER@HOST/DB\"",
-            crate::store::redact_url(url)
+            redact_url(url)
         ),
     ))
 }
@@ -1521,8 +1521,27 @@ impl Config {
         format!(
             "# effective configuration from {}\n[database]\nurl = {:?}\n\n{body}",
             self.file_name(),
-            crate::store::redact_url(&self.database_url)
+            redact_url(&self.database_url)
         )
+    }
+}
+
+/// A database URL with its password replaced by `<redacted>`, fit for logs and errors.
+pub fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme_end), Some(at)) if at > scheme_end => {
+            let creds = &url[scheme_end + 3..at];
+            match creds.find(':') {
+                Some(colon) => format!(
+                    "{}{}:<redacted>{}",
+                    &url[..scheme_end + 3],
+                    &creds[..colon],
+                    &url[at..]
+                ),
+                None => url.to_string(),
+            }
+        }
+        _ => url.to_string(),
     }
 }
 

@@ -24,6 +24,7 @@
 //! - [`proxy`]: `firstmate socket-proxy`, the Docker socket guard (hyper, no bollard).
 //! - [`logging`]: the log setup every subcommand shares (filter, text or JSON, colour).
 
+pub mod allowlist;
 pub mod command;
 pub mod config;
 pub mod engine;
@@ -33,6 +34,7 @@ pub mod frontend;
 pub mod gateway;
 pub mod logging;
 pub mod metrics;
+pub mod pricing;
 pub mod protocol;
 pub mod proxy;
 pub mod relay;
@@ -132,6 +134,39 @@ mod invariants {
                 assert!(
                     f.starts_with("frontend/matrix/") || f == FRONT_END_GOLDEN,
                     "{f} writes {needle:?}; the neutral view and the outbox carry no HTML"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn the_config_and_the_pure_vocabulary_depend_on_no_service() {
+        // The bottom layer: what the config is made of may not reach up into what uses it.
+        for file in [
+            "config.rs",
+            "pricing.rs",
+            "allowlist.rs",
+            "command.rs",
+            "event.rs",
+        ] {
+            let text = std::fs::read_to_string(
+                Path::new(env!("CARGO_MANIFEST_DIR")).join("src").join(file),
+            )
+            .expect("read source");
+            for higher in [
+                "gateway::",
+                "engine::",
+                "frontend::",
+                "runtime::",
+                "store::",
+                "proxy::",
+            ] {
+                assert!(
+                    !text
+                        .lines()
+                        .filter(|l| !l.trim_start().starts_with("//"))
+                        .any(|l| l.contains(higher)),
+                    "{file} imports {higher}, a higher layer"
                 );
             }
         }

@@ -33,9 +33,10 @@ use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
 use crate::config::{GatewayConfig, UpstreamConfig};
+use crate::pricing::price_of;
 use crate::protocol::ProtocolKind;
 use crate::store::{Store, StoreError, TokenRecord, now_ms};
-use usage::{Api, Meter, SseScanner, price_of};
+use usage::{Api, Meter, SseScanner};
 
 /// The largest request body the gateway forwards.
 const MAX_REQUEST: usize = 32 * 1024 * 1024;
