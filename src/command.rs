@@ -32,6 +32,10 @@ pub enum Command {
     Push,
     /// Open a pull request for the session's branch.
     Pr,
+    /// Send a workspace file (a folder as `.tar.gz`) back.
+    Get { path: String },
+    /// Console only: copy a local file into the workspace's inbox.
+    Put { path: String },
     /// The sessions of this room.
     List,
     /// The commands.
@@ -94,6 +98,8 @@ enum Takes {
     Anything,
     FlagsAndPrompt,
     SessionId,
+    /// The rest of the line, a path (spaces included).
+    Path,
 }
 
 /// Where a command makes sense, for the help text.
@@ -178,6 +184,13 @@ const COMMANDS: &[Spec] = &[
         takes: Takes::Nothing,
     },
     Spec {
+        name: "get",
+        usage: "get PATH",
+        about: "a workspace file or folder",
+        place: Place::Thread,
+        takes: Takes::Path,
+    },
+    Spec {
         name: "list",
         usage: "list",
         about: "the sessions of this room",
@@ -197,6 +210,13 @@ const COMMANDS: &[Spec] = &[
         about: "pick the current session",
         place: Place::Console,
         takes: Takes::SessionId,
+    },
+    Spec {
+        name: "put",
+        usage: "put LOCAL_PATH",
+        about: "copy a file into inbox/",
+        place: Place::Console,
+        takes: Takes::Path,
     },
 ];
 
@@ -389,6 +409,22 @@ fn parse_args(spec: &Spec, rest: &str, mode: Mode) -> Result<Command, CommandErr
                     mode.spell("use ID")
                 ))),
             }
+        }
+        Takes::Path => {
+            let path = rest.trim();
+            if path.is_empty() {
+                return Err(CommandError::new(format!(
+                    "`{}` needs a path: {}",
+                    spec.name,
+                    mode.spell(spec.usage)
+                )));
+            }
+            let path = path.to_string();
+            Ok(if spec.name == "put" {
+                Command::Put { path }
+            } else {
+                Command::Get { path }
+            })
         }
         Takes::Nothing => {
             if !rest.trim().is_empty() {

@@ -218,6 +218,9 @@ pub struct SessionsConfig {
         skip_serializing_if = "Option::is_none"
     )]
     pub keep_stopped: Option<Duration>,
+    /// `max_attachment_size`: the largest file a thread's attachment may be (bytes).
+    #[serde(rename = "max_attachment_size", serialize_with = "ser_memory")]
+    pub max_attachment_bytes: i64,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -397,6 +400,7 @@ struct RawSessions {
     #[serde(default)]
     allowed_repo_hosts: Vec<String>,
     keep_stopped: Option<Spanned<String>>,
+    max_attachment_size: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -607,6 +611,9 @@ pub fn parse_memory(s: &str) -> Option<i64> {
 }
 
 const MIN_MEMORY: i64 = 6 * 1024 * 1024; // Docker refuses less than 6 MiB.
+
+/// `sessions.max_attachment_size` unset: 25 MB (as Docker and the config read sizes).
+const DEFAULT_MAX_ATTACHMENT: i64 = 25 * 1024 * 1024;
 
 fn agent(ctx: &Ctx, name: &str, raw: RawAgent) -> Result<AgentConfig, ConfigError> {
     let key = |k: &str| format!("agents.{name}.{k}");
@@ -1087,6 +1094,7 @@ impl Config {
             max_running_per_user: None,
             allowed_repo_hosts: Vec::new(),
             keep_stopped: None,
+            max_attachment_size: None,
         });
         let default_agent = match &s.default_agent {
             Some(a) => {
@@ -1136,6 +1144,18 @@ impl Config {
                     Duration::ZERO,
                 )?),
                 None => None,
+            },
+            max_attachment_bytes: match &s.max_attachment_size {
+                None => DEFAULT_MAX_ATTACHMENT,
+                Some(v) => parse_memory(v.get_ref()).ok_or_else(|| {
+                    ctx.err(
+                        Some(v.span()),
+                        format!(
+                            "sessions.max_attachment_size = {:?} is not a size: expected a number of bytes or one like \"25MB\" or \"512k\"",
+                            v.get_ref()
+                        ),
+                    )
+                })?,
             },
         };
 
@@ -1740,6 +1760,21 @@ mod tests {
                 .sessions
                 .max_lifetime,
             Duration::from_secs(9000)
+        );
+    }
+
+    #[test]
+    fn max_attachment_size_is_a_size_with_a_default() {
+        assert_eq!(
+            parse("").unwrap().sessions.max_attachment_bytes,
+            25 * 1024 * 1024
+        );
+        let c = parse("[sessions]\nmax_attachment_size = \"1MB\"\n").unwrap();
+        assert_eq!(c.sessions.max_attachment_bytes, 1024 * 1024);
+        let e = parse("[sessions]\nmax_attachment_size = \"big\"\n").unwrap_err();
+        assert!(
+            e.to_string().contains("sessions.max_attachment_size"),
+            "{e}"
         );
     }
 

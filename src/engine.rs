@@ -18,6 +18,7 @@ use tracing::{info, warn};
 
 use crate::config::{AgentConfig, Config};
 use crate::event::{EventBody, SessionEvent, SessionState};
+use crate::files;
 use crate::gateway::{Gateway, GatewayReport};
 use crate::protocol::{AgentEvent, ProtocolKind, TurnOutcome, Usage, claude, codex};
 use crate::runtime::{
@@ -60,6 +61,21 @@ pub enum EngineError {
     StillLive {
         session: String,
         state: SessionState,
+    },
+    #[error(
+        "{path}: no such file or folder in the workspace of session {session}; `run ls` in a prompt shows what is there"
+    )]
+    NoFile { session: String, path: String },
+    #[error(
+        "{path} is outside /workspace (it leads to {resolved}); only the workspace's files can be taken out"
+    )]
+    OutsideWorkspace { path: String, resolved: String },
+    #[error("{what} is {size}, more than {limit}{hint}")]
+    TooLarge {
+        what: String,
+        size: String,
+        limit: String,
+        hint: &'static str,
     },
     #[error("{0}")]
     Other(String),
@@ -433,6 +449,175 @@ impl Engine {
             });
         }
         Ok(())
+    }
+
+    /// The container of a session whose container runs (files move only then).
+    /// A session still starting (or queued) is waited for, up to a minute.
+    async fn running_container(&self, id: &str) -> Result<String> {
+        let mut events = self.subscribe();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        let mut s = self.session(id).await?;
+        while matches!(s.state, SessionState::Queued | SessionState::Starting)
+            && tokio::time::Instant::now() < deadline
+        {
+            // A doorbell: any event may be this session's start; re-read the row.
+            let _ = tokio::time::timeout_at(
+                deadline.min(tokio::time::Instant::now() + Duration::from_millis(500)),
+                events.recv(),
+            )
+            .await;
+            s = self.session(id).await?;
+        }
+        if !matches!(s.state, SessionState::Running | SessionState::Waiting) {
+            return Err(EngineError::WrongState {
+                session: s.id,
+                state: s.state,
+                hint: "files move only while its container runs; `resume` it first (or wait until it has started)",
+            });
+        }
+        Ok(container_name(&s.id))
+    }
+
+    /// Copies `reader` into the session's `/workspace/inbox/` under a safe form of
+    /// `name` (numbered when taken) and returns the path the agent sees. More than
+    /// `sessions.max_attachment_size` is refused and nothing is kept; the bytes stream
+    /// through, never held whole.
+    pub async fn put_file<R>(&self, id: &str, name: &str, reader: R) -> Result<String>
+    where
+        R: tokio::io::AsyncRead + Unpin + Send,
+    {
+        use tokio::io::AsyncReadExt;
+        let container = self.running_container(id).await?;
+        let limit = self.inner.config.sessions.max_attachment_bytes.max(0) as u64;
+        let mut printed = Vec::new();
+        let end = self
+            .inner
+            .runtime
+            .exec_io(
+                id,
+                &container,
+                files::put_command(&files::safe_name(name), limit),
+                // One byte over the limit is enough to tell it was too large.
+                Some(reader.take(limit + 1)),
+                &mut |chunk: &[u8]| {
+                    printed.extend_from_slice(chunk);
+                    Ok(())
+                },
+            )
+            .await?;
+        match files::parse_put(&String::from_utf8_lossy(&printed)) {
+            Some(files::Put::Stored(n)) if end.code == Some(0) => {
+                Ok(format!("{}/{n}", files::INBOX))
+            }
+            Some(files::Put::TooLarge) => Err(EngineError::TooLarge {
+                what: name.to_string(),
+                size: format!("over {}", files::human_size(limit)),
+                limit: format!(
+                    "sessions.max_attachment_size ({})",
+                    files::human_size(limit)
+                ),
+                hint: "; send a smaller file, or split it",
+            }),
+            _ => Err(EngineError::Other(format!(
+                "cannot store {name} in the workspace of session {id}: {}",
+                first_line(&end.stderr, "the copy failed")
+            ))),
+        }
+    }
+
+    /// Takes a file (or a folder, as a gzipped tar) out of the session's workspace:
+    /// its content goes to `out` as it comes. More than `limit` bytes is refused
+    /// (before anything is read when the size is known up front). Paths are resolved
+    /// inside the container, symlinks included; anything that leads out of
+    /// `/workspace` is refused. Returns the name to send it under and its size.
+    pub async fn get_file(
+        &self,
+        id: &str,
+        path: &str,
+        limit: u64,
+        out: &mut (dyn FnMut(&[u8]) -> std::io::Result<()> + Send),
+    ) -> Result<(String, u64)> {
+        let container = self.running_container(id).await?;
+        let mut head: Vec<u8> = Vec::new();
+        let mut header: Option<files::Header> = None;
+        let mut sent = 0u64;
+        let mut over = false;
+        let result = self
+            .inner
+            .runtime
+            .exec_io(
+                id,
+                &container,
+                files::get_command(path),
+                None::<tokio::io::Empty>,
+                &mut |mut chunk: &[u8]| {
+                    if header.is_none() {
+                        match chunk.iter().position(|&b| b == b'\n') {
+                            Some(i) => {
+                                head.extend_from_slice(&chunk[..i]);
+                                chunk = &chunk[i + 1..];
+                                let h = files::parse_header(&String::from_utf8_lossy(&head));
+                                if let Some(files::Header::File(size)) = h
+                                    && size > limit
+                                {
+                                    over = true;
+                                }
+                                header = Some(h.unwrap_or(files::Header::Special));
+                                if over {
+                                    return Err(std::io::Error::other("over the limit"));
+                                }
+                            }
+                            None if head.len() < 4096 => {
+                                head.extend_from_slice(chunk);
+                                return Ok(());
+                            }
+                            None => return Err(std::io::Error::other("no header")),
+                        }
+                    }
+                    sent += chunk.len() as u64;
+                    if sent > limit {
+                        over = true;
+                        return Err(std::io::Error::other("over the limit"));
+                    }
+                    if chunk.is_empty() { Ok(()) } else { out(chunk) }
+                },
+            )
+            .await;
+        let dir = matches!(header, Some(files::Header::Dir(_)));
+        if over {
+            let size = match header {
+                Some(files::Header::File(n)) => files::human_size(n),
+                Some(files::Header::Dir(n)) => format!("{} before packing", files::human_size(n)),
+                _ => format!("over {}", files::human_size(limit)),
+            };
+            return Err(EngineError::TooLarge {
+                what: path.to_string(),
+                size,
+                limit: format!("what can be sent here ({})", files::human_size(limit)),
+                hint: "; `diff` gives the session's changes, or get a smaller file or folder",
+            });
+        }
+        let end = result?;
+        match header {
+            Some(files::Header::File(_)) | Some(files::Header::Dir(_)) if end.code == Some(0) => {
+                Ok((files::out_name(path, dir), sent))
+            }
+            Some(files::Header::Missing) => Err(EngineError::NoFile {
+                session: id.to_string(),
+                path: path.to_string(),
+            }),
+            Some(files::Header::Outside(resolved)) => Err(EngineError::OutsideWorkspace {
+                path: path.to_string(),
+                resolved,
+            }),
+            Some(files::Header::Special) => Err(EngineError::Other(format!(
+                "{path} is neither a file nor a folder (a device, socket or pipe); `get` takes files and folders"
+            ))),
+            _ => Err(EngineError::Other(format!(
+                "cannot take {path} out of the workspace of session {id}: {}",
+                first_line(&end.stderr, "the copy failed")
+            ))),
+        }
     }
 
     /// Stops a session's container.
@@ -1389,6 +1574,14 @@ async fn sleep_until_ms(deadline: Option<i64>) {
         }
         None => std::future::pending().await,
     }
+}
+
+/// The first non-empty line of `text`, or `otherwise`.
+fn first_line<'a>(text: &'a str, otherwise: &'a str) -> &'a str {
+    text.lines()
+        .map(str::trim)
+        .find(|l| !l.is_empty())
+        .unwrap_or(otherwise)
 }
 
 #[cfg(test)]

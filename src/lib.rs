@@ -30,6 +30,7 @@ pub mod config;
 pub mod engine;
 pub mod error;
 pub mod event;
+pub mod files;
 pub mod frontend;
 pub mod gateway;
 pub mod logging;

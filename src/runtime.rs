@@ -66,6 +66,12 @@ pub enum RuntimeError {
          (scripts/build-images bot) or set docker.relay_image, and check gateway.listen"
     )]
     Relay { image: String, detail: String },
+    #[error("cannot {action} for session {session}: {source}")]
+    Io {
+        action: &'static str,
+        session: String,
+        source: std::io::Error,
+    },
     #[error(
         "Docker refused to {action} for session {session}: {}",
         crate::error::cause(source)
@@ -122,6 +128,15 @@ pub struct ManagedContainer {
 }
 
 pub type StdinWriter = Pin<Box<dyn AsyncWrite + Send>>;
+
+/// How an exec with attached I/O ended.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ExecEnd {
+    /// None while Docker does not know (it had not finished when asked).
+    pub code: Option<i64>,
+    /// The start of its standard error.
+    pub stderr: String,
+}
 
 /// What [`DockerRuntime::remove_session`] found and removed.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -713,6 +728,100 @@ impl DockerRuntime {
             .await
             .map_err(err("start an exec"))?;
         Ok(())
+    }
+
+    /// Runs `cmd` in the running container (in `/workspace`, as the container's own
+    /// user) with `stdin` copied to its standard input and then closed, and its standard
+    /// output handed to `stdout` chunk by chunk as it comes, never held whole. An error
+    /// from `stdout` (the caller's limit, a full disk) ends the exec early with that
+    /// error. Returns the exit code and the first 4 KiB of standard error.
+    pub async fn exec_io<R>(
+        &self,
+        session_id: &str,
+        container: &str,
+        cmd: Vec<String>,
+        stdin: Option<R>,
+        stdout: &mut (dyn FnMut(&[u8]) -> std::io::Result<()> + Send),
+    ) -> Result<ExecEnd>
+    where
+        R: tokio::io::AsyncRead + Unpin + Send,
+    {
+        use tokio::io::AsyncWriteExt;
+        let err = |action| {
+            move |source| RuntimeError::Docker {
+                action,
+                session: session_id.to_string(),
+                source,
+            }
+        };
+        let io_err = |action| {
+            move |source| RuntimeError::Io {
+                action,
+                session: session_id.to_string(),
+                source,
+            }
+        };
+        let opts = CreateExecOptions {
+            attach_stdin: Some(stdin.is_some()),
+            attach_stdout: Some(true),
+            attach_stderr: Some(true),
+            tty: Some(false),
+            cmd: Some(cmd),
+            working_dir: Some(WORKSPACE.to_string()),
+            ..Default::default()
+        };
+        let exec = self
+            .docker
+            .create_exec(container, opts)
+            .await
+            .map_err(err("create an exec"))?;
+        let started = self
+            .docker
+            .start_exec(&exec.id, None::<StartExecOptions>)
+            .await
+            .map_err(err("start an exec"))?;
+        let bollard::exec::StartExecResults::Attached {
+            mut output,
+            mut input,
+        } = started
+        else {
+            return Ok(ExecEnd::default());
+        };
+        let feed = async {
+            if let Some(mut r) = stdin {
+                tokio::io::copy(&mut r, &mut input)
+                    .await
+                    .map_err(io_err("copy a file into the container"))?;
+            }
+            // Closing stdin is the end of the file for the command reading it.
+            let _ = input.shutdown().await;
+            Ok::<(), RuntimeError>(())
+        };
+        let mut stderr = String::new();
+        let drain = async {
+            while let Some(frame) = output.next().await {
+                match frame.map_err(err("read an exec's output"))? {
+                    LogOutput::StdOut { message } => {
+                        stdout(&message).map_err(io_err("take a file out of the container"))?
+                    }
+                    LogOutput::StdErr { message } if stderr.len() < 4096 => {
+                        stderr.push_str(&String::from_utf8_lossy(&message));
+                    }
+                    _ => {}
+                }
+            }
+            Ok::<(), RuntimeError>(())
+        };
+        // The first failure ends both halves (dropping the connection ends the command).
+        tokio::try_join!(feed, drain)?;
+        let code = self
+            .docker
+            .inspect_exec(&exec.id)
+            .await
+            .map_err(err("inspect an exec"))?
+            .exit_code;
+        stderr.truncate(stderr.floor_char_boundary(4096));
+        Ok(ExecEnd { code, stderr })
     }
 
     /// An attach that carries stdin only; what is written reaches the agent's stdin.

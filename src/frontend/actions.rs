@@ -7,6 +7,8 @@
 //! engine error becomes a reply that says what to do.
 
 use std::collections::HashSet;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Mutex;
 
 use tracing::warn;
@@ -42,7 +44,7 @@ pub enum Reply {
     Problem(String),
     /// The session's status.
     Status(Box<SessionRecord>),
-    /// A file to send: the session's transcript.
+    /// A file to send: the session's transcript, a workspace file.
     File { name: String, data: Vec<u8> },
 }
 
@@ -57,7 +59,21 @@ pub struct Chat {
     engine: Engine,
     frontend: &'static str,
     refused: Refusals,
+    /// The largest file this front end can send (`get`).
+    upload_limit: u64,
 }
+
+/// A file attached to a message, not yet downloaded.
+pub struct Attachment {
+    pub name: String,
+    /// What the platform says it weighs, when it says.
+    pub size: Option<u64>,
+    /// Starts the download: a stream of its bytes.
+    pub open: Pin<Box<dyn Future<Output = Result<Download, String>> + Send>>,
+}
+
+/// An attachment's bytes as they arrive.
+pub type Download = Pin<Box<dyn tokio::io::AsyncRead + Send>>;
 
 /// The (person, thread) pairs already told they may not steer there: a bystander's
 /// messages in a thread are refused once, not answered one by one.
@@ -80,7 +96,79 @@ impl Chat {
             engine,
             frontend,
             refused: Refusals::default(),
+            upload_limit: u64::MAX,
         }
+    }
+
+    /// The largest file this front end can send; a bigger `get` is refused with its size.
+    pub fn with_upload_limit(mut self, bytes: u64) -> Chat {
+        self.upload_limit = bytes;
+        self
+    }
+
+    /// A message with files in a session's thread: each file goes into the workspace's
+    /// inbox (one over `sessions.max_attachment_size` is refused without downloading
+    /// it), then the text, with a line naming each file's path, is the next prompt.
+    /// `None` when the thread is no session's. The replies say what was refused.
+    pub async fn prompt_with_files(
+        &self,
+        actor: &Actor,
+        thread: &str,
+        text: &str,
+        files: Vec<Attachment>,
+    ) -> Option<(String, Vec<Reply>)> {
+        if files.is_empty() {
+            let (session, reply) = self.prompt(actor, thread, text).await?;
+            return Some((session, reply.into_iter().collect()));
+        }
+        let session = self.session_of(thread).await?;
+        if !actor.allowed {
+            let first = self.refused.first(&actor.id, thread);
+            return Some((
+                session,
+                first.then_some(Reply::Refused).into_iter().collect(),
+            ));
+        }
+        let limit = self.engine.config().sessions.max_attachment_bytes.max(0) as u64;
+        let mut replies = Vec::new();
+        let mut stored = Vec::new();
+        for f in files {
+            if let Some(size) = f.size.filter(|s| *s > limit) {
+                replies.push(Reply::Problem(
+                    EngineError::TooLarge {
+                        what: f.name.clone(),
+                        size: crate::files::human_size(size),
+                        limit: format!(
+                            "sessions.max_attachment_size ({})",
+                            crate::files::human_size(limit)
+                        ),
+                        hint: "; send a smaller file, or split it",
+                    }
+                    .to_string(),
+                ));
+                continue;
+            }
+            let put = match f.open.await {
+                Ok(reader) => self
+                    .engine
+                    .put_file(&session, &f.name, reader)
+                    .await
+                    .map_err(|e| e.to_string()),
+                Err(e) => Err(format!("cannot download {}: {e}", f.name)),
+            };
+            match put {
+                Ok(path) => stored.push(path),
+                Err(e) => replies.push(Reply::Problem(e)),
+            }
+        }
+        if stored.is_empty() && text.trim().is_empty() {
+            return Some((session, replies));
+        }
+        let prompt = crate::files::attachment_prompt(text, &stored);
+        if let Err(e) = self.engine.prompt(&session, &prompt, &actor.id).await {
+            replies.push(e.into());
+        }
+        Some((session, replies))
     }
 
     pub fn engine(&self) -> &Engine {
@@ -193,7 +281,7 @@ impl Chat {
     }
 
     /// Whether `actor` may send `cmd` to a session: everyone may read (`status`,
-    /// `logs`); only allowed people steer.
+    /// `logs`); only allowed people steer (and take files out).
     pub fn may_steer(&self, actor: &Actor, cmd: &Command) -> Result<(), Reply> {
         let reading = matches!(cmd, Command::Status | Command::Logs);
         if reading || actor.allowed {
@@ -226,6 +314,7 @@ impl Chat {
                 },
                 Err(e) => e.into(),
             },
+            Command::Get { path } => self.get(id, path, self.upload_limit).await,
             Command::Diff | Command::Push | Command::Pr => {
                 EngineError::NotBuilt("diff, push and pr (repositories)").into()
             }
@@ -233,6 +322,28 @@ impl Chat {
                 "`{}` is not a thread command",
                 thread_command_name(other)
             )),
+        }
+    }
+
+    /// `get PATH`: a workspace file (a folder as `.tar.gz`) of at most `limit` bytes,
+    /// what this front end can upload; bigger is refused with its size.
+    pub async fn get(&self, id: &str, path: &str, limit: u64) -> Reply {
+        if path.trim().is_empty() {
+            return Reply::Problem(
+                "`get` needs a path in the workspace, like `get src/main.rs` or `get .`".into(),
+            );
+        }
+        let mut data = Vec::new();
+        let got = self
+            .engine
+            .get_file(id, path, limit, &mut |chunk: &[u8]| {
+                data.extend_from_slice(chunk);
+                Ok(())
+            })
+            .await;
+        match got {
+            Ok((name, _)) => Reply::File { name, data },
+            Err(e) => e.into(),
         }
     }
 
@@ -260,6 +371,8 @@ pub fn thread_command_name(cmd: &Command) -> &'static str {
         Command::Help => "help",
         Command::Use { .. } => "use",
         Command::Prompt(_) => "prompt",
+        Command::Get { .. } => "get",
+        Command::Put { .. } => "put",
     }
 }
 

@@ -477,6 +477,14 @@ impl Console {
             },
             // Acted on as soon as it is read (see `run`), not in line order.
             Command::Interrupt => Ok(()),
+            Command::Put { path } => match self.current().await {
+                Some(id) => self.put(&id, &path).await,
+                None => Ok(()),
+            },
+            Command::Get { path } => match self.current().await {
+                Some(id) => self.get(&id, &path).await,
+                None => Ok(()),
+            },
             cmd => {
                 if let Some(id) = self.current().await {
                     let reply = self.chat.on_session(&actor, &id, &cmd).await;
@@ -488,6 +496,74 @@ impl Console {
         if let Err(e) = result {
             self.error(e).await;
         }
+    }
+
+    /// `put LOCAL_PATH`: the file (relative to the console's folder) into the
+    /// workspace's inbox.
+    async fn put(&mut self, id: &str, path: &str) -> Result<(), EngineError> {
+        let local = self.transcript_dir.join(path);
+        let file = tokio::fs::File::open(&local).await.map_err(|e| {
+            EngineError::Other(format!(
+                "cannot read {}: {e}; `put` takes a file on this machine, relative to the folder the console runs in",
+                local.display()
+            ))
+        })?;
+        let name = local
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "file".into());
+        let stored = self.engine.put_file(id, &name, file).await?;
+        self.reply(Some(id), &format!("copied {} to {stored}", local.display()))
+            .await;
+        Ok(())
+    }
+
+    /// `get PATH`: the workspace file (a folder as `.tar.gz`) into the console's folder,
+    /// written as it comes; a name already there is not overwritten.
+    async fn get(&mut self, id: &str, path: &str) -> Result<(), EngineError> {
+        use std::io::Write as _;
+        let part = self
+            .transcript_dir
+            .join(format!(".firstmate-get-{id}-{}.part", std::process::id()));
+        let mut file = std::fs::File::create(&part).map_err(|e| {
+            EngineError::Other(format!(
+                "cannot write into {}: {e}",
+                self.transcript_dir.display()
+            ))
+        })?;
+        let got = self
+            .engine
+            .get_file(id, path, u64::MAX, &mut |chunk: &[u8]| {
+                file.write_all(chunk)
+            })
+            .await;
+        let (name, size) = match got {
+            Ok(g) => g,
+            Err(e) => {
+                let _ = std::fs::remove_file(&part);
+                return Err(e);
+            }
+        };
+        let mut target = self.transcript_dir.join(&name);
+        let mut n = 1;
+        while target.exists() {
+            target = self.transcript_dir.join(format!("{n}-{name}"));
+            n += 1;
+        }
+        std::fs::rename(&part, &target).map_err(|e| {
+            let _ = std::fs::remove_file(&part);
+            EngineError::Other(format!("cannot write {}: {e}", target.display()))
+        })?;
+        self.reply(
+            Some(id),
+            &format!(
+                "{path} written to {} ({})",
+                target.display(),
+                crate::files::human_size(size)
+            ),
+        )
+        .await;
+        Ok(())
     }
 
     /// Prints a chat action's reply; a transcript goes to a file in the transcript folder.

@@ -31,7 +31,7 @@ use tracing::{info, warn};
 use crate::command::{Command, NewArgs};
 use crate::config::DiscordConfig;
 use crate::engine::Engine;
-use crate::frontend::actions::{Actor, Chat, Reply, thread_command_name};
+use crate::frontend::actions::{Actor, Attachment, Chat, Reply, thread_command_name};
 use crate::frontend::delivery::{Deliveries, Threads};
 use crate::frontend::outbox::{Body, Limits, Op, Sink};
 use crate::frontend::render as shared;
@@ -183,9 +183,16 @@ fn agent_command() -> CreateCommand {
         .add_sub_option(text("branch", "The branch to work on"))
         .add_sub_option(text("image", "The container image"))
         .add_sub_option(text("timeout", "Idle timeout, like 30m or 2h"));
+    let get = CreateCommandOption::new(
+        SubCommand,
+        "get",
+        "A workspace file, or a folder as .tar.gz",
+    )
+    .add_sub_option(text("path", "The path in /workspace").required(true));
     let mut cmd = CreateCommand::new(COMMAND)
         .description("Run an AI coding agent in a container")
-        .add_option(new);
+        .add_option(new)
+        .add_option(get);
     for (name, what) in [
         ("stop", "Stop this thread's session"),
         ("interrupt", "End the agent's current turn"),
@@ -250,7 +257,7 @@ pub fn thread_name(session: &str, prompt: &str) -> String {
 /// The help text of the slash command.
 fn help_text() -> String {
     "**/agent new** `prompt` [`agent` `model` `repo` `branch` `image` `timeout`]: starts a session in a new thread\n\
-     In a session's thread: a message is the next prompt; **/agent stop**, **interrupt**, **status**, **logs**, **resume** (also the Stop and Interrupt buttons on its status message)\n\
+     In a session's thread: a message is the next prompt (attached files go to `/workspace/inbox/`); **/agent stop**, **interrupt**, **status**, **logs**, **resume**, **get** `path` (also the Stop and Interrupt buttons on its status message)\n\
      Anywhere: **/agent list**, **/agent help**"
         .to_string()
 }
@@ -289,10 +296,12 @@ fn reply_text(reply: Reply) -> (String, Option<File>) {
         Reply::Problem(text) => format!("⚠ {text}"),
         Reply::Status(s) => render::status(&s).plain,
         Reply::File { name, data } => {
-            return (
-                "The full transcript:".to_string(),
-                Some(File { name, data }),
-            );
+            let caption = if name.ends_with("-transcript.md") {
+                "The full transcript:".to_string()
+            } else {
+                format!("`{name}` ({})", crate::files::human_size(data.len() as u64))
+            };
+            return (caption, Some(File { name, data }));
         }
     };
     (text, None)
@@ -313,6 +322,9 @@ async fn ephemeral(rest: &Rest, cmd: &CommandInteraction, text: String) {
         warn!(error = %e, "cannot answer a Discord interaction");
     }
 }
+
+/// What the bot may upload when an interaction does not say (a server without boosts).
+const DEFAULT_UPLOAD_LIMIT: u64 = 10 * 1024 * 1024;
 
 /// Discord's message flag: only the user of the interaction sees it.
 const EPHEMERAL: u64 = 1 << 6;
@@ -367,7 +379,7 @@ impl EventHandler for Handler {
     }
 
     async fn message(&self, _ctx: Context, msg: Message) {
-        if msg.author.bot || msg.content.trim().is_empty() {
+        if msg.author.bot || (msg.content.trim().is_empty() && msg.attachments.is_empty()) {
             return;
         }
         let inner = &self.inner;
@@ -376,14 +388,27 @@ impl EventHandler for Handler {
             msg.author.id.get(),
             &roles_of(msg.member.as_ref().map(|m| &m.roles[..])),
         );
-        let Some((session, reply)) = inner
+        let files = msg
+            .attachments
+            .iter()
+            .map(|a| {
+                let rest = inner.rest.clone();
+                let url = a.url.clone();
+                Attachment {
+                    name: a.filename.clone(),
+                    size: Some(u64::from(a.size)),
+                    open: Box::pin(async move { rest.download(&url).await }),
+                }
+            })
+            .collect();
+        let Some((session, replies)) = inner
             .chat
-            .prompt(&actor, &channel.to_string(), &msg.content)
+            .prompt_with_files(&actor, &channel.to_string(), &msg.content, files)
             .await
         else {
             return; // not a session's thread
         };
-        if let Some(r) = reply {
+        for r in replies {
             let mut body = message(&clip(&reply_text(r).0));
             body["message_reference"] = json!({"message_id": msg.id.get().to_string()});
             let _ = inner.rest.send_message(channel, body).await;
@@ -392,9 +417,16 @@ impl EventHandler for Handler {
     }
 }
 
-/// The thread command a subcommand names.
-fn thread_command(name: &str) -> Option<Command> {
+/// The thread command a subcommand names (with its options).
+fn thread_command(name: &str, opts: &[(String, String)]) -> Option<Command> {
     Some(match name {
+        "get" => Command::Get {
+            path: opts
+                .iter()
+                .find(|(k, _)| k == "path")
+                .map(|(_, v)| v.trim().to_string())
+                .unwrap_or_default(),
+        },
         "stop" => Command::Stop,
         "interrupt" => Command::Interrupt,
         "resume" => Command::Resume,
@@ -448,7 +480,7 @@ impl Handler {
                 self.new_session(cmd, &actor, opts).await
             }
             name => {
-                let Some(command) = thread_command(name) else {
+                let Some(command) = thread_command(name, &opts) else {
                     let text = format!("⚠ unknown subcommand `{name}`; `/agent help` lists them");
                     return ephemeral(rest, cmd, text).await;
                 };
@@ -464,7 +496,18 @@ impl Handler {
                     warn!(error = %e, "cannot answer a Discord interaction");
                     return;
                 }
-                let (text, file) = reply_text(inner.chat.on_session(&actor, &id, &command).await);
+                let reply = match &command {
+                    // What this server lets the bot upload, as the interaction says.
+                    Command::Get { path } => {
+                        let limit = match cmd.attachment_size_limit {
+                            0 => DEFAULT_UPLOAD_LIMIT,
+                            n => u64::from(n),
+                        };
+                        inner.chat.get(&id, path, limit).await
+                    }
+                    other => inner.chat.on_session(&actor, &id, other).await,
+                };
+                let (text, file) = reply_text(reply);
                 let path = original(cmd.application_id.get(), &cmd.token);
                 let sent = rest
                     .call(

@@ -323,6 +323,26 @@ impl Rest {
             .await
     }
 
+    /// Starts downloading an attachment from its CDN `url` (signed; no bot token goes
+    /// with it): the body as a stream of bytes, never held whole. No overall deadline:
+    /// a large file takes as long as it takes; the connection has one.
+    pub async fn download(&self, url: &str) -> Result<crate::frontend::actions::Download, String> {
+        use futures_util::TryStreamExt;
+        let resp = self
+            .inner
+            .client
+            .get(url)
+            .timeout(Duration::from_secs(3600))
+            .send()
+            .await
+            .map_err(|e| crate::error::cause(&e))?;
+        if !resp.status().is_success() {
+            return Err(format!("the CDN answered {}", resp.status()));
+        }
+        let stream = resp.bytes_stream().map_err(std::io::Error::other);
+        Ok(Box::pin(tokio_util::io::StreamReader::new(stream)))
+    }
+
     /// Posts a message in a channel (or thread): its id.
     pub async fn send_message(&self, channel: u64, body: Value) -> Result<u64, RestError> {
         let m = self

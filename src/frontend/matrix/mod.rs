@@ -31,12 +31,14 @@ use matrix_sdk::attachment::AttachmentConfig;
 use matrix_sdk::authentication::matrix::MatrixSession;
 use matrix_sdk::config::{RequestConfig, SyncSettings, SyncToken};
 use matrix_sdk::deserialized_responses::{TimelineEvent, TimelineEventKind};
+use matrix_sdk::media::{MediaFormat, MediaRequestParameters};
 use matrix_sdk::room::MessagesOptions;
 use matrix_sdk::room::reply::{EnforceThread, Reply as SdkReply};
 use matrix_sdk::ruma::api::client::filter::{FilterDefinition, RoomEventFilter, RoomFilter};
 use matrix_sdk::ruma::api::client::sync::sync_events::v3::Filter;
 use matrix_sdk::ruma::api::error::ErrorKind;
 use matrix_sdk::ruma::events::room::message::{AddMentions, ReplyWithinThread};
+use matrix_sdk::ruma::events::room::{EncryptedFile, MediaSource};
 use matrix_sdk::ruma::{OwnedEventId, OwnedRoomId, OwnedUserId, UInt};
 use matrix_sdk::store::StateStoreDataKey;
 use matrix_sdk::{Client, Room, RoomState, SessionMeta, SessionTokens};
@@ -48,7 +50,7 @@ use self::render::Renderer;
 use crate::command::{self, Command};
 use crate::config::MatrixConfig;
 use crate::engine::Engine;
-use crate::frontend::actions::{Actor, Chat, Reply};
+use crate::frontend::actions::{Actor, Attachment, Chat, Download, Reply};
 use crate::frontend::delivery::{Deliveries, Threads};
 use crate::frontend::outbox::Body;
 use crate::frontend::outbox::{Limits, Op, Sink};
@@ -260,6 +262,15 @@ impl MatrixFrontend {
         let rooms = load_json::<Vec<String>>(&self.client, KEY_ROOMS)
             .await
             .unwrap_or_default();
+        // What the homeserver takes in one upload (`get`); when it does not say, a
+        // common default.
+        let upload_limit = match self.client.load_or_fetch_max_upload_size().await {
+            Ok(n) => u64::from(n),
+            Err(e) => {
+                warn!(error = %e, "the homeserver's upload limit is unknown; assuming 50 MB");
+                50 * 1024 * 1024
+            }
+        };
         let (reply_tx, reply_rx) = mpsc::unbounded_channel();
         let deliveries = Deliveries::new(
             MatrixThreads {
@@ -276,7 +287,7 @@ impl MatrixFrontend {
                 replies: reply_tx,
                 deliveries: deliveries.clone(),
                 handled: tokio::sync::Mutex::new(handled),
-                chat: Chat::new(engine.clone(), FRONTEND),
+                chat: Chat::new(engine.clone(), FRONTEND).with_upload_limit(upload_limit),
                 active_rooms: Mutex::new(rooms.into_iter().collect()),
             }),
         };
@@ -966,6 +977,12 @@ impl Bot {
 
     async fn handle(&self, inc: &Incoming) {
         let c = &inc.content;
+        if matches!(
+            c["msgtype"].as_str(),
+            Some("m.file" | "m.image" | "m.video" | "m.audio")
+        ) {
+            return self.attachment(inc).await;
+        }
         if c["msgtype"] != "m.text" {
             return;
         }
@@ -999,6 +1016,67 @@ impl Bot {
             }
             Some(Ok(cmd)) => self.command(inc, thread.as_deref(), cmd).await,
         }
+    }
+
+    /// A file or image posted in a session's thread: into the workspace's inbox, and
+    /// its caption (if any) with the file's path as the next prompt. Encrypted media
+    /// (in encrypted rooms) is decrypted by the SDK on the way.
+    async fn attachment(&self, inc: &Incoming) {
+        let c = &inc.content;
+        let rel = &c["m.relates_to"];
+        if rel["rel_type"] != "m.thread" {
+            return;
+        }
+        let Some(root) = rel["event_id"].as_str() else {
+            return;
+        };
+        let body = c["body"].as_str().unwrap_or_default();
+        // `filename` set: `body` is a caption; otherwise `body` is the file's name.
+        let (name, caption) = match c["filename"].as_str() {
+            Some(f) if f != body => (f.to_string(), body.to_string()),
+            Some(f) => (f.to_string(), String::new()),
+            None => (body.to_string(), String::new()),
+        };
+        let source = if let Some(url) = c["url"].as_str() {
+            MediaSource::Plain(url.into())
+        } else {
+            match serde_json::from_value::<EncryptedFile>(c["file"].clone()) {
+                Ok(f) => MediaSource::Encrypted(Box::new(f)),
+                Err(e) => {
+                    warn!(event = %inc.event_id, error = %e, "an attachment without a usable url or file");
+                    return;
+                }
+            }
+        };
+        let client = self.client().clone();
+        let file = Attachment {
+            name,
+            size: c["info"]["size"].as_u64(),
+            open: Box::pin(async move {
+                let request = MediaRequestParameters {
+                    source,
+                    format: MediaFormat::File,
+                };
+                let bytes = client
+                    .media()
+                    .get_media_content(&request, false)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let reader: Download = Box::pin(std::io::Cursor::new(bytes));
+                Ok(reader)
+            }),
+        };
+        let chat = &self.inner.chat;
+        let Some((session, replies)) = chat
+            .prompt_with_files(&self.actor(inc), root, &caption, vec![file])
+            .await
+        else {
+            return; // some other thread
+        };
+        for r in replies {
+            self.answer(inc, Some(root), r);
+        }
+        self.inner.deliveries.ensure(&session);
     }
 
     fn actor(&self, inc: &Incoming) -> Actor {

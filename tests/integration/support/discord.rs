@@ -231,6 +231,8 @@ struct Ids {
 }
 
 struct State {
+    /// Where attachments are served (Discord's CDN: `cdn.discordapp.com`).
+    cdn: String,
     limits: Limits,
     ids: Ids,
     ws_url: String,
@@ -310,6 +312,7 @@ impl FakeDiscord {
                     channel: 1_100_000_000_000_000_004,
                 },
                 ws_url,
+                cdn: format!("http://{addr}/cdn"),
                 last_snowflake: 0,
                 members: vec![MemberRec {
                     user_id: bot,
@@ -509,6 +512,31 @@ impl FakeDiscord {
             );
             let data = json!({"content": content});
             st.create_message(channel_id, user_id, &data, Vec::new(), 0, None)
+        })
+    }
+
+    /// A person posts `content` with files attached (name, bytes); the message id. The
+    /// files are served at their attachment `url`, as Discord's CDN serves them.
+    pub fn say_with_files(
+        &self,
+        user_id: u64,
+        channel_id: u64,
+        content: &str,
+        files: Vec<(String, Vec<u8>)>,
+    ) -> u64 {
+        self.shared.change(|st| {
+            let data = json!({"content": content});
+            let uploads = files
+                .into_iter()
+                .enumerate()
+                .map(|(i, (name, bytes))| Upload {
+                    index: i as u64,
+                    filename: name,
+                    content_type: Some("application/octet-stream".into()),
+                    bytes,
+                })
+                .collect();
+            st.create_message(channel_id, user_id, &data, uploads, 0, None)
         })
     }
 
@@ -1436,9 +1464,11 @@ impl State {
             .attachments
             .iter()
             .map(|a| {
+                // The fake's own CDN stands in for cdn.discordapp.com: same path, a
+                // signed-looking query, no bot token needed.
                 let url = format!(
-                    "https://cdn.discordapp.com/attachments/{}/{}/{}",
-                    m.channel_id, a.id, a.filename
+                    "{}/attachments/{}/{}/{}?ex=0&is=0&hm=fake",
+                    self.cdn, m.channel_id, a.id, a.filename
                 );
                 json!({
                     "id": a.id.to_string(),
@@ -1447,7 +1477,7 @@ impl State {
                     "content_type": a.content_type,
                     "size": a.bytes.len(),
                     "url": url,
-                    "proxy_url": url.replace("cdn.discordapp.com", "media.discordapp.net"),
+                    "proxy_url": url,
                 })
             })
             .collect();
@@ -2568,6 +2598,37 @@ async fn serve_http<S: AsyncRead + AsyncWrite + Unpin>(
         let close = req
             .header("connection")
             .is_some_and(|c| c.eq_ignore_ascii_case("close"));
+        if let Some(rest) = req.path.strip_prefix("/cdn/attachments/") {
+            // The CDN: `{channel}/{attachment id}/{filename}`, bytes as uploaded.
+            let id = rest.split('/').nth(1).and_then(|i| i.parse::<u64>().ok());
+            let bytes = id.and_then(|id| {
+                let st = shared.lock();
+                st.messages
+                    .iter()
+                    .flat_map(|m| m.attachments.iter())
+                    .find(|a| a.id == id)
+                    .map(|a| a.bytes.clone())
+            });
+            let head = match &bytes {
+                Some(b) => format!(
+                    "HTTP/1.1 200 OK\r\ncontent-type: application/octet-stream\r\ncontent-length: {}\r\n\r\n",
+                    b.len()
+                ),
+                None => "HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\n\r\n".to_string(),
+            };
+            if conn.write_all(head.as_bytes()).await.is_err() {
+                return;
+            }
+            if let Some(b) = bytes
+                && conn.write_all(&b).await.is_err()
+            {
+                return;
+            }
+            if conn.flush().await.is_err() || close {
+                return;
+            }
+            continue;
+        }
         let resp = shared.change(|st| {
             let now = Instant::now();
             let (resp, bucket, global) = st.handle(&req, now);
