@@ -32,6 +32,11 @@ impl Drop for Bot {
 
 impl Bot {
     fn start(fake: &FakeDiscord) -> Option<Bot> {
+        Bot::start_with(fake, "")
+    }
+
+    /// With extra keys inside `[sessions]`.
+    fn start_with(fake: &FakeDiscord, sessions: &str) -> Option<Bot> {
         let extra = format!(
             r#"
 [discord]
@@ -43,7 +48,7 @@ api_base_url = "{base}"
             guild = fake.guild_id(),
             base = fake.base_url()
         );
-        let env = Env::new(&extra)?;
+        let env = Env::with_sessions(&extra, sessions)?;
         let mut bot = Bot { env, child: None };
         bot.spawn();
         Some(bot)
@@ -461,5 +466,154 @@ api_base_url = "{base}"
             N,
             &thread_ids,
         ));
+    bot.stop();
+}
+
+/// Waits for the original answer of an interaction that satisfies `ok`; the answer.
+fn answer(
+    fake: &FakeDiscord,
+    i: &crate::support::discord::Interaction,
+    ok: impl Fn(&Message) -> bool,
+) -> Option<Message> {
+    fake.wait_for(WAIT, |f| f.original_response(i).is_some_and(|m| ok(&m)));
+    fake.original_response(i)
+}
+
+#[test]
+fn discord_attachments_go_in_and_get_takes_files_out() {
+    let fake = FakeDiscord::start_with(Limits {
+        // What this server lets the bot upload (the interaction's attachment_size_limit).
+        max_upload: 100_000,
+        ..Limits::default()
+    });
+    fake.add_member(ALICE, "alice", &[]);
+    fake.add_member(BOB, "bob", &[]);
+    let Some(mut bot) = Bot::start_with(&fake, "max_attachment_size = \"4k\"\n") else {
+        return;
+    };
+    assert!(
+        fake.wait_for(WAIT, |f| f.identified()
+            && !f.registered_commands().is_empty()),
+        "{}",
+        bot.stop()
+    );
+    let get_cmd = fake.registered_commands()[0]["options"]
+        .as_array()
+        .and_then(|o| o.iter().find(|o| o["name"] == "get").cloned())
+        .expect("a get subcommand");
+    assert_eq!(get_cmd["options"][0]["name"], "path", "{get_cmd}");
+    fake.slash_command(
+        ALICE,
+        fake.channel_id(),
+        "agent",
+        "new",
+        &[("prompt", json!("say ready")), ("agent", json!("scripted"))],
+    );
+    assert!(
+        fake.wait_for(WAIT, |f| thread_with(f, "ready")),
+        "{}",
+        bot.stop()
+    );
+    let thread = fake.threads()[0].id;
+
+    // In: a CSV and an image with a prompt that reads them; the agent is told the path.
+    fake.say_with_files(
+        ALICE,
+        thread,
+        "run cat inbox/data.csv; wc -c < inbox/shot.png",
+        vec![
+            ("data.csv".into(), b"a,b\n1,2\n".to_vec()),
+            ("shot.png".into(), b"\x89PNG\r\n\x1a\nfake image".to_vec()),
+        ],
+    );
+    assert!(
+        fake.wait_for(WAIT, |f| thread_with(f, "1,2")
+            && thread_with(f, "echo: Attached file: /workspace/inbox/shot.png")),
+        "{}\n{}",
+        contents(&fake.messages(thread)),
+        bot.stop()
+    );
+    assert!(
+        thread_with(&fake, "\n18\n"),
+        "{}",
+        contents(&fake.messages(thread))
+    );
+    // Too large for sessions.max_attachment_size: refused with the limit, before download.
+    fake.say_with_files(
+        ALICE,
+        thread,
+        "",
+        vec![("big.log".into(), vec![b'x'; 5000])],
+    );
+    assert!(
+        fake.wait_for(WAIT, |f| thread_with(
+            f,
+            "big.log is 5.0 KB, more than sessions.max_attachment_size (4.1 KB)"
+        )),
+        "{}",
+        contents(&fake.messages(thread))
+    );
+
+    // Out: a file, a folder as .tar.gz.
+    let got = fake.slash_command(
+        ALICE,
+        thread,
+        "agent",
+        "get",
+        &[("path", json!("inbox/data.csv"))],
+    );
+    let m = answer(&fake, &got, |m| !m.attachments.is_empty()).expect("an answer to get");
+    assert_eq!(m.attachments[0].filename, "data.csv", "{m:?}");
+    assert_eq!(m.attachments[0].bytes, b"a,b\n1,2\n");
+    let got = fake.slash_command(ALICE, thread, "agent", "get", &[("path", json!("inbox"))]);
+    let m = answer(&fake, &got, |m| !m.attachments.is_empty()).expect("an answer to get");
+    assert_eq!(m.attachments[0].filename, "inbox.tar.gz", "{m:?}");
+    assert!(
+        m.attachments[0].bytes.starts_with(&[0x1f, 0x8b]),
+        "not gzip"
+    );
+
+    // Refused: outside the workspace, past the upload limit, and for a stranger.
+    let got = fake.slash_command(
+        ALICE,
+        thread,
+        "agent",
+        "get",
+        &[("path", json!("../../etc/passwd"))],
+    );
+    let m = answer(&fake, &got, |m| m.content.contains("outside")).expect("an answer");
+    assert!(
+        m.content.contains("outside /workspace") && m.attachments.is_empty(),
+        "{m:?}"
+    );
+    fake.say(
+        ALICE,
+        thread,
+        "run head -c 300000 /dev/zero > big.bin && echo made-big",
+    );
+    assert!(
+        fake.wait_for(WAIT, |f| thread_with(f, "made-big")),
+        "{}",
+        contents(&fake.messages(thread))
+    );
+    let got = fake.slash_command(ALICE, thread, "agent", "get", &[("path", json!("big.bin"))]);
+    let m = answer(&fake, &got, |m| m.content.contains("more than")).expect("an answer");
+    assert!(
+        m.content.contains("300.0 KB") && m.content.contains("`diff`"),
+        "{m:?}"
+    );
+    let got = fake.slash_command(
+        BOB,
+        thread,
+        "agent",
+        "get",
+        &[("path", json!("inbox/data.csv"))],
+    );
+    let m = answer(&fake, &got, |m| m.content.contains("may not")).expect("an answer");
+    assert!(
+        m.flags & EPHEMERAL != 0 && m.attachments.is_empty(),
+        "{m:?}"
+    );
+    assert_eq!(fake.count_429(), 0);
     bot.stop();
 }

@@ -12,6 +12,7 @@ mod console;
 mod discord;
 mod discord_fake;
 mod egress;
+mod files;
 mod matrix;
 mod metrics;
 mod proxy;

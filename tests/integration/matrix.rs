@@ -533,3 +533,108 @@ async fn matrix_a_burst_of_fifty_new_from_five_people() {
     crate::support::check_burst(&env, "matrix", N, &roots_set).await;
     bot.kill();
 }
+
+/// Files in a session's thread, in a plain and an encrypted room: an attachment and an
+/// image land in the inbox and the agent reads them; `get` sends a file and a folder
+/// back; a file over `max_attachment_size` and a path out of the workspace are refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn matrix_files_in_and_out_in_plain_and_encrypted_rooms() {
+    let Some(syn) = Synapse::main() else {
+        return;
+    };
+    let bot_user = syn.register("bot").await;
+    let alice_user = syn.register("alice").await;
+    let Some(env) = Env::with_sessions(
+        &syn.matrix_table(&bot_user, &[&alice_user]),
+        "max_attachment_size = \"4k\"\n",
+    ) else {
+        return;
+    };
+    let alice = Person::login(&syn, &alice_user).await;
+    let mut bot = Bot::start(&env, &bot_user, 1);
+    for encrypted in [false, true] {
+        let room = alice.create_room(encrypted, &[&bot_user]).await;
+        alice
+            .wait_member(&room, &bot_user, Duration::from_secs(60))
+            .await;
+        let root = alice
+            .send(&room, "!fm new --agent scripted say ready")
+            .await;
+        alice
+            .wait_thread(&root, &bot_user, &mut bot, TURN, "the session", |t| {
+                t.contains("✓ done")
+            })
+            .await;
+        alice
+            .send_file_in_thread(&room, &root, "data.csv", "text/csv", b"a,b\n1,2\n".to_vec())
+            .await;
+        alice
+            .send_file_in_thread(
+                &room,
+                &root,
+                "shot.png",
+                "image/png",
+                b"\x89PNG\r\n\x1a\nimg".to_vec(),
+            )
+            .await;
+        alice
+            .send_in_thread(
+                &room,
+                &root,
+                "run cat inbox/data.csv; wc -c < inbox/shot.png",
+            )
+            .await;
+        alice
+            .wait_thread(&root, &bot_user, &mut bot, TURN, "the files read", |t| {
+                t.contains("echo: Attached file: /workspace/inbox/data.csv")
+                    && t.contains("echo: Attached file: /workspace/inbox/shot.png")
+                    && t.lines().any(|l| l.trim() == "1,2")
+                    && t.lines().any(|l| l.trim() == "11")
+            })
+            .await;
+        alice
+            .send_file_in_thread(&room, &root, "big.log", "text/plain", vec![b'x'; 5000])
+            .await;
+        alice
+            .send_in_thread(&room, &root, "!fm get inbox/data.csv")
+            .await;
+        alice.send_in_thread(&room, &root, "!fm get inbox").await;
+        alice
+            .send_in_thread(&room, &root, "!fm get ../../etc/passwd")
+            .await;
+        let text = alice
+            .wait_thread(&root, &bot_user, &mut bot, TURN, "the refusals", |t| {
+                t.contains("more than sessions.max_attachment_size")
+                    && t.contains("is outside /workspace (it leads to /etc/passwd)")
+            })
+            .await;
+        assert!(text.contains("big.log"), "{text}");
+        let mut files = Vec::new();
+        for _ in 0..120 {
+            files = alice
+                .messages_from(&room, &bot_user)
+                .into_iter()
+                .filter(|s| {
+                    s.content["msgtype"] == "m.file"
+                        && s.content["m.relates_to"]["event_id"] == root.as_str()
+                })
+                .collect();
+            if files.len() >= 2 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        let named = |n: &str| files.iter().find(|f| f.content["body"] == n).cloned();
+        let csv = named("data.csv").unwrap_or_else(|| panic!("no data.csv in {files:#?}"));
+        assert_eq!(alice.download(&csv.content).await, b"a,b\n1,2\n");
+        let tar = named("inbox.tar.gz").unwrap_or_else(|| panic!("no inbox.tar.gz in {files:#?}"));
+        assert!(
+            alice
+                .download(&tar.content)
+                .await
+                .starts_with(&[0x1f, 0x8b])
+        );
+        assert_eq!(csv.encrypted, encrypted, "{csv:?}");
+    }
+    bot.assert_running();
+}

@@ -1251,9 +1251,30 @@ async fn send_replies(client: Client, mut rx: mpsc::UnboundedReceiver<Outgoing>)
     }
 }
 
+/// The media type a file goes out with, from its name (clients pick a viewer by it).
+fn mime_of(name: &str) -> &'static str {
+    let lower = name.to_ascii_lowercase();
+    let ext = lower.rsplit('.').next().unwrap_or_default();
+    match ext {
+        "md" => "text/markdown",
+        "txt" | "log" | "rs" | "py" | "sh" | "toml" | "yaml" | "yml" => "text/plain",
+        "csv" => "text/csv",
+        "json" => "application/json",
+        "gz" | "tgz" => "application/gzip",
+        "png" => "image/png",
+        "jpg" | "jpeg" => "image/jpeg",
+        "gif" => "image/gif",
+        "webp" => "image/webp",
+        "pdf" => "application/pdf",
+        _ => "application/octet-stream",
+    }
+}
+
 async fn send_file(room: &Room, root: &str, name: &str, data: Vec<u8>) -> Result<(), String> {
     let root: OwnedEventId = root.try_into().map_err(|e| format!("{e}"))?;
-    let mime: mime::Mime = "text/markdown".parse().unwrap_or(mime::TEXT_PLAIN_UTF_8);
+    let mime: mime::Mime = mime_of(name)
+        .parse()
+        .unwrap_or(mime::APPLICATION_OCTET_STREAM);
     let config = AttachmentConfig::new().reply(Some(SdkReply {
         event_id: root,
         enforce_thread: EnforceThread::Threaded(ReplyWithinThread::No),

@@ -450,6 +450,56 @@ impl Person {
         .await
     }
 
+    /// Sends a file in the thread of `root`, as a client does (encrypted in an
+    /// encrypted room); returns its event id.
+    pub async fn send_file_in_thread(
+        &self,
+        room: &RoomId,
+        root: &str,
+        name: &str,
+        mime: &str,
+        data: Vec<u8>,
+    ) -> String {
+        use matrix_sdk::attachment::AttachmentConfig;
+        use matrix_sdk::room::reply::{EnforceThread, Reply};
+        use matrix_sdk::ruma::events::room::message::{AddMentions, ReplyWithinThread};
+        let config = AttachmentConfig::new().reply(Some(Reply {
+            event_id: root.try_into().expect("event id"),
+            enforce_thread: EnforceThread::Threaded(ReplyWithinThread::No),
+            add_mentions: AddMentions::No,
+        }));
+        let mime: mime::Mime = mime.parse().expect("mime");
+        let sent = self
+            .room(room)
+            .send_attachment(name, &mime, data, config)
+            .await
+            .expect("send a file");
+        sent.event_id.to_string()
+    }
+
+    /// The bytes of a file message's media (decrypted when it was encrypted).
+    pub async fn download(&self, content: &Value) -> Vec<u8> {
+        use matrix_sdk::media::{MediaFormat, MediaRequestParameters};
+        use matrix_sdk::ruma::events::room::{EncryptedFile, MediaSource};
+        let source = match content["url"].as_str() {
+            Some(url) => MediaSource::Plain(url.into()),
+            None => MediaSource::Encrypted(Box::new(
+                serde_json::from_value::<EncryptedFile>(content["file"].clone()).expect("a file"),
+            )),
+        };
+        self.client
+            .media()
+            .get_media_content(
+                &MediaRequestParameters {
+                    source,
+                    format: MediaFormat::File,
+                },
+                false,
+            )
+            .await
+            .expect("download")
+    }
+
     async fn send_content(&self, room: &RoomId, content: Value) -> String {
         let r = self.room(room);
         let sent = r
