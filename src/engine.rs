@@ -1287,7 +1287,8 @@ impl SessionTask {
         self.engine.publish(evs);
         match self.protocol() {
             ProtocolKind::Claude => {
-                let line = claude::encode_prompt(&p.body);
+                let images = attached_images(&self.engine, &self.s.id, &p.body).await;
+                let line = claude::encode_prompt_with_images(&p.body, &images);
                 self.write_stdin(line.as_bytes()).await
             }
             ProtocolKind::Codex => self.start_codex_turn(&p.body).await,
@@ -1574,6 +1575,32 @@ async fn sleep_until_ms(deadline: Option<i64>) {
         }
         None => std::future::pending().await,
     }
+}
+
+/// The images a prompt's attachment lines name, read from the workspace, for the
+/// model to see as images (Claude Code). One that cannot be read (gone, too large)
+/// stays a file the agent can open; the log says why.
+async fn attached_images(engine: &Engine, id: &str, prompt: &str) -> Vec<claude::Image> {
+    let mut images = Vec::new();
+    for (path, media_type) in files::attached_images(prompt) {
+        let mut data = Vec::new();
+        let got = engine
+            .get_file(id, &path, files::IMAGE_MAX_BYTES, &mut |chunk: &[u8]| {
+                data.extend_from_slice(chunk);
+                Ok(())
+            })
+            .await;
+        match got {
+            Ok(_) => images.push(claude::Image {
+                media_type: media_type.to_string(),
+                data,
+            }),
+            Err(e) => {
+                warn!(session = %id, %path, error = %e, "an attached image goes to the agent as a file only")
+            }
+        }
+    }
+    images
 }
 
 /// The first non-empty line of `text`, or `otherwise`.

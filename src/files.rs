@@ -186,6 +186,31 @@ pub fn attachment_prompt(text: &str, paths: &[String]) -> String {
     out
 }
 
+/// The largest image handed to the model as image content (the Messages API's limit
+/// for one image); a bigger one stays a file the agent can open.
+pub const IMAGE_MAX_BYTES: u64 = 5 * 1024 * 1024;
+
+/// The images a prompt names on its `Attached file:` lines (see [`attachment_prompt`]),
+/// with their media types: what goes to Claude Code as image content too.
+pub fn attached_images(prompt: &str) -> Vec<(String, &'static str)> {
+    prompt
+        .lines()
+        .filter_map(|l| l.strip_prefix("Attached file: "))
+        .filter(|p| p.starts_with(INBOX) && !p.contains("/../"))
+        .filter_map(|p| {
+            let ext = p.rsplit('.').next()?.to_ascii_lowercase();
+            let media = match ext.as_str() {
+                "png" => "image/png",
+                "jpg" | "jpeg" => "image/jpeg",
+                "gif" => "image/gif",
+                "webp" => "image/webp",
+                _ => return None,
+            };
+            Some((p.to_string(), media))
+        })
+        .collect()
+}
+
 /// Sizes as people read them: `512 B`, `1.5 KB`, `25.0 MB` (decimal units, as the
 /// config's sizes are written).
 pub fn human_size(bytes: u64) -> String {
@@ -266,6 +291,16 @@ mod tests {
             "Attached file: /workspace/inbox/a.csv"
         );
         assert_eq!(attachment_prompt("hi", &[]), "hi");
+    }
+
+    #[test]
+    fn images_are_found_on_attachment_lines_only() {
+        let p = "look\nAttached file: /workspace/inbox/a.PNG\nAttached file: /workspace/inbox/b.csv\n\
+                 Attached file: /etc/x.png\nsee /workspace/inbox/c.png";
+        assert_eq!(
+            attached_images(p),
+            [("/workspace/inbox/a.PNG".to_string(), "image/png")]
+        );
     }
 
     #[test]

@@ -16,7 +16,9 @@
 //!   `--input-format stream-json`, the prompt is read from stdin).
 //!
 //! Unknown `--flag`, `--flag=value` and `--flag value` arguments are accepted and
-//! ignored.
+//! ignored. A user message's content may be a string or content blocks: the text
+//! blocks are the script, and each image block adds a line `[image TYPE, N bytes]`
+//! (which the script echoes), so tests see what the model would have been shown.
 //!
 //! # The script language
 //!
@@ -303,12 +305,24 @@ fn user_text(message: &Value) -> Result<String, String> {
         .ok_or("a user message without message.content")?;
     match content {
         Value::String(s) => Ok(s.clone()),
-        Value::Array(blocks) => Ok(blocks
-            .iter()
-            .filter(|b| b.get("type").and_then(Value::as_str) == Some("text"))
-            .filter_map(|b| b.get("text").and_then(Value::as_str))
-            .collect::<Vec<_>>()
-            .join("\n")),
+        Value::Array(blocks) => {
+            let mut lines: Vec<String> = blocks
+                .iter()
+                .filter(|b| b.get("type").and_then(Value::as_str) == Some("text"))
+                .filter_map(|b| b.get("text").and_then(Value::as_str))
+                .map(str::to_string)
+                .collect();
+            // An image block becomes a line the script echoes: `[image TYPE, N bytes]`.
+            for b in blocks.iter().filter(|b| b["type"] == "image") {
+                let data = b["source"]["data"].as_str().unwrap_or_default();
+                let bytes = data.trim_end_matches('=').len() * 3 / 4;
+                lines.push(format!(
+                    "[image {}, {bytes} bytes]",
+                    b["source"]["media_type"].as_str().unwrap_or("?")
+                ));
+            }
+            Ok(lines.join("\n"))
+        }
         _ => Err("a user message whose content is neither a string nor an array".into()),
     }
 }

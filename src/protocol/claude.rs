@@ -53,6 +53,39 @@ pub fn encode_prompt(text: &str) -> String {
     format!("{{\"type\":\"user\",\"message\":{{\"role\":\"user\",\"content\":{text}}}}}\n")
 }
 
+/// An image for the model, with the prompt it came with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Image {
+    pub media_type: String,
+    pub data: Vec<u8>,
+}
+
+/// The stdin line of a prompt with images: the images as base64 image content blocks,
+/// then the text (as the Messages API and Claude Code take them). Without images, the
+/// plain [`encode_prompt`].
+pub fn encode_prompt_with_images(text: &str, images: &[Image]) -> String {
+    use base64::Engine as _;
+    if images.is_empty() {
+        return encode_prompt(text);
+    }
+    let mut content: Vec<Value> = images
+        .iter()
+        .map(|i| {
+            serde_json::json!({
+                "type": "image",
+                "source": {
+                    "type": "base64",
+                    "media_type": i.media_type,
+                    "data": base64::engine::general_purpose::STANDARD.encode(&i.data),
+                }
+            })
+        })
+        .collect();
+    content.push(serde_json::json!({"type": "text", "text": text}));
+    let line = serde_json::json!({"type": "user", "message": {"role": "user", "content": content}});
+    format!("{line}\n")
+}
+
 /// The stdin line that asks the agent to interrupt its current turn; Claude Code
 /// answers with a `control_response` and ends the turn with a `result`.
 pub fn encode_interrupt(request_id: &str) -> String {
@@ -411,6 +444,28 @@ mod tests {
     use serde_json::json;
 
     use super::*;
+
+    #[test]
+    fn images_go_before_the_text_as_base64_blocks() {
+        let line = encode_prompt_with_images(
+            "what is this?",
+            &[Image {
+                media_type: "image/png".into(),
+                data: b"\x89PNG".to_vec(),
+            }],
+        );
+        assert!(line.ends_with('\n'));
+        let v: Value = serde_json::from_str(line.trim_end()).unwrap();
+        let content = &v["message"]["content"];
+        assert_eq!(content[0]["type"], "image");
+        assert_eq!(content[0]["source"]["media_type"], "image/png");
+        assert_eq!(content[0]["source"]["data"], "iVBORw==");
+        assert_eq!(
+            content[1],
+            serde_json::json!({"type": "text", "text": "what is this?"})
+        );
+        assert_eq!(encode_prompt_with_images("hi", &[]), encode_prompt("hi"));
+    }
 
     const TWO_TURNS: &str = include_str!("../../tests/fixtures/claude/two_turns.jsonl");
     const ERROR_RESULT: &str = include_str!("../../tests/fixtures/claude/error_result.jsonl");

@@ -1875,4 +1875,28 @@ mod tests {
             );
         }
     }
+
+    #[test]
+    fn files_move_through_a_plain_exec_and_no_new_rule() {
+        // What the engine sends for `put` and `get` (SPEC section 10): an exec of the
+        // container's own user with stdin and stdout attached. Nothing names a host path
+        // or asks for privilege, so the exec rules above are all it needs.
+        for cmd in [
+            crate::files::put_command("report.csv", 25 << 20),
+            crate::files::get_command("../../etc/passwd"),
+        ] {
+            let body = serde_json::json!({
+                "AttachStdin": true, "AttachStdout": true, "AttachStderr": true,
+                "Tty": false, "Cmd": cmd, "WorkingDir": "/workspace",
+            });
+            assert!(exec_create(body.to_string().as_bytes()).is_ok(), "{body}");
+            let as_root = serde_json::json!({"Cmd": cmd, "AttachStdin": true, "User": "root"});
+            assert_eq!(
+                exec_create(as_root.to_string().as_bytes())
+                    .unwrap_err()
+                    .rule,
+                rule::EXEC_ROOT
+            );
+        }
+    }
 }

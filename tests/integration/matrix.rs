@@ -590,6 +590,7 @@ async fn matrix_files_in_and_out_in_plain_and_encrypted_rooms() {
                     && t.contains("echo: Attached file: /workspace/inbox/shot.png")
                     && t.lines().any(|l| l.trim() == "1,2")
                     && t.lines().any(|l| l.trim() == "11")
+                    && t.contains("echo: [image image/png, 11 bytes]")
             })
             .await;
         alice
