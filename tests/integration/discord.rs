@@ -589,12 +589,25 @@ fn discord_attachments_go_in_and_get_takes_files_out() {
     fake.say(
         ALICE,
         thread,
-        "run head -c 300000 /dev/zero > big.bin && echo made-big",
+        "run head -c 300000 /dev/zero > big.bin && ln -s /etc inbox/etc && echo made-big",
     );
     assert!(
         fake.wait_for(WAIT, |f| thread_with(f, "made-big")),
         "{}",
         contents(&fake.messages(thread))
+    );
+    // A symlink out of the workspace is followed, and refused.
+    let got = fake.slash_command(
+        ALICE,
+        thread,
+        "agent",
+        "get",
+        &[("path", json!("inbox/etc/passwd"))],
+    );
+    let m = answer(&fake, &got, |m| m.content.contains("outside")).expect("an answer");
+    assert!(
+        m.content.contains("(it leads to /etc/passwd)") && m.attachments.is_empty(),
+        "{m:?}"
     );
     let got = fake.slash_command(ALICE, thread, "agent", "get", &[("path", json!("big.bin"))]);
     let m = answer(&fake, &got, |m| m.content.contains("more than")).expect("an answer");
