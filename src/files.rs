@@ -74,15 +74,15 @@ head -c "$(($3 + 1))" > "$n"
 size=$(wc -c < "$n")
 if [ "$size" -gt "$3" ]; then rm -f -- "$n"; echo "toolarge $size"; fi
 "#;
-    vec![
-        "sh".into(),
-        "-c".into(),
-        script.into(),
-        "sh".into(),
-        INBOX.into(),
-        name.into(),
-        max.to_string(),
-    ]
+    sh(script, &[INBOX, name, &max.to_string()])
+}
+
+/// `sh -c SCRIPT sh ARGS...`: the arguments reach the script as `$1`... and are never
+/// read as shell text.
+fn sh(script: &str, args: &[&str]) -> Vec<String> {
+    let mut argv = vec!["sh".to_string(), "-c".into(), script.into(), "sh".into()];
+    argv.extend(args.iter().map(|a| a.to_string()));
+    argv
 }
 
 /// What [`put_command`] printed.
@@ -126,14 +126,7 @@ else
   echo special
 fi
 "#;
-    vec![
-        "sh".into(),
-        "-c".into(),
-        script.into(),
-        "sh".into(),
-        path.into(),
-        WORKSPACE.into(),
-    ]
+    sh(script, &[path, WORKSPACE])
 }
 
 /// The header line [`get_command`] prints before the content.

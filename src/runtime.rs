@@ -85,6 +85,18 @@ pub enum RuntimeError {
 
 pub type Result<T, E = RuntimeError> = std::result::Result<T, E>;
 
+/// The error of a refused Docker call for a session, for `map_err`.
+fn docker_error<'a>(
+    action: &'static str,
+    session: &'a str,
+) -> impl FnOnce(bollard::errors::Error) -> RuntimeError + 'a {
+    move |source| RuntimeError::Docker {
+        action,
+        session: session.to_string(),
+        source,
+    }
+}
+
 /// What a worker container is made of.
 #[derive(Debug, Clone)]
 pub struct WorkerSpec {
@@ -317,13 +329,7 @@ impl DockerRuntime {
     /// under the gateway's name.
     async fn session_network(&self, sid: &str) -> Result<String> {
         let name = network_name(sid);
-        let err = |action| {
-            move |source| RuntimeError::Docker {
-                action,
-                session: sid.to_string(),
-                source,
-            }
-        };
+        let err = |action| docker_error(action, sid);
         let req = NetworkCreateRequest {
             name: name.clone(),
             driver: Some("bridge".to_string()),
@@ -395,13 +401,7 @@ impl DockerRuntime {
     }
 
     async fn start_relay(&self, r: &Relay, sid: &str) -> Result<String> {
-        let err = |action| {
-            move |source| RuntimeError::Docker {
-                action,
-                session: sid.to_string(),
-                source,
-            }
-        };
+        let err = |action| docker_error(action, sid);
         let name = relay_name(&self.instance);
         let opts = RemoveContainerOptionsBuilder::default().force(true).build();
         match self.docker.remove_container(&name, Some(opts)).await {
@@ -687,25 +687,20 @@ impl DockerRuntime {
             })
     }
 
-    /// Runs `cmd` in the (running) container in the background, with stdin, stdout
-    /// and stderr not attached: what it prints must go where the caller sends it.
-    pub async fn exec_detached(
+    /// Creates an exec of `cmd` in `/workspace`, as the container's own user, with its
+    /// output (and stdin) attached or not; its id.
+    async fn create_exec(
         &self,
         session_id: &str,
         container: &str,
         cmd: Vec<String>,
-    ) -> Result<()> {
-        let err = |action| {
-            move |source| RuntimeError::Docker {
-                action,
-                session: session_id.to_string(),
-                source,
-            }
-        };
+        output: bool,
+        stdin: bool,
+    ) -> Result<String> {
         let opts = CreateExecOptions {
-            attach_stdin: Some(false),
-            attach_stdout: Some(false),
-            attach_stderr: Some(false),
+            attach_stdin: Some(stdin),
+            attach_stdout: Some(output),
+            attach_stderr: Some(output),
             tty: Some(false),
             cmd: Some(cmd),
             working_dir: Some(WORKSPACE.to_string()),
@@ -715,10 +710,25 @@ impl DockerRuntime {
             .docker
             .create_exec(container, opts)
             .await
-            .map_err(err("create an exec"))?;
+            .map_err(docker_error("create an exec", session_id))?;
+        Ok(exec.id)
+    }
+
+    /// Runs `cmd` in the (running) container in the background, with stdin, stdout
+    /// and stderr not attached: what it prints must go where the caller sends it.
+    pub async fn exec_detached(
+        &self,
+        session_id: &str,
+        container: &str,
+        cmd: Vec<String>,
+    ) -> Result<()> {
+        let err = |action| docker_error(action, session_id);
+        let exec = self
+            .create_exec(session_id, container, cmd, false, false)
+            .await?;
         self.docker
             .start_exec(
-                &exec.id,
+                &exec,
                 Some(StartExecOptions {
                     detach: true,
                     tty: false,
@@ -747,13 +757,7 @@ impl DockerRuntime {
         R: tokio::io::AsyncRead + Unpin + Send,
     {
         use tokio::io::AsyncWriteExt;
-        let err = |action| {
-            move |source| RuntimeError::Docker {
-                action,
-                session: session_id.to_string(),
-                source,
-            }
-        };
+        let err = |action| docker_error(action, session_id);
         let io_err = |action| {
             move |source| RuntimeError::Io {
                 action,
@@ -761,23 +765,12 @@ impl DockerRuntime {
                 source,
             }
         };
-        let opts = CreateExecOptions {
-            attach_stdin: Some(stdin.is_some()),
-            attach_stdout: Some(true),
-            attach_stderr: Some(true),
-            tty: Some(false),
-            cmd: Some(cmd),
-            working_dir: Some(WORKSPACE.to_string()),
-            ..Default::default()
-        };
         let exec = self
-            .docker
-            .create_exec(container, opts)
-            .await
-            .map_err(err("create an exec"))?;
+            .create_exec(session_id, container, cmd, true, stdin.is_some())
+            .await?;
         let started = self
             .docker
-            .start_exec(&exec.id, None::<StartExecOptions>)
+            .start_exec(&exec, None::<StartExecOptions>)
             .await
             .map_err(err("start an exec"))?;
         let bollard::exec::StartExecResults::Attached {
@@ -816,7 +809,7 @@ impl DockerRuntime {
         tokio::try_join!(feed, drain)?;
         let code = self
             .docker
-            .inspect_exec(&exec.id)
+            .inspect_exec(&exec)
             .await
             .map_err(err("inspect an exec"))?
             .exit_code;
@@ -959,13 +952,7 @@ impl DockerRuntime {
     /// labelled with the session; what was not there is skipped. The caller makes sure
     /// the session has ended.
     pub async fn remove_session(&self, session_id: &str) -> Result<RemovedObjects> {
-        let err = |action| {
-            move |source| RuntimeError::Docker {
-                action,
-                session: session_id.to_string(),
-                source,
-            }
-        };
+        let err = |action| docker_error(action, session_id);
         let name = container_name(session_id);
         let opts = RemoveContainerOptionsBuilder::default().force(true).build();
         let container = match self.docker.remove_container(&name, Some(opts)).await {

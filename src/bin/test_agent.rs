@@ -1309,10 +1309,14 @@ mod tests {
         assert_eq!(user_text(&v), Ok("say hi".into()));
         let v = json!({"type":"user","message":{"role":"user","content":[
             {"type":"text","text":"say a"},
-            {"type":"image","source":{}},
+            {"type":"image","source":{"type":"base64","media_type":"image/png","data":"iVBORw=="}},
             {"type":"text","text":"say b"}
         ]}});
-        assert_eq!(user_text(&v), Ok("say a\nsay b".into()));
+        // Image blocks are described after the text, for the script to echo.
+        assert_eq!(
+            user_text(&v),
+            Ok("say a\nsay b\n[image image/png, 4 bytes]".into())
+        );
         let v = json!({"type":"user","message":{"role":"user","content":[]}});
         assert_eq!(user_text(&v), Ok(String::new()));
         assert!(user_text(&json!({"type":"user"})).is_err());
