@@ -20,7 +20,7 @@ use crate::config::{AgentConfig, Config};
 use crate::event::{EventBody, SessionEvent, SessionState};
 use crate::files;
 use crate::gateway::{Gateway, GatewayReport};
-use crate::protocol::{AgentEvent, ProtocolKind, TurnOutcome, Usage, claude, codex};
+use crate::protocol::{self, AgentEvent, Driver, Io, Launch, ProtocolKind, TurnOutcome, claude};
 use crate::runtime::{
     DockerRuntime, LogCursor, LogLine, LogStream, RemovedObjects, RuntimeError, StdinWriter,
     WorkerSpec, container_name,
@@ -829,6 +829,7 @@ impl Engine {
                 inbox: rx,
                 stdin: None,
                 exec_ready: false,
+                openai_base_url: engine.inner.gateway.as_ref().map(|g| g.openai_base_url()),
                 cursor: LogCursor::new(0, 0),
                 turn_active: false,
                 interrupt_requested: false,
@@ -1010,6 +1011,8 @@ struct SessionTask {
     stdin: Option<StdinWriter>,
     /// Codex: the container runs, so a turn can be started in it (`docker exec`).
     exec_ready: bool,
+    /// The gateway's OpenAI-compatible base URL, for agents that take it per turn.
+    openai_base_url: Option<String>,
     cursor: LogCursor,
     turn_active: bool,
     interrupt_requested: bool,
@@ -1035,11 +1038,27 @@ impl SessionTask {
         }
     }
 
+    fn driver(&self) -> &'static dyn Driver {
+        protocol::driver(self.protocol())
+    }
+
+    /// What the agent runs with (for its command and each turn).
+    fn launch(&self) -> Launch<'_> {
+        Launch {
+            model: self.s.model.as_deref(),
+            permission_mode: self.agent.as_ref().map(|a| a.permission_mode.as_str()),
+            resume: self.s.agent_session_id.as_deref(),
+            openai_base_url: self.openai_base_url.as_deref(),
+            extra: self.agent.as_ref().map_or(&[], |a| a.args.as_slice()),
+        }
+    }
+
     /// Whether a prompt can be handed to the agent now.
     fn can_send(&self) -> bool {
-        match self.protocol() {
-            ProtocolKind::Claude => self.stdin.is_some(),
-            ProtocolKind::Codex => self.exec_ready,
+        if self.driver().uses_stdin() {
+            self.stdin.is_some()
+        } else {
+            self.exec_ready
         }
     }
 
@@ -1096,16 +1115,13 @@ impl SessionTask {
                     .collect::<Vec<_>>()
                     .join(", "),
             })?;
-        let cmd = match agent.protocol {
-            ProtocolKind::Claude => claude::command(
-                self.s.model.as_deref(),
-                Some(agent.permission_mode.as_str()),
-                self.s.agent_session_id.as_deref(),
-                &agent.args,
-            ),
-            // Codex runs one process per turn (`docker exec`); the container idles.
-            ProtocolKind::Codex => codex::KEEPER.map(String::from).to_vec(),
-        };
+        let cmd = protocol::driver(agent.protocol).container_cmd(&Launch {
+            model: self.s.model.as_deref(),
+            permission_mode: Some(agent.permission_mode.as_str()),
+            resume: self.s.agent_session_id.as_deref(),
+            openai_base_url: None,
+            extra: &agent.args,
+        });
         let mut env: Vec<String> = agent
             .env
             .iter()
@@ -1139,11 +1155,10 @@ impl SessionTask {
             self.turn_active = self.s.state == SessionState::Running;
             if status.as_ref().is_some_and(|st| st.running) {
                 self.runtime().rejoin(&self.s.id).await?;
-                match self.protocol() {
-                    ProtocolKind::Claude => {
-                        self.stdin = Some(self.runtime().attach_stdin(&self.s.id, &name).await?)
-                    }
-                    ProtocolKind::Codex => self.exec_ready = true,
+                if self.driver().uses_stdin() {
+                    self.stdin = Some(self.runtime().attach_stdin(&self.s.id, &name).await?)
+                } else {
+                    self.exec_ready = true;
                 }
             }
         } else if self.s.state.is_live() && self.s.state != SessionState::Starting {
@@ -1165,17 +1180,15 @@ impl SessionTask {
                 self.s.agent_cost_usd = 0.0;
             }
             self.cursor = LogCursor::new(0, 0);
-            match self.protocol() {
-                ProtocolKind::Claude => {
-                    // Attach before start, so no input is missed and the agent sees
-                    // stdin open.
-                    self.stdin = Some(self.runtime().attach_stdin(&self.s.id, &id).await?);
-                    self.runtime().start(&self.s.id, &id).await?;
-                }
-                ProtocolKind::Codex => {
-                    self.runtime().start(&self.s.id, &id).await?;
-                    self.exec_ready = true;
-                }
+            if self.driver().uses_stdin() {
+                // Attach before start, so no input is missed and the agent sees stdin
+                // open.
+                self.stdin = Some(self.runtime().attach_stdin(&self.s.id, &id).await?);
+                self.runtime().start(&self.s.id, &id).await?;
+            } else {
+                // One process per turn (an exec); the container idles.
+                self.runtime().start(&self.s.id, &id).await?;
+                self.exec_ready = true;
             }
             self.s.started_at.get_or_insert(now_ms());
             self.s.last_activity_at = now_ms();
@@ -1285,36 +1298,24 @@ impl SessionTask {
             .commit_taking_prompt(&mut self.s, events, p.id)
             .await?;
         self.engine.publish(evs);
-        match self.protocol() {
-            ProtocolKind::Claude => {
-                let images = attached_images(&self.engine, &self.s.id, &p.body).await;
-                let line = claude::encode_prompt_with_images(&p.body, &images);
-                self.write_stdin(line.as_bytes()).await
-            }
-            ProtocolKind::Codex => self.start_codex_turn(&p.body).await,
+        let images = if self.driver().sees_images() {
+            attached_images(&self.engine, &self.s.id, &p.body).await
+        } else {
+            Vec::new()
+        };
+        let io = self
+            .driver()
+            .start_turn(&self.launch(), self.s.turns + 1, &p.body, &images);
+        match io {
+            Io::Stdin(line) => self.write_stdin(line.as_bytes()).await,
+            Io::Exec(argv) => self.start_exec_turn(argv).await,
         }
     }
 
-    /// Starts a Codex turn in the container: `codex exec` (or `exec resume` of the
-    /// session's thread) inside the wrapper that writes to the container's log.
-    async fn start_codex_turn(&mut self, prompt: &str) -> Result<()> {
-        let base_url = self
-            .engine
-            .inner
-            .gateway
-            .as_ref()
-            .map(|g| g.openai_base_url());
-        let no_args = Vec::new();
-        let agent = self.agent.as_ref();
-        let cmd = codex::command(&codex::TurnCommand {
-            model: self.s.model.as_deref(),
-            permission_mode: agent.map(|a| a.permission_mode.as_str()),
-            resume: self.s.agent_session_id.as_deref(),
-            base_url: base_url.as_deref(),
-            extra: agent.map_or(&no_args, |a| &a.args),
-            prompt,
-        });
-        let argv = codex::turn_argv(self.s.turns + 1, cmd);
+    /// Starts a turn that is an exec in the container (Codex: `codex exec`, or `exec
+    /// resume` of the session's thread, inside the wrapper that writes to the container's
+    /// log). A turn that cannot start ends as an error.
+    async fn start_exec_turn(&mut self, argv: Vec<String>) -> Result<()> {
         let container = self.s.container_id.clone().unwrap_or_default();
         if let Err(e) = self
             .engine
@@ -1323,10 +1324,10 @@ impl SessionTask {
             .exec_detached(&self.s.id, &container, argv)
             .await
         {
-            warn!(session = %self.s.id, error = %e, "cannot start a codex turn");
+            warn!(session = %self.s.id, error = %e, "cannot start the agent's turn");
             self.take_event(AgentEvent::TurnEnd {
                 outcome: TurnOutcome::Error {
-                    message: format!("cannot start codex: {e}"),
+                    message: format!("cannot start the agent: {e}"),
                 },
                 usage: Default::default(),
                 cost_usd: None,
@@ -1362,20 +1363,13 @@ impl SessionTask {
             return self.commit().await;
         }
         self.interrupt_requested = true;
-        match self.protocol() {
-            ProtocolKind::Claude => {
-                let id = format!("interrupt-{}", now_ms());
-                let line = claude::encode_interrupt(&id);
-                self.write_stdin(line.as_bytes()).await
-            }
-            ProtocolKind::Codex => {
+        let request = format!("interrupt-{}", now_ms());
+        match self.driver().interrupt(self.s.turns + 1, &request) {
+            Io::Stdin(line) => self.write_stdin(line.as_bytes()).await,
+            Io::Exec(argv) => {
                 let container = self.s.container_id.clone().unwrap_or_default();
                 self.runtime()
-                    .exec_detached(
-                        &self.s.id,
-                        &container,
-                        codex::interrupt_argv(self.s.turns + 1),
-                    )
+                    .exec_detached(&self.s.id, &container, argv)
                     .await?;
                 Ok(())
             }
@@ -1403,27 +1397,12 @@ impl SessionTask {
             }
             match line.stream {
                 LogStream::Stderr => self.pending.push(EventBody::Stderr { line: line.text }),
-                LogStream::Stdout => match self.protocol() {
-                    ProtocolKind::Claude => {
-                        for ev in claude::parse_line(&line.text) {
-                            turn_ended |= self.take_event(ev);
-                        }
+                LogStream::Stdout => {
+                    let running = self.turn_active.then_some(self.s.turns + 1);
+                    for ev in self.driver().parse(&line.text, running) {
+                        turn_ended |= self.take_event(ev);
                     }
-                    ProtocolKind::Codex => match codex::exit_marker(&line.text) {
-                        // Codex exited before ending the running turn: a crash, or an
-                        // interrupt. A marker of an earlier, finished turn is nothing.
-                        Some((turn, code)) => {
-                            if self.turn_active && turn == self.s.turns + 1 {
-                                turn_ended |= self.take_event(codex::exit_turn_end(code));
-                            }
-                        }
-                        None => {
-                            for ev in codex::parse_line(&line.text) {
-                                turn_ended |= self.take_event(ev);
-                            }
-                        }
-                    },
-                },
+                }
             }
         }
         self.s.log_cursor_ns = self.cursor.ts_ns;
@@ -1454,10 +1433,7 @@ impl SessionTask {
                 agent_session_id,
             } => {
                 ended = true;
-                let usage = match self.protocol() {
-                    ProtocolKind::Claude => usage,
-                    ProtocolKind::Codex => codex_turn_usage(&self.s.usage, usage),
-                };
+                let usage = self.driver().turn_usage(&self.s.usage, usage);
                 let outcome = match outcome {
                     TurnOutcome::Error { .. } if self.interrupt_requested => {
                         TurnOutcome::Interrupted
@@ -1541,32 +1517,6 @@ impl SessionTask {
     }
 }
 
-/// The usage of a Codex turn: Codex reports its thread's running total, so the turn's own
-/// is what it adds to the session's total so far (a smaller total is a new thread).
-fn codex_turn_usage(so_far: &Usage, total: Usage) -> Usage {
-    let fields = |u: &Usage| {
-        [
-            u.input_tokens,
-            u.output_tokens,
-            u.cache_read_tokens,
-            u.cache_write_tokens,
-        ]
-    };
-    if fields(&total)
-        .iter()
-        .zip(fields(so_far))
-        .any(|(t, s)| *t < s)
-    {
-        return total;
-    }
-    Usage {
-        input_tokens: total.input_tokens - so_far.input_tokens,
-        output_tokens: total.output_tokens - so_far.output_tokens,
-        cache_read_tokens: total.cache_read_tokens - so_far.cache_read_tokens,
-        cache_write_tokens: total.cache_write_tokens - so_far.cache_write_tokens,
-    }
-}
-
 async fn sleep_until_ms(deadline: Option<i64>) {
     match deadline {
         Some(at) => {
@@ -1614,15 +1564,6 @@ fn first_line<'a>(text: &'a str, otherwise: &'a str) -> &'a str {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn u(i: i64, o: i64, c: i64) -> Usage {
-        Usage {
-            input_tokens: i,
-            output_tokens: o,
-            cache_read_tokens: c,
-            cache_write_tokens: 0,
-        }
-    }
 
     #[test]
     fn prune_takes_sessions_ended_at_or_before_the_cutoff() {
@@ -1680,24 +1621,6 @@ mod tests {
                 .to_string()
                 .starts_with("session abc (stopped 1m 30s ago): removed container"),
             "{ended}"
-        );
-    }
-
-    #[test]
-    fn a_codex_turn_counts_what_it_adds_to_the_thread_total() {
-        assert_eq!(
-            codex_turn_usage(&u(300, 80, 100), u(450, 120, 150)),
-            u(150, 40, 50)
-        );
-        assert_eq!(
-            codex_turn_usage(&u(0, 0, 0), u(300, 80, 100)),
-            u(300, 80, 100)
-        );
-        // A crash reports nothing; a new thread starts from zero again.
-        assert_eq!(codex_turn_usage(&u(300, 80, 100), u(0, 0, 0)), u(0, 0, 0));
-        assert_eq!(
-            codex_turn_usage(&u(300, 80, 100), u(20, 90, 0)),
-            u(20, 90, 0)
         );
     }
 }

@@ -439,6 +439,39 @@ fn count(usage: &Object, key: &str) -> Result<i64, String> {
     }
 }
 
+/// Claude Code: one process for the session, prompts and interrupts on its stdin.
+pub struct ClaudeDriver;
+
+impl super::Driver for ClaudeDriver {
+    fn container_cmd(&self, l: &super::Launch) -> Vec<String> {
+        command(l.model, l.permission_mode, l.resume, l.extra)
+    }
+
+    fn uses_stdin(&self) -> bool {
+        true
+    }
+
+    fn sees_images(&self) -> bool {
+        true
+    }
+
+    fn start_turn(&self, _: &super::Launch, _: i64, prompt: &str, images: &[Image]) -> super::Io {
+        super::Io::Stdin(encode_prompt_with_images(prompt, images))
+    }
+
+    fn interrupt(&self, _: i64, request_id: &str) -> super::Io {
+        super::Io::Stdin(encode_interrupt(request_id))
+    }
+
+    fn parse(&self, line: &str, _: Option<i64>) -> Vec<AgentEvent> {
+        parse_line(line)
+    }
+
+    fn turn_usage(&self, _: &Usage, reported: Usage) -> Usage {
+        reported
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use serde_json::json;

@@ -436,9 +436,111 @@ fn shell_body(command: &str) -> &str {
     }
 }
 
+/// The usage of a Codex turn: Codex reports its thread's running total, so the turn's own
+/// is what it adds to the session's total so far (a smaller total is a new thread).
+pub fn turn_usage(so_far: &Usage, total: Usage) -> Usage {
+    let fields = |u: &Usage| {
+        [
+            u.input_tokens,
+            u.output_tokens,
+            u.cache_read_tokens,
+            u.cache_write_tokens,
+        ]
+    };
+    if fields(&total)
+        .iter()
+        .zip(fields(so_far))
+        .any(|(t, s)| *t < s)
+    {
+        return total;
+    }
+    Usage {
+        input_tokens: total.input_tokens - so_far.input_tokens,
+        output_tokens: total.output_tokens - so_far.output_tokens,
+        cache_read_tokens: total.cache_read_tokens - so_far.cache_read_tokens,
+        cache_write_tokens: total.cache_write_tokens - so_far.cache_write_tokens,
+    }
+}
+
+/// Codex CLI: the container idles; each turn is an exec of `codex exec` in the wrapper,
+/// its interrupt a signal to that turn's process; a turn whose wrapper exits first ends
+/// at its exit marker.
+pub struct CodexDriver;
+
+impl super::Driver for CodexDriver {
+    fn container_cmd(&self, _: &super::Launch) -> Vec<String> {
+        KEEPER.map(String::from).to_vec()
+    }
+
+    fn uses_stdin(&self) -> bool {
+        false
+    }
+
+    fn sees_images(&self) -> bool {
+        false
+    }
+
+    fn start_turn(
+        &self,
+        l: &super::Launch,
+        number: i64,
+        prompt: &str,
+        _: &[super::claude::Image],
+    ) -> super::Io {
+        let cmd = command(&TurnCommand {
+            model: l.model,
+            permission_mode: l.permission_mode,
+            resume: l.resume,
+            base_url: l.openai_base_url,
+            extra: l.extra,
+            prompt,
+        });
+        super::Io::Exec(turn_argv(number, cmd))
+    }
+
+    fn interrupt(&self, number: i64, _: &str) -> super::Io {
+        super::Io::Exec(interrupt_argv(number))
+    }
+
+    fn parse(&self, line: &str, running: Option<i64>) -> Vec<AgentEvent> {
+        match exit_marker(line) {
+            // Codex exited before ending the running turn: a crash, or an interrupt. A
+            // marker of an earlier, finished turn is nothing.
+            Some((turn, code)) if running == Some(turn) => vec![exit_turn_end(code)],
+            Some(_) => Vec::new(),
+            None => parse_line(line),
+        }
+    }
+
+    fn turn_usage(&self, so_far: &Usage, reported: Usage) -> Usage {
+        turn_usage(so_far, reported)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn u(i: i64, o: i64, c: i64) -> Usage {
+        Usage {
+            input_tokens: i,
+            output_tokens: o,
+            cache_read_tokens: c,
+            cache_write_tokens: 0,
+        }
+    }
+
+    #[test]
+    fn a_codex_turn_counts_what_it_adds_to_the_thread_total() {
+        assert_eq!(
+            turn_usage(&u(300, 80, 100), u(450, 120, 150)),
+            u(150, 40, 50)
+        );
+        assert_eq!(turn_usage(&u(0, 0, 0), u(300, 80, 100)), u(300, 80, 100));
+        // A crash reports nothing; a new thread starts from zero again.
+        assert_eq!(turn_usage(&u(300, 80, 100), u(0, 0, 0)), u(0, 0, 0));
+        assert_eq!(turn_usage(&u(300, 80, 100), u(20, 90, 0)), u(20, 90, 0));
+    }
 
     fn one(line: &str) -> AgentEvent {
         let mut evs = parse_line(line);

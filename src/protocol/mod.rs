@@ -24,6 +24,65 @@ impl ProtocolKind {
     }
 }
 
+/// What a session's agent runs with, for the container's command and each turn.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Launch<'a> {
+    pub model: Option<&'a str>,
+    pub permission_mode: Option<&'a str>,
+    /// The agent's conversation to continue.
+    pub resume: Option<&'a str>,
+    /// The gateway's OpenAI-compatible base URL (`.../openai/v1`), if there is a gateway.
+    pub openai_base_url: Option<&'a str>,
+    /// `[agents.*] args`.
+    pub extra: &'a [String],
+}
+
+/// What the session task does to reach the agent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Io {
+    /// Write this line to the agent's stdin (an attach held for the container's life).
+    Stdin(String),
+    /// Run this in the container, detached (its output reaches the container's log).
+    Exec(Vec<String>),
+}
+
+/// How the session task talks to one agent CLI: what its container runs, how a turn
+/// starts and is interrupted, how its output lines become [`AgentEvent`]s and what a
+/// turn's usage counts. Pure: the task carries out the [`Io`] it returns. One driver per
+/// [`ProtocolKind`] ([`driver`]); a new agent CLI is a new driver, not new `match` arms.
+pub trait Driver: Send + Sync {
+    /// The container's command.
+    fn container_cmd(&self, launch: &Launch) -> Vec<String>;
+    /// Whether prompts go to the agent's stdin (attach before start, and again after a
+    /// restart); otherwise each turn is an exec and the container only idles.
+    fn uses_stdin(&self) -> bool;
+    /// Whether the agent takes images with a prompt (image content blocks).
+    fn sees_images(&self) -> bool;
+    /// How to start turn `number` with `prompt` (and `images`, if it sees them).
+    fn start_turn(
+        &self,
+        launch: &Launch,
+        number: i64,
+        prompt: &str,
+        images: &[claude::Image],
+    ) -> Io;
+    /// How to interrupt the running turn `number`.
+    fn interrupt(&self, number: i64, request_id: &str) -> Io;
+    /// The events of one stdout line. `running` is the number of the turn that runs,
+    /// if one does: a driver may end it from a line only it understands.
+    fn parse(&self, line: &str, running: Option<i64>) -> Vec<AgentEvent>;
+    /// What a turn that reported `reported` adds to the session's total `so_far`.
+    fn turn_usage(&self, so_far: &Usage, reported: Usage) -> Usage;
+}
+
+/// The driver of a protocol.
+pub fn driver(kind: ProtocolKind) -> &'static dyn Driver {
+    match kind {
+        ProtocolKind::Claude => &claude::ClaudeDriver,
+        ProtocolKind::Codex => &codex::CodexDriver,
+    }
+}
+
 /// Token counts of one turn (or the running total of a session).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
 pub struct Usage {
