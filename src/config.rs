@@ -490,6 +490,463 @@ struct RawRepo {
 
 // --- loading --------------------------------------------------------------------------
 
+/// The `[docker]` table: the daemon (`DOCKER_HOST` when `host` is unset), the instance,
+/// the worker network and the relay.
+fn docker_section(
+    ctx: &Ctx,
+    raw: Option<RawDocker>,
+    env: EnvLookup,
+) -> Result<DockerConfig, ConfigError> {
+    let docker = raw.unwrap_or(RawDocker {
+        host: None,
+        instance: None,
+        network: None,
+        relay_image: None,
+        relay_network: None,
+    });
+    let instance = match docker.instance {
+        None => "default".to_string(),
+        Some(i) => {
+            let v = i.get_ref();
+            if v.is_empty()
+                || !v
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+            {
+                return Err(ctx.err(
+                    Some(i.span()),
+                    format!("docker.instance = {v:?}: expected letters, digits, '-', '_' or '.'"),
+                ));
+            }
+            i.into_inner()
+        }
+    };
+    let host = docker
+        .host
+        .filter(|h| !h.is_empty())
+        .or_else(|| env("DOCKER_HOST").filter(|h| !h.is_empty()))
+        .unwrap_or_else(|| "unix:///var/run/docker.sock".into());
+    if !["unix://", "tcp://", "http://", "https://"]
+        .iter()
+        .any(|p| host.starts_with(p))
+    {
+        return Err(ctx.err(
+            None,
+            format!("docker.host = {host:?}: expected \"unix:///var/run/docker.sock\" or \"tcp://HOST:PORT\""),
+        ));
+    }
+    let docker = DockerConfig {
+        host,
+        instance,
+        network: docker.network.filter(|n| !n.is_empty()),
+        relay_image: docker
+            .relay_image
+            .filter(|i| !i.trim().is_empty())
+            .unwrap_or_else(|| DEFAULT_RELAY_IMAGE.to_string()),
+        relay_network: docker.relay_network.filter(|n| !n.is_empty()),
+    };
+    Ok(docker)
+}
+
+/// The `[agents.*]` tables, or the built-in agents when there are none.
+fn agents_section(
+    ctx: &Ctx,
+    raw: BTreeMap<String, RawAgent>,
+) -> Result<BTreeMap<String, AgentConfig>, ConfigError> {
+    let agents = if raw.is_empty() {
+        builtin_agents()
+    } else {
+        let mut out = BTreeMap::new();
+        for (name, a) in raw {
+            if name.is_empty()
+                || !name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+            {
+                return Err(ctx.err(
+                    None,
+                    format!("[agents.{name}]: an agent name uses letters, digits, '-' and '_'"),
+                ));
+            }
+            let a = agent(ctx, &name, a)?;
+            out.insert(name, a);
+        }
+        out
+    };
+    Ok(agents)
+}
+
+/// The `[sessions]` table; `default_agent` must name one of `agents`.
+fn sessions_section(
+    ctx: &Ctx,
+    raw: Option<RawSessions>,
+    agents: &BTreeMap<String, AgentConfig>,
+) -> Result<SessionsConfig, ConfigError> {
+    let s = raw.unwrap_or(RawSessions {
+        default_agent: None,
+        idle_timeout: None,
+        max_lifetime: None,
+        max_running: None,
+        max_running_per_user: None,
+        allowed_repo_hosts: Vec::new(),
+        keep_stopped: None,
+        max_attachment_size: None,
+    });
+    let default_agent = match &s.default_agent {
+        Some(a) => {
+            if !agents.contains_key(a.get_ref()) {
+                return Err(ctx.err(
+                    Some(a.span()),
+                    format!(
+                        "sessions.default_agent = {:?} names no agent: expected one of {}",
+                        a.get_ref(),
+                        agents.keys().cloned().collect::<Vec<_>>().join(", ")
+                    ),
+                ));
+            }
+            a.get_ref().clone()
+        }
+        None if agents.contains_key("claude") => "claude".into(),
+        None => agents.keys().next().cloned().unwrap_or_default(),
+    };
+    let sessions = SessionsConfig {
+        default_agent,
+        idle_timeout: duration(
+            ctx,
+            "sessions.idle_timeout",
+            s.idle_timeout.as_ref(),
+            Duration::from_secs(30 * 60),
+        )?,
+        max_lifetime: duration(
+            ctx,
+            "sessions.max_lifetime",
+            s.max_lifetime.as_ref(),
+            Duration::from_secs(8 * 3600),
+        )?,
+        max_running: positive(ctx, "sessions.max_running", s.max_running.as_ref(), 10)?
+            as usize,
+        max_running_per_user: positive(
+            ctx,
+            "sessions.max_running_per_user",
+            s.max_running_per_user.as_ref(),
+            3,
+        )? as usize,
+        allowed_repo_hosts: s.allowed_repo_hosts,
+        keep_stopped: match &s.keep_stopped {
+            Some(v) => Some(duration(
+                ctx,
+                "sessions.keep_stopped",
+                Some(v),
+                Duration::ZERO,
+            )?),
+            None => None,
+        },
+        max_attachment_bytes: match &s.max_attachment_size {
+            None => DEFAULT_MAX_ATTACHMENT,
+            Some(v) => parse_memory(v.get_ref()).ok_or_else(|| {
+                ctx.err(
+                    Some(v.span()),
+                    format!(
+                        "sessions.max_attachment_size = {:?} is not a size: expected a number of bytes or one like \"25MB\" or \"512k\"",
+                        v.get_ref()
+                    ),
+                )
+            })?,
+        },
+    };
+    Ok(sessions)
+}
+
+/// The `[matrix]` table, if there is one.
+fn matrix_section(
+    ctx: &Ctx,
+    raw: Option<RawMatrix>,
+    env: EnvLookup,
+) -> Result<Option<MatrixConfig>, ConfigError> {
+    let matrix = match raw {
+        None => None,
+        Some(m) => {
+            let required = |v: Option<Spanned<String>>, key: &str, example: &str| {
+                v.map(Spanned::into_inner)
+                    .filter(|s| !s.is_empty())
+                    .ok_or_else(|| {
+                        ctx.err(
+                            None,
+                            format!("[matrix] needs {key}, like {key} = \"{example}\""),
+                        )
+                    })
+            };
+            let homeserver_url = required(
+                m.homeserver_url,
+                "homeserver_url",
+                "https://matrix.example.org",
+            )?;
+            let homeserver_url = http_url(ctx, "matrix.homeserver_url", &homeserver_url)?;
+            let user_id = required(m.user_id, "user_id", "@firstmate:example.org")?;
+            if !user_id.starts_with('@') || !user_id.contains(':') {
+                return Err(ctx.err(None, format!("matrix.user_id = {user_id:?}: expected a full Matrix ID like \"@firstmate:example.org\"")));
+            }
+            let password = ctx.secret(
+                "matrix",
+                "password",
+                m.password_env.as_ref(),
+                m.password_file.as_ref(),
+                env,
+            )?;
+            let access_token = ctx.secret(
+                "matrix",
+                "access_token",
+                m.access_token_env.as_ref(),
+                m.access_token_file.as_ref(),
+                env,
+            )?;
+            if !password.is_configured() && !access_token.is_configured() {
+                return Err(ctx.err(
+                    None,
+                    "[matrix] needs a credential: password_env, password_file, access_token_env or access_token_file",
+                ));
+            }
+            let command_prefix = match m.command_prefix {
+                None => "!fm".to_string(),
+                Some(p)
+                    if p.get_ref().trim().is_empty()
+                        || p.get_ref().contains(char::is_whitespace) =>
+                {
+                    return Err(ctx.err(
+                        Some(p.span()),
+                        "matrix.command_prefix must be one word without spaces, like \"!fm\"",
+                    ));
+                }
+                Some(p) => p.into_inner(),
+            };
+            Some(MatrixConfig {
+                homeserver_url,
+                user_id,
+                password,
+                access_token,
+                store_path: ctx.resolve_path(m.store_path.as_deref().unwrap_or("matrix-store")),
+                command_prefix,
+                allowed_users: m.allowed_users,
+            })
+        }
+    };
+    Ok(matrix)
+}
+
+/// The `[discord]` table, if there is one.
+fn discord_section(
+    ctx: &Ctx,
+    raw: Option<RawDiscord>,
+    env: EnvLookup,
+) -> Result<Option<DiscordConfig>, ConfigError> {
+    let discord = match raw {
+        None => None,
+        Some(d) => {
+            let token = ctx.secret(
+                "discord",
+                "token",
+                d.token_env.as_ref(),
+                d.token_file.as_ref(),
+                env,
+            )?;
+            if !token.is_configured() {
+                return Err(ctx.err(
+                    None,
+                    "[discord] needs token_env or token_file (the bot token)",
+                ));
+            }
+            let api_base_url = http_url(
+                ctx,
+                "discord.api_base_url",
+                d.api_base_url.as_deref().unwrap_or("https://discord.com"),
+            )?;
+            Some(DiscordConfig {
+                token,
+                guild_ids: d.guild_ids,
+                allowed_users: d.allowed_users,
+                allowed_roles: d.allowed_roles,
+                api_base_url,
+            })
+        }
+    };
+    Ok(discord)
+}
+
+/// The `[gateway]` table, if there is one, checked against the worker network: with no
+/// `docker.network`, workers reach it by a host name.
+fn gateway_section(
+    ctx: &Ctx,
+    raw: Option<RawGateway>,
+    docker: &DockerConfig,
+    env: EnvLookup,
+) -> Result<Option<GatewayConfig>, ConfigError> {
+    let gateway = match raw {
+        None => None,
+        Some(g) => {
+            let upstream = |name: &str,
+                            u: Option<RawUpstream>,
+                            default: &str|
+             -> Result<Option<UpstreamConfig>, ConfigError> {
+                let Some(u) = u else { return Ok(None) };
+                let table = format!("gateway.{name}");
+                Ok(Some(UpstreamConfig {
+                    upstream: http_url(
+                        ctx,
+                        &format!("{table}.upstream"),
+                        u.upstream.as_deref().unwrap_or(default),
+                    )?,
+                    api_key: ctx.secret(
+                        &table,
+                        "api_key",
+                        u.api_key_env.as_ref(),
+                        u.api_key_file.as_ref(),
+                        env,
+                    )?,
+                    oauth_token: ctx.secret(
+                        &table,
+                        "oauth_token",
+                        u.oauth_token_env.as_ref(),
+                        u.oauth_token_file.as_ref(),
+                        env,
+                    )?,
+                }))
+            };
+            let limit = |key: &str, v: Option<Spanned<f64>>| -> Result<Option<f64>, ConfigError> {
+                match v {
+                    None => Ok(None),
+                    Some(v) if *v.get_ref() > 0.0 && v.get_ref().is_finite() => {
+                        Ok(Some(*v.get_ref()))
+                    }
+                    Some(v) => Err(ctx.err(
+                        Some(v.span()),
+                        format!(
+                            "{key} = {} must be a positive number of dollars, like 5.0",
+                            v.get_ref()
+                        ),
+                    )),
+                }
+            };
+            let mut prices = default_prices();
+            for (model, price) in g.prices {
+                let bad = [
+                    price.input,
+                    price.output,
+                    price.cache_read,
+                    price.cache_write,
+                ]
+                .iter()
+                .any(|p| !p.is_finite() || *p < 0.0);
+                if bad {
+                    return Err(ctx.err(
+                        None,
+                        format!("[gateway.prices.\"{model}\"]: prices are dollars per million tokens, 0 or more"),
+                    ));
+                }
+                prices.insert(model, price);
+            }
+            Some(GatewayConfig {
+                listen: socket_addr(ctx, "gateway.listen", g.listen, "0.0.0.0:8787")?,
+                url: http_url(
+                    ctx,
+                    "gateway.url",
+                    g.url.as_deref().unwrap_or("http://firstmate:8787"),
+                )?,
+                session_limit_usd: limit("gateway.session_limit_usd", g.session_limit_usd)?,
+                user_limit_usd: limit("gateway.user_limit_usd", g.user_limit_usd)?,
+                user_limit_window: duration(
+                    ctx,
+                    "gateway.user_limit_window",
+                    g.user_limit_window.as_ref(),
+                    Duration::from_secs(24 * 3600),
+                )?,
+                prices,
+                anthropic: upstream("anthropic", g.anthropic, "https://api.anthropic.com")?,
+                openai: upstream("openai", g.openai, "https://api.openai.com")?,
+            })
+        }
+    };
+
+    // With no docker.network, workers reach the gateway only through the relay, which
+    // answers to the url's host name on each session network: a name, not an address.
+    if let (Some(g), None) = (&gateway, &docker.network) {
+        let host = g
+            .url
+            .split_once("://")
+            .map(|(_, rest)| rest)
+            .unwrap_or(&g.url)
+            .split(['/', ':'])
+            .next()
+            .unwrap_or_default();
+        if host.is_empty() || host.starts_with('[') || host.parse::<std::net::Ipv4Addr>().is_ok() {
+            return Err(ctx.err(
+                None,
+                format!(
+                    "gateway.url = {:?}: workers sit on networks of their own and reach the gateway by a name (the relay's), so the url needs a host name such as \"http://firstmate:8787\"; or set docker.network to put every worker on a network you made",
+                    g.url
+                ),
+            ));
+        }
+    }
+    Ok(gateway)
+}
+
+/// The `[repos.*]` tables.
+fn repos_section(
+    ctx: &Ctx,
+    raw: BTreeMap<String, RawRepo>,
+    env: EnvLookup,
+) -> Result<BTreeMap<String, RepoConfig>, ConfigError> {
+    let mut repos = BTreeMap::new();
+    for (alias, r) in raw {
+        let url = r
+            .url
+            .map(Spanned::into_inner)
+            .filter(|u| !u.is_empty())
+            .ok_or_else(|| ctx.err(None, format!("[repos.{alias}] needs url, like url = \"https://git.example.org/team/demo.git\"")))?;
+        let table = format!("repos.{alias}");
+        repos.insert(
+            alias.clone(),
+            RepoConfig {
+                url,
+                default_branch: r.default_branch.unwrap_or_else(|| "main".into()),
+                token: ctx.secret(
+                    &table,
+                    "token",
+                    r.token_env.as_ref(),
+                    r.token_file.as_ref(),
+                    env,
+                )?,
+                forge: r.forge.unwrap_or(Forge::Git),
+            },
+        );
+    }
+    Ok(repos)
+}
+
+/// The config text as TOML, its errors told with the file, line, table and key.
+fn parse_raw(ctx: &Ctx, text: &str, file: &str) -> Result<RawConfig, ConfigError> {
+    let raw: RawConfig = toml::from_str(text).map_err(|e| {
+        let line = e.span().map(|s| ctx.line_of(s.start));
+        let table = line.and_then(|l| table_at(text, l));
+        let message = explain_unknown(e.message(), table.as_deref()).unwrap_or_else(|| {
+            let m = friendly(e.message());
+            let key = line.and_then(|l| key_at(text, l));
+            match (&table, key) {
+                (Some(t), Some(k)) => format!("{t}.{k}: {m}"),
+                (None, Some(k)) => format!("{k}: {m}"),
+                (Some(t), None) => format!("in [{t}]: {m}"),
+                (None, None) => m,
+            }
+        });
+        ConfigError::Invalid {
+            file: file.to_string(),
+            line,
+            message,
+        }
+    })?;
+    Ok(raw)
+}
+
 /// Builds errors that point into one file.
 struct Ctx<'a> {
     file: String,
@@ -989,393 +1446,24 @@ impl Config {
             text,
             base_dir: base_dir.to_path_buf(),
         };
-        let raw: RawConfig = toml::from_str(text).map_err(|e| {
-            let line = e.span().map(|s| ctx.line_of(s.start));
-            let table = line.and_then(|l| table_at(text, l));
-            let message = explain_unknown(e.message(), table.as_deref()).unwrap_or_else(|| {
-                let m = friendly(e.message());
-                let key = line.and_then(|l| key_at(text, l));
-                match (&table, key) {
-                    (Some(t), Some(k)) => format!("{t}.{k}: {m}"),
-                    (None, Some(k)) => format!("{k}: {m}"),
-                    (Some(t), None) => format!("in [{t}]: {m}"),
-                    (None, None) => m,
-                }
-            });
-            ConfigError::Invalid {
-                file: file.to_string(),
-                line,
-                message,
-            }
-        })?;
+        let raw = parse_raw(&ctx, text, file)?;
 
         let database_url = database_url(&ctx, raw.database.and_then(|d| d.url))?;
         let admin = AdminConfig {
             socket: admin_socket(&ctx, raw.admin.and_then(|a| a.socket), &database_url)?,
         };
-
-        let docker = raw.docker.unwrap_or(RawDocker {
-            host: None,
-            instance: None,
-            network: None,
-            relay_image: None,
-            relay_network: None,
-        });
-        let instance = match docker.instance {
-            None => "default".to_string(),
-            Some(i) => {
-                let v = i.get_ref();
-                if v.is_empty()
-                    || !v
-                        .chars()
-                        .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
-                {
-                    return Err(ctx.err(
-                        Some(i.span()),
-                        format!(
-                            "docker.instance = {v:?}: expected letters, digits, '-', '_' or '.'"
-                        ),
-                    ));
-                }
-                i.into_inner()
-            }
-        };
-        let host = docker
-            .host
-            .filter(|h| !h.is_empty())
-            .or_else(|| env("DOCKER_HOST").filter(|h| !h.is_empty()))
-            .unwrap_or_else(|| "unix:///var/run/docker.sock".into());
-        if !["unix://", "tcp://", "http://", "https://"]
-            .iter()
-            .any(|p| host.starts_with(p))
-        {
-            return Err(ctx.err(
-                None,
-                format!("docker.host = {host:?}: expected \"unix:///var/run/docker.sock\" or \"tcp://HOST:PORT\""),
-            ));
-        }
-        let docker = DockerConfig {
-            host,
-            instance,
-            network: docker.network.filter(|n| !n.is_empty()),
-            relay_image: docker
-                .relay_image
-                .filter(|i| !i.trim().is_empty())
-                .unwrap_or_else(|| DEFAULT_RELAY_IMAGE.to_string()),
-            relay_network: docker.relay_network.filter(|n| !n.is_empty()),
-        };
-
-        let agents = if raw.agents.is_empty() {
-            builtin_agents()
-        } else {
-            let mut out = BTreeMap::new();
-            for (name, a) in raw.agents {
-                if name.is_empty()
-                    || !name
-                        .chars()
-                        .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
-                {
-                    return Err(ctx.err(
-                        None,
-                        format!("[agents.{name}]: an agent name uses letters, digits, '-' and '_'"),
-                    ));
-                }
-                let a = agent(&ctx, &name, a)?;
-                out.insert(name, a);
-            }
-            out
-        };
-
-        let s = raw.sessions.unwrap_or(RawSessions {
-            default_agent: None,
-            idle_timeout: None,
-            max_lifetime: None,
-            max_running: None,
-            max_running_per_user: None,
-            allowed_repo_hosts: Vec::new(),
-            keep_stopped: None,
-            max_attachment_size: None,
-        });
-        let default_agent = match &s.default_agent {
-            Some(a) => {
-                if !agents.contains_key(a.get_ref()) {
-                    return Err(ctx.err(
-                        Some(a.span()),
-                        format!(
-                            "sessions.default_agent = {:?} names no agent: expected one of {}",
-                            a.get_ref(),
-                            agents.keys().cloned().collect::<Vec<_>>().join(", ")
-                        ),
-                    ));
-                }
-                a.get_ref().clone()
-            }
-            None if agents.contains_key("claude") => "claude".into(),
-            None => agents.keys().next().cloned().unwrap_or_default(),
-        };
-        let sessions = SessionsConfig {
-            default_agent,
-            idle_timeout: duration(
-                &ctx,
-                "sessions.idle_timeout",
-                s.idle_timeout.as_ref(),
-                Duration::from_secs(30 * 60),
-            )?,
-            max_lifetime: duration(
-                &ctx,
-                "sessions.max_lifetime",
-                s.max_lifetime.as_ref(),
-                Duration::from_secs(8 * 3600),
-            )?,
-            max_running: positive(&ctx, "sessions.max_running", s.max_running.as_ref(), 10)?
-                as usize,
-            max_running_per_user: positive(
-                &ctx,
-                "sessions.max_running_per_user",
-                s.max_running_per_user.as_ref(),
-                3,
-            )? as usize,
-            allowed_repo_hosts: s.allowed_repo_hosts,
-            keep_stopped: match &s.keep_stopped {
-                Some(v) => Some(duration(
-                    &ctx,
-                    "sessions.keep_stopped",
-                    Some(v),
-                    Duration::ZERO,
-                )?),
-                None => None,
-            },
-            max_attachment_bytes: match &s.max_attachment_size {
-                None => DEFAULT_MAX_ATTACHMENT,
-                Some(v) => parse_memory(v.get_ref()).ok_or_else(|| {
-                    ctx.err(
-                        Some(v.span()),
-                        format!(
-                            "sessions.max_attachment_size = {:?} is not a size: expected a number of bytes or one like \"25MB\" or \"512k\"",
-                            v.get_ref()
-                        ),
-                    )
-                })?,
-            },
-        };
-
-        let matrix = match raw.matrix {
-            None => None,
-            Some(m) => {
-                let required = |v: Option<Spanned<String>>, key: &str, example: &str| {
-                    v.map(Spanned::into_inner)
-                        .filter(|s| !s.is_empty())
-                        .ok_or_else(|| {
-                            ctx.err(
-                                None,
-                                format!("[matrix] needs {key}, like {key} = \"{example}\""),
-                            )
-                        })
-                };
-                let homeserver_url = required(
-                    m.homeserver_url,
-                    "homeserver_url",
-                    "https://matrix.example.org",
-                )?;
-                let homeserver_url = http_url(&ctx, "matrix.homeserver_url", &homeserver_url)?;
-                let user_id = required(m.user_id, "user_id", "@firstmate:example.org")?;
-                if !user_id.starts_with('@') || !user_id.contains(':') {
-                    return Err(ctx.err(None, format!("matrix.user_id = {user_id:?}: expected a full Matrix ID like \"@firstmate:example.org\"")));
-                }
-                let password = ctx.secret(
-                    "matrix",
-                    "password",
-                    m.password_env.as_ref(),
-                    m.password_file.as_ref(),
-                    env,
-                )?;
-                let access_token = ctx.secret(
-                    "matrix",
-                    "access_token",
-                    m.access_token_env.as_ref(),
-                    m.access_token_file.as_ref(),
-                    env,
-                )?;
-                if !password.is_configured() && !access_token.is_configured() {
-                    return Err(ctx.err(
-                        None,
-                        "[matrix] needs a credential: password_env, password_file, access_token_env or access_token_file",
-                    ));
-                }
-                let command_prefix = match m.command_prefix {
-                    None => "!fm".to_string(),
-                    Some(p)
-                        if p.get_ref().trim().is_empty()
-                            || p.get_ref().contains(char::is_whitespace) =>
-                    {
-                        return Err(ctx.err(
-                            Some(p.span()),
-                            "matrix.command_prefix must be one word without spaces, like \"!fm\"",
-                        ));
-                    }
-                    Some(p) => p.into_inner(),
-                };
-                Some(MatrixConfig {
-                    homeserver_url,
-                    user_id,
-                    password,
-                    access_token,
-                    store_path: ctx.resolve_path(m.store_path.as_deref().unwrap_or("matrix-store")),
-                    command_prefix,
-                    allowed_users: m.allowed_users,
-                })
-            }
-        };
-
-        let discord = match raw.discord {
-            None => None,
-            Some(d) => {
-                let token = ctx.secret(
-                    "discord",
-                    "token",
-                    d.token_env.as_ref(),
-                    d.token_file.as_ref(),
-                    env,
-                )?;
-                if !token.is_configured() {
-                    return Err(ctx.err(
-                        None,
-                        "[discord] needs token_env or token_file (the bot token)",
-                    ));
-                }
-                let api_base_url = http_url(
-                    &ctx,
-                    "discord.api_base_url",
-                    d.api_base_url.as_deref().unwrap_or("https://discord.com"),
-                )?;
-                Some(DiscordConfig {
-                    token,
-                    guild_ids: d.guild_ids,
-                    allowed_users: d.allowed_users,
-                    allowed_roles: d.allowed_roles,
-                    api_base_url,
-                })
-            }
-        };
-
+        let docker = docker_section(&ctx, raw.docker, env)?;
+        let agents = agents_section(&ctx, raw.agents)?;
+        let sessions = sessions_section(&ctx, raw.sessions, &agents)?;
+        let matrix = matrix_section(&ctx, raw.matrix, env)?;
+        let discord = discord_section(&ctx, raw.discord, env)?;
         let metrics = match raw.metrics {
             None => None,
             Some(m) => Some(MetricsConfig {
                 listen: socket_addr(&ctx, "metrics.listen", m.listen, "127.0.0.1:9464")?,
             }),
         };
-
-        let gateway = match raw.gateway {
-            None => None,
-            Some(g) => {
-                let upstream = |name: &str,
-                                u: Option<RawUpstream>,
-                                default: &str|
-                 -> Result<Option<UpstreamConfig>, ConfigError> {
-                    let Some(u) = u else { return Ok(None) };
-                    let table = format!("gateway.{name}");
-                    Ok(Some(UpstreamConfig {
-                        upstream: http_url(
-                            &ctx,
-                            &format!("{table}.upstream"),
-                            u.upstream.as_deref().unwrap_or(default),
-                        )?,
-                        api_key: ctx.secret(
-                            &table,
-                            "api_key",
-                            u.api_key_env.as_ref(),
-                            u.api_key_file.as_ref(),
-                            env,
-                        )?,
-                        oauth_token: ctx.secret(
-                            &table,
-                            "oauth_token",
-                            u.oauth_token_env.as_ref(),
-                            u.oauth_token_file.as_ref(),
-                            env,
-                        )?,
-                    }))
-                };
-                let limit =
-                    |key: &str, v: Option<Spanned<f64>>| -> Result<Option<f64>, ConfigError> {
-                        match v {
-                            None => Ok(None),
-                            Some(v) if *v.get_ref() > 0.0 && v.get_ref().is_finite() => {
-                                Ok(Some(*v.get_ref()))
-                            }
-                            Some(v) => Err(ctx.err(
-                                Some(v.span()),
-                                format!(
-                                    "{key} = {} must be a positive number of dollars, like 5.0",
-                                    v.get_ref()
-                                ),
-                            )),
-                        }
-                    };
-                let mut prices = default_prices();
-                for (model, price) in g.prices {
-                    let bad = [
-                        price.input,
-                        price.output,
-                        price.cache_read,
-                        price.cache_write,
-                    ]
-                    .iter()
-                    .any(|p| !p.is_finite() || *p < 0.0);
-                    if bad {
-                        return Err(ctx.err(
-                            None,
-                            format!("[gateway.prices.\"{model}\"]: prices are dollars per million tokens, 0 or more"),
-                        ));
-                    }
-                    prices.insert(model, price);
-                }
-                Some(GatewayConfig {
-                    listen: socket_addr(&ctx, "gateway.listen", g.listen, "0.0.0.0:8787")?,
-                    url: http_url(
-                        &ctx,
-                        "gateway.url",
-                        g.url.as_deref().unwrap_or("http://firstmate:8787"),
-                    )?,
-                    session_limit_usd: limit("gateway.session_limit_usd", g.session_limit_usd)?,
-                    user_limit_usd: limit("gateway.user_limit_usd", g.user_limit_usd)?,
-                    user_limit_window: duration(
-                        &ctx,
-                        "gateway.user_limit_window",
-                        g.user_limit_window.as_ref(),
-                        Duration::from_secs(24 * 3600),
-                    )?,
-                    prices,
-                    anthropic: upstream("anthropic", g.anthropic, "https://api.anthropic.com")?,
-                    openai: upstream("openai", g.openai, "https://api.openai.com")?,
-                })
-            }
-        };
-
-        // With no docker.network, workers reach the gateway only through the relay, which
-        // answers to the url's host name on each session network: a name, not an address.
-        if let (Some(g), None) = (&gateway, &docker.network) {
-            let host = g
-                .url
-                .split_once("://")
-                .map(|(_, rest)| rest)
-                .unwrap_or(&g.url)
-                .split(['/', ':'])
-                .next()
-                .unwrap_or_default();
-            if host.is_empty()
-                || host.starts_with('[')
-                || host.parse::<std::net::Ipv4Addr>().is_ok()
-            {
-                return Err(ctx.err(
-                    None,
-                    format!(
-                        "gateway.url = {:?}: workers sit on networks of their own and reach the gateway by a name (the relay's), so the url needs a host name such as \"http://firstmate:8787\"; or set docker.network to put every worker on a network you made",
-                        g.url
-                    ),
-                ));
-            }
-        }
+        let gateway = gateway_section(&ctx, raw.gateway, &docker, env)?;
         let egress = match raw.egress {
             None => EgressConfig::default(),
             Some(e) => {
@@ -1389,31 +1477,7 @@ impl Config {
                 EgressConfig { allow }
             }
         };
-
-        let mut repos = BTreeMap::new();
-        for (alias, r) in raw.repos {
-            let url = r
-                .url
-                .map(Spanned::into_inner)
-                .filter(|u| !u.is_empty())
-                .ok_or_else(|| ctx.err(None, format!("[repos.{alias}] needs url, like url = \"https://git.example.org/team/demo.git\"")))?;
-            let table = format!("repos.{alias}");
-            repos.insert(
-                alias.clone(),
-                RepoConfig {
-                    url,
-                    default_branch: r.default_branch.unwrap_or_else(|| "main".into()),
-                    token: ctx.secret(
-                        &table,
-                        "token",
-                        r.token_env.as_ref(),
-                        r.token_file.as_ref(),
-                        env,
-                    )?,
-                    forge: r.forge.unwrap_or(Forge::Git),
-                },
-            );
-        }
+        let repos = repos_section(&ctx, raw.repos, env)?;
 
         Ok(Config {
             path: None,
