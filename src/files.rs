@@ -20,7 +20,7 @@ const NAME_CHARS: usize = 100;
 
 /// A file name that is safe in the inbox: letters, digits, `.`, `-`, `_` and `+`
 /// kept, everything else (separators, spaces, control characters) made `_`; no
-/// leading dots (no hidden files, no `..`); at most [`NAME_CHARS`] characters with the
+/// leading dots (no hidden files, no `..`); at most 100 characters with the
 /// extension kept; never empty.
 pub fn safe_name(name: &str) -> String {
     // Only the last path component counts: "../../x" and "C:\\x\\y" name "x" and "y".
