@@ -109,10 +109,6 @@ mod invariants {
         }
     }
 
-    /// The golden test renders one transcript through both chat front ends, to pin what
-    /// each shows; it is the one file besides `main.rs` that names them.
-    const FRONT_END_GOLDEN: &str = "frontend/golden.rs";
-
     #[test]
     fn chat_front_ends_are_named_only_by_themselves_and_main() {
         for (needle, home) in [
@@ -121,7 +117,7 @@ mod invariants {
         ] {
             for f in users_of(needle) {
                 assert!(
-                    f.starts_with(home) || f == "main.rs" || f == FRONT_END_GOLDEN,
+                    f.starts_with(home) || f == "main.rs",
                     "{f} names {needle}; the shared layers (view, outbox, delivery) know no front end"
                 );
             }
@@ -133,7 +129,7 @@ mod invariants {
         for needle in ["html", "<p>", "<b>", "<code>"] {
             for f in users_of(needle) {
                 assert!(
-                    f.starts_with("frontend/matrix/") || f == FRONT_END_GOLDEN,
+                    f.starts_with("frontend/matrix/"),
                     "{f} writes {needle:?}; the neutral view and the outbox carry no HTML"
                 );
             }

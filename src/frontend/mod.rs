@@ -10,6 +10,3 @@ pub mod matrix;
 pub mod outbox;
 pub mod render;
 pub mod view;
-
-#[cfg(test)]
-mod golden;

@@ -13,6 +13,7 @@ mod discord;
 mod discord_fake;
 mod egress;
 mod files;
+mod golden;
 mod matrix;
 mod metrics;
 mod proxy;

@@ -151,14 +151,7 @@ pub(super) async fn whoami_token(
     cfg: &MatrixConfig,
     token: &str,
 ) -> Result<(OwnedUserId, Option<String>)> {
-    let probe = client_builder(cfg)
-        .request_config(RequestConfig::short_retry().timeout(Duration::from_secs(20)))
-        .build()
-        .await
-        .map_err(|e| MatrixError::Connect {
-            url: cfg.homeserver_url.clone(),
-            reason: e.to_string(),
-        })?;
+    let probe = probe_client(cfg).await?;
     let user: OwnedUserId = cfg.user_id.as_str().try_into().map_err(other)?;
     probe
         .restore_session(MatrixSession {
@@ -242,17 +235,23 @@ pub(super) fn client_builder(cfg: &MatrixConfig) -> matrix_sdk::ClientBuilder {
         .respect_login_well_known(false)
 }
 
-/// For `firstmate doctor`: checks that the configured login works (a `whoami`), without
-/// touching the bot's store. Returns what it found.
-pub async fn check(cfg: &MatrixConfig) -> Result<String> {
-    let client = client_builder(cfg)
+/// A client without a store, for a short check of the configured login (requests give
+/// up after 20 s).
+async fn probe_client(cfg: &MatrixConfig) -> Result<Client> {
+    client_builder(cfg)
         .request_config(RequestConfig::short_retry().timeout(Duration::from_secs(20)))
         .build()
         .await
         .map_err(|e| MatrixError::Connect {
             url: cfg.homeserver_url.clone(),
             reason: e.to_string(),
-        })?;
+        })
+}
+
+/// For `firstmate doctor`: checks that the configured login works (a `whoami`), without
+/// touching the bot's store. Returns what it found.
+pub async fn check(cfg: &MatrixConfig) -> Result<String> {
+    let client = probe_client(cfg).await?;
     if let Some(saved) = read_saved_login(&cfg.store_path) {
         let device = saved.meta.device_id.to_string();
         client.restore_session(saved).await.map_err(other)?;
@@ -290,11 +289,7 @@ pub async fn check(cfg: &MatrixConfig) -> Result<String> {
     let Some(password) = cfg.password.value() else {
         return Err(MatrixError::NoCredential);
     };
-    let probe = client_builder(cfg)
-        .request_config(RequestConfig::short_retry().timeout(Duration::from_secs(20)))
-        .build()
-        .await
-        .map_err(other)?;
+    let probe = probe_client(cfg).await?;
     probe
         .matrix_auth()
         .login_username(&cfg.user_id, password)

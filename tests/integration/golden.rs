@@ -1,19 +1,19 @@
 //! Golden test: the Matrix and Discord output of one fixed transcript, byte for byte.
 //! Any change to what people see in a thread shows here as a diff of
-//! `testdata/golden-*.txt`; `FIRSTMATE_BLESS=1 cargo test golden` rewrites the files
-//! after a change that is meant.
+//! `testdata/golden-*.txt`; `FIRSTMATE_BLESS=1 cargo test --test integration golden`
+//! rewrites the files after a change that is meant. Pure: no Docker, no service.
 
 use std::fmt::Write;
 use std::path::PathBuf;
 
 use serde_json::json;
 
-use crate::event::{EventBody, SessionState};
-use crate::frontend::delivery::Render;
-use crate::frontend::outbox::Rendered;
-use crate::frontend::{discord, matrix};
-use crate::protocol::{AgentEvent, TurnOutcome, Usage};
-use crate::store::SessionRecord;
+use firstmate::event::{EventBody, SessionState};
+use firstmate::frontend::delivery::Render;
+use firstmate::frontend::outbox::Rendered;
+use firstmate::frontend::{discord, matrix};
+use firstmate::protocol::{AgentEvent, TurnOutcome, Usage};
+use firstmate::store::SessionRecord;
 
 fn agent(event: AgentEvent) -> EventBody {
     EventBody::Agent { event }
@@ -214,7 +214,7 @@ fn discord_output() -> String {
 
 fn check(name: &str, actual: &str) {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("src/frontend/testdata")
+        .join("tests/integration/testdata")
         .join(name);
     if std::env::var_os("FIRSTMATE_BLESS").is_some() {
         std::fs::write(&path, actual).expect("write the golden file");
