@@ -554,6 +554,47 @@ fn discord_attachments_go_in_and_get_takes_files_out() {
         contents(&fake.messages(thread))
     );
 
+    // A burst of files with one name: each gets a name of its own, none is overwritten.
+    for i in 0..6 {
+        fake.say_with_files(
+            ALICE,
+            thread,
+            "",
+            vec![("same.txt".into(), format!("copy {i}\n").into_bytes())],
+        );
+    }
+    let stored = |f: &FakeDiscord| {
+        let text = contents(&f.messages(thread));
+        [
+            "same.txt",
+            "same-1.txt",
+            "same-2.txt",
+            "same-3.txt",
+            "same-4.txt",
+            "same-5.txt",
+        ]
+        .iter()
+        .all(|n| text.contains(&format!("echo: Attached file: /workspace/inbox/{n}")))
+    };
+    assert!(
+        fake.wait_for(WAIT, stored),
+        "{}",
+        contents(&fake.messages(thread))
+    );
+    fake.say(
+        ALICE,
+        thread,
+        "run cat inbox/same*.txt | sort | tr '\\n' ' '",
+    );
+    assert!(
+        fake.wait_for(WAIT, |f| thread_with(
+            f,
+            "copy 0 copy 1 copy 2 copy 3 copy 4 copy 5"
+        )),
+        "{}",
+        contents(&fake.messages(thread))
+    );
+
     // Out: a file, a folder as .tar.gz.
     let got = fake.slash_command(
         ALICE,
