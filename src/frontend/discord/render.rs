@@ -58,9 +58,23 @@ fn blocks(key: Option<String>, text: &str) -> Vec<Block> {
 /// One item of the neutral view in Discord's markdown.
 pub fn text(item: &Item) -> String {
     match item {
+        // Discord shows no tables: a table reads best as monospace text, in a code block
+        // (which scrolls sideways on a phone instead of wrapping into a jumble).
+        Item::Markdown(s) if is_table(s) => {
+            crate::frontend::render::fence(s).trim_end().to_string()
+        }
         Item::Markdown(s) | Item::Line(s) | Item::Note(s) => s.clone(),
         Item::Tool(t) => tool_text(t),
     }
+}
+
+/// Whether a block of markdown is a table.
+fn is_table(source: &str) -> bool {
+    use pulldown_cmark::{Event, Parser, Tag};
+    matches!(
+        Parser::new_ext(source, view::markdown_options()).next(),
+        Some(Event::Start(Tag::Table(_)))
+    )
 }
 
 /// A tool call: the name in bold, the summary and outcome on the same line, the output
@@ -268,5 +282,20 @@ mod tests {
             },
         );
         assert_eq!(text, ["# Title", "Some **bold** text."]);
+    }
+
+    #[test]
+    fn a_table_becomes_a_code_block() {
+        let mut r = Renderer::default();
+        let text = rendered(
+            &mut r,
+            AgentEvent::Text {
+                text: "Results:\n\n| a | b |\n|---|---|\n| 1 | 2 |\n".into(),
+            },
+        );
+        assert_eq!(
+            text,
+            ["Results:", "```\n| a | b |\n|---|---|\n| 1 | 2 |\n```"]
+        );
     }
 }
