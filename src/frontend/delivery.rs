@@ -22,6 +22,25 @@ pub trait Render: Default + Send + 'static {
     fn render(&mut self, body: &EventBody) -> Rendered;
 }
 
+/// A neutral view's answer as a front end's blocks: each item becomes the blocks
+/// `blocks` makes of it (with the item's key), nothing and a turn's start stay what
+/// they are.
+pub fn blocks_of(
+    view: view::View,
+    mut blocks: impl FnMut(Option<String>, &view::Item) -> Vec<outbox::Block>,
+) -> Rendered {
+    match view {
+        view::View::Nothing => Rendered::Nothing,
+        view::View::TurnStart => Rendered::TurnStart,
+        view::View::Items(items) => Rendered::Blocks(
+            items
+                .into_iter()
+                .flat_map(|k| blocks(k.key, &k.item))
+                .collect(),
+        ),
+    }
+}
+
 /// A chat platform's side of delivery.
 pub trait Threads: Send + Sync + 'static {
     type Sink: Sink + 'static;

@@ -6,9 +6,9 @@
 //! several, each with its fences closed and reopened.
 
 use crate::event::EventBody;
-use crate::frontend::delivery::Render;
+use crate::frontend::delivery::{Render, blocks_of};
 use crate::frontend::outbox::{Block, Body, Rendered};
-use crate::frontend::view::{self, Item, View};
+use crate::frontend::view::{self, Item};
 use crate::store::SessionRecord;
 
 /// Discord's limit is 2000 characters a message; a little is kept for joining blocks.
@@ -22,16 +22,7 @@ pub struct Renderer {
 
 impl Render for Renderer {
     fn render(&mut self, body: &EventBody) -> Rendered {
-        match self.view.render(body) {
-            View::Nothing => Rendered::Nothing,
-            View::TurnStart => Rendered::TurnStart,
-            View::Items(items) => Rendered::Blocks(
-                items
-                    .into_iter()
-                    .flat_map(|k| blocks(k.key, &text(&k.item)))
-                    .collect(),
-            ),
-        }
+        blocks_of(self.view.render(body), |key, i| blocks(key, &text(i)))
     }
 }
 

@@ -11,10 +11,10 @@ use pulldown_cmark::{Event, Parser};
 use serde_json::{Value, json};
 
 use crate::event::EventBody;
-use crate::frontend::delivery::Render;
+use crate::frontend::delivery::{Render, blocks_of};
 use crate::frontend::outbox::{Block, Body, Rendered};
 use crate::frontend::render as shared;
-use crate::frontend::view::{self, Item, View};
+use crate::frontend::view::{self, Item};
 use crate::store::SessionRecord;
 
 /// Renders a session's events in order, as Matrix bodies.
@@ -25,19 +25,9 @@ pub struct Renderer {
 
 impl Render for Renderer {
     fn render(&mut self, body: &EventBody) -> Rendered {
-        match self.view.render(body) {
-            View::Nothing => Rendered::Nothing,
-            View::TurnStart => Rendered::TurnStart,
-            View::Items(items) => Rendered::Blocks(
-                items
-                    .into_iter()
-                    .map(|k| Block {
-                        key: k.key,
-                        body: item(&k.item),
-                    })
-                    .collect(),
-            ),
-        }
+        blocks_of(self.view.render(body), |key, i| {
+            vec![Block { key, body: item(i) }]
+        })
     }
 }
 
