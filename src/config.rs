@@ -221,7 +221,25 @@ pub struct SessionsConfig {
     /// `max_attachment_size`: the largest file a thread's attachment may be (bytes).
     #[serde(rename = "max_attachment_size", serialize_with = "ser_memory")]
     pub max_attachment_bytes: i64,
+    /// `approvers`: who may answer an approval; empty: the session's requester and the
+    /// front end's allowed users. Otherwise only these (Matrix user ids, Discord user
+    /// or role ids).
+    pub approvers: Vec<String>,
+    /// `approval_timeout`: an approval unanswered this long is denied.
+    #[serde(serialize_with = "ser_duration")]
+    pub approval_timeout: Duration,
 }
+
+/// The tools an agent with `permission_mode = "ask"` asks about unless `ask_tools` says
+/// otherwise.
+pub const DEFAULT_ASK_TOOLS: [&str; 6] = [
+    "Bash",
+    "Edit",
+    "Write",
+    "MultiEdit",
+    "NotebookEdit",
+    "WebFetch",
+];
 
 #[derive(Debug, Clone, Serialize)]
 pub struct AgentConfig {
@@ -232,6 +250,8 @@ pub struct AgentConfig {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub model: Option<String>,
     pub permission_mode: String,
+    /// With `permission_mode = "ask"`: the tools whose calls wait for a person.
+    pub ask_tools: Vec<String>,
     #[serde(rename = "memory", serialize_with = "ser_memory")]
     pub memory_bytes: i64,
     #[serde(rename = "cpus", serialize_with = "ser_cpus")]
@@ -401,6 +421,9 @@ struct RawSessions {
     allowed_repo_hosts: Vec<String>,
     keep_stopped: Option<Spanned<String>>,
     max_attachment_size: Option<Spanned<String>>,
+    #[serde(default)]
+    approvers: Vec<String>,
+    approval_timeout: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -410,6 +433,7 @@ struct RawAgent {
     protocol: Option<ProtocolKind>,
     model: Option<String>,
     permission_mode: Option<String>,
+    ask_tools: Option<Vec<String>>,
     memory: Option<Spanned<toml::Value>>,
     cpus: Option<Spanned<f64>>,
     pids_limit: Option<Spanned<i64>>,
@@ -591,6 +615,8 @@ fn sessions_section(
         allowed_repo_hosts: Vec::new(),
         keep_stopped: None,
         max_attachment_size: None,
+        approvers: Vec::new(),
+        approval_timeout: None,
     });
     let default_agent = match &s.default_agent {
         Some(a) => {
@@ -653,6 +679,13 @@ fn sessions_section(
                 )
             })?,
         },
+        approvers: s.approvers,
+        approval_timeout: duration(
+            ctx,
+            "sessions.approval_timeout",
+            s.approval_timeout.as_ref(),
+            Duration::from_secs(10 * 60),
+        )?,
     };
     Ok(sessions)
 }
@@ -1131,6 +1164,42 @@ fn agent(ctx: &Ctx, name: &str, raw: RawAgent) -> Result<AgentConfig, ConfigErro
     };
     let pids_limit = positive(ctx, &key("pids_limit"), raw.pids_limit.as_ref(), 512)?;
     let protocol = raw.protocol.unwrap_or(ProtocolKind::Claude);
+    if protocol == ProtocolKind::Codex && raw.permission_mode.as_deref() == Some("ask") {
+        return Err(ctx.err(
+            None,
+            format!(
+                "{} = \"ask\" is not available for codex agents: `codex exec` has no approval requests a chat can answer; use \"ask\" with a claude agent, or one of {} here",
+                key("permission_mode"),
+                crate::protocol::codex::PERMISSION_MODES.join(", ")
+            ),
+        ));
+    }
+    if protocol == ProtocolKind::Claude
+        && let Some(mode) = &raw.permission_mode
+        && !crate::protocol::claude::PERMISSION_MODES.contains(&mode.as_str())
+    {
+        return Err(ctx.err(
+            None,
+            format!(
+                "{} = {mode:?} is not a mode of a claude agent: use one of {}",
+                key("permission_mode"),
+                crate::protocol::claude::PERMISSION_MODES.join(", ")
+            ),
+        ));
+    }
+    if let Some(tools) = &raw.ask_tools
+        && let Some(bad) = tools
+            .iter()
+            .find(|t| t.trim().is_empty() || t.contains([' ', ',']))
+    {
+        return Err(ctx.err(
+            None,
+            format!(
+                "{} holds {bad:?}, which is not a tool name: list names like \"Bash\" or \"Edit\"",
+                key("ask_tools")
+            ),
+        ));
+    }
     if protocol == ProtocolKind::Codex
         && let Some(mode) = &raw.permission_mode
         && !crate::protocol::codex::PERMISSION_MODES.contains(&mode.as_str())
@@ -1186,6 +1255,9 @@ fn agent(ctx: &Ctx, name: &str, raw: RawAgent) -> Result<AgentConfig, ConfigErro
         permission_mode: raw
             .permission_mode
             .unwrap_or_else(|| "bypassPermissions".into()),
+        ask_tools: raw
+            .ask_tools
+            .unwrap_or_else(|| DEFAULT_ASK_TOOLS.iter().map(|t| t.to_string()).collect()),
         memory_bytes,
         nano_cpus,
         pids_limit,
@@ -1225,6 +1297,7 @@ fn builtin_agents() -> BTreeMap<String, AgentConfig> {
         protocol,
         model: None,
         permission_mode: "bypassPermissions".into(),
+        ask_tools: DEFAULT_ASK_TOOLS.iter().map(|t| t.to_string()).collect(),
         memory_bytes: 2 * 1024 * 1024 * 1024,
         nano_cpus: 2_000_000_000,
         pids_limit: 512,

@@ -7,6 +7,7 @@
 //! picks stored prompts up in order. Output is read from the container's log with a
 //! stored cursor, so a restarted engine goes on from the exact line where it stopped.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -16,6 +17,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::sync::{Mutex, broadcast, mpsc};
 use tracing::{info, warn};
 
+use crate::approval::{Answer, Answered};
 use crate::config::{AgentConfig, Config};
 use crate::event::{EventBody, SessionEvent, SessionState};
 use crate::files;
@@ -25,7 +27,7 @@ use crate::runtime::{
     DockerRuntime, LogCursor, LogLine, LogStream, RemovedObjects, RuntimeError, StdinWriter,
     WorkerSpec, container_name,
 };
-use crate::store::{SessionRecord, Store, StoreError, now_ms};
+use crate::store::{ApprovalRecord, SessionRecord, Store, StoreError, now_ms};
 
 /// Lines of agent output taken into one database transaction at most.
 const BATCH_LINES: usize = 512;
@@ -77,6 +79,10 @@ pub enum EngineError {
         limit: String,
         hint: &'static str,
     },
+    #[error("nothing in session {0} is waiting for an approval")]
+    NoApproval(String),
+    #[error("that approval was answered already ({0})")]
+    Answered(String),
     #[error("{0}")]
     Other(String),
     #[error(transparent)]
@@ -124,6 +130,8 @@ enum Msg {
     Notice {
         text: String,
     },
+    /// An approval was answered: send the answer to the agent.
+    Answered,
 }
 
 struct Inner {
@@ -449,6 +457,52 @@ impl Engine {
             });
         }
         Ok(())
+    }
+
+    /// Answers a session's approval: `approval` names it (a button's), or the oldest
+    /// that waits. The first answer counts; a later one is told who answered. The
+    /// answer reaches the agent through the session's task (or when its task starts
+    /// again after a restart).
+    pub async fn answer(
+        &self,
+        session: &str,
+        approval: Option<&str>,
+        answer: Answer,
+        by: &str,
+    ) -> Result<ApprovalRecord> {
+        let store = &self.inner.store;
+        let a = match approval {
+            Some(id) => store
+                .approval(id)
+                .await?
+                .filter(|a| a.session_id == session),
+            None => store
+                .approvals(session)
+                .await?
+                .into_iter()
+                .find(|a| a.answered.is_none()),
+        }
+        .ok_or_else(|| EngineError::NoApproval(session.to_string()))?;
+        if let Some(done) = &a.answered {
+            return Err(EngineError::Answered(done.line()));
+        }
+        let answered = Answered {
+            answer,
+            by: by.to_string(),
+            why: None,
+        };
+        if !store.answer_approval(&a.id, &answered).await? {
+            let now = store.approval(&a.id).await?;
+            let line = now
+                .and_then(|a| a.answered)
+                .map_or_else(|| "just now".to_string(), |d| d.line());
+            return Err(EngineError::Answered(line));
+        }
+        self.send(session, Msg::Answered);
+        Ok(ApprovalRecord {
+            answered: Some(answered),
+            ..a
+        })
     }
 
     /// The container of a session whose container runs (files move only then).
@@ -835,6 +889,9 @@ impl Engine {
                 interrupt_requested: false,
                 stopping: None,
                 pending: Vec::new(),
+                waiting: Vec::new(),
+                always: HashSet::new(),
+                replies: Vec::new(),
             };
             if let Err(e) = task.run().await {
                 warn!(session = %id, error = %e, "session task failed");
@@ -1019,6 +1076,12 @@ struct SessionTask {
     stopping: Option<String>,
     /// Events waiting for the next commit.
     pending: Vec<EventBody>,
+    /// Approvals that wait for a person, oldest first.
+    waiting: Vec<ApprovalRecord>,
+    /// Tools approved for the rest of the session ("always").
+    always: HashSet<String>,
+    /// Lines for the agent once the events are committed (answers given without asking).
+    replies: Vec<Io>,
 }
 
 impl SessionTask {
@@ -1206,11 +1269,13 @@ impl SessionTask {
         let since = self.cursor.ts_ns;
         let container = self.s.container_id.clone().unwrap_or(name);
         let mut logs = self.runtime().follow_logs(&container, since);
+        self.load_approvals().await?;
         self.next_prompt().await?;
 
         loop {
             let idle = self.idle_deadline();
             let lifetime = self.lifetime_deadline();
+            let approvals = self.approval_deadline();
             tokio::select! {
                 line = logs.recv() => match line {
                     Some(Ok(line)) => {
@@ -1241,8 +1306,10 @@ impl SessionTask {
                         self.pending.push(EventBody::Notice { text });
                         self.commit().await?;
                     }
+                    Some(Msg::Answered) => self.send_answers().await?,
                     None => return Ok(()),
                 },
+                _ = sleep_until_ms(approvals) => self.time_out_approvals().await?,
                 _ = sleep_until_ms(idle) => {
                     let d = humantime::format_duration(Duration::from_millis(self.idle_timeout_ms() as u64));
                     self.stop(format!("idle for {d}; `resume` starts it again")).await?;
@@ -1356,6 +1423,7 @@ impl SessionTask {
     }
 
     async fn interrupt(&mut self) -> Result<()> {
+        self.deny_waiting("the turn was interrupted").await?;
         if !self.turn_active {
             self.pending.push(EventBody::Notice {
                 text: "nothing to interrupt: the agent is not working".into(),
@@ -1380,6 +1448,7 @@ impl SessionTask {
         if self.stopping.is_some() {
             return Ok(());
         }
+        self.deny_waiting("the session was stopped").await?;
         self.stopping = Some(reason);
         if let Some(c) = self.s.container_id.clone() {
             self.runtime().stop(&self.s.id, &c, STOP_GRACE).await?;
@@ -1400,7 +1469,11 @@ impl SessionTask {
                 LogStream::Stdout => {
                     let running = self.turn_active.then_some(self.s.turns + 1);
                     for ev in self.driver().parse(&line.text, running) {
-                        turn_ended |= self.take_event(ev);
+                        if let AgentEvent::PermissionRequest { .. } = ev {
+                            self.take_request(ev).await?;
+                        } else {
+                            turn_ended |= self.take_event(ev);
+                        }
                     }
                 }
             }
@@ -1409,6 +1482,9 @@ impl SessionTask {
         self.s.log_cursor_count = self.cursor.count;
         self.s.last_activity_at = now_ms();
         self.commit().await?;
+        for io in std::mem::take(&mut self.replies) {
+            self.carry_out(io).await?;
+        }
         if turn_ended {
             self.next_prompt().await?;
         }
@@ -1470,6 +1546,200 @@ impl SessionTask {
         ended
     }
 
+    /// Carries out an [`Io`]: a line to the agent's stdin, or a detached exec.
+    async fn carry_out(&mut self, io: Io) -> Result<()> {
+        match io {
+            Io::Stdin(line) => self.write_stdin(line.as_bytes()).await,
+            Io::Exec(argv) => {
+                let container = self.s.container_id.clone().unwrap_or_default();
+                self.runtime()
+                    .exec_detached(&self.s.id, &container, argv)
+                    .await?;
+                Ok(())
+            }
+        }
+    }
+
+    /// Whether a call of `tool` waits for a person: the agent asks about the tools in
+    /// its `ask_tools` that were not approved for the session; anything else it asks
+    /// about is allowed at once.
+    fn asks_about(&self, tool: &str) -> bool {
+        !self.always.contains(tool)
+            && self
+                .agent
+                .as_ref()
+                .is_none_or(|a| a.ask_tools.iter().any(|t| t == tool))
+    }
+
+    /// The agent asks whether it may run a tool call. One it need not ask about is
+    /// allowed once the batch is stored; otherwise the approval is stored (before the
+    /// log cursor passes its line, so a restart reads the line again and finds it) and
+    /// its message goes to the thread.
+    async fn take_request(&mut self, ev: AgentEvent) -> Result<()> {
+        let AgentEvent::PermissionRequest {
+            request_id,
+            tool,
+            summary,
+            input,
+            ..
+        } = ev
+        else {
+            return Ok(());
+        };
+        if !self.asks_about(&tool) {
+            if let Some(io) = self
+                .driver()
+                .answer(&request_id, &protocol::Permission::Allow { input })
+            {
+                self.replies.push(io);
+            }
+            return Ok(());
+        }
+        let a = self
+            .store()
+            .insert_approval(&ApprovalRecord {
+                id: uuid::Uuid::new_v4().simple().to_string()[..12].to_string(),
+                session_id: self.s.id.clone(),
+                request_id,
+                tool,
+                summary,
+                input,
+                answered: None,
+                created_at: now_ms(),
+                sent: false,
+            })
+            .await?;
+        self.pending.push(approval_event(&a));
+        if a.answered.is_none() {
+            if !self.waiting.iter().any(|w| w.id == a.id) {
+                self.waiting.push(a);
+            }
+            self.show_waiting();
+        }
+        Ok(())
+    }
+
+    /// The state's detail says what the first waiting approval is about.
+    fn show_waiting(&mut self) {
+        if self.stopping.is_some() || self.s.state != SessionState::Running {
+            return;
+        }
+        let detail = self.waiting.first().map(|a| {
+            let call = if a.summary.is_empty() {
+                a.tool.clone()
+            } else {
+                format!("{} {}", a.tool, a.summary)
+            };
+            format!("waiting for approval: {call}")
+        });
+        self.set_state(SessionState::Running, detail);
+    }
+
+    /// At the start of the task: the approvals that wait, the tools approved for the
+    /// session, and any answer stored while no task ran.
+    async fn load_approvals(&mut self) -> Result<()> {
+        let all = self.store().approvals(&self.s.id).await?;
+        self.always = all
+            .iter()
+            .filter(|a| {
+                a.answered
+                    .as_ref()
+                    .is_some_and(|d| d.answer == Answer::Always)
+            })
+            .map(|a| a.tool.clone())
+            .collect();
+        self.waiting = all.into_iter().filter(|a| a.answered.is_none()).collect();
+        self.send_answers().await
+    }
+
+    /// Sends the agent every stored answer it has not had, and shows each in the thread.
+    async fn send_answers(&mut self) -> Result<()> {
+        let all = self.store().approvals(&self.s.id).await?;
+        let mut sent = Vec::new();
+        for a in all.into_iter().filter(|a| !a.sent) {
+            let Some(done) = a.answered.clone() else {
+                continue;
+            };
+            if done.answer == Answer::Always {
+                self.always.insert(a.tool.clone());
+            }
+            self.waiting.retain(|w| w.id != a.id);
+            self.pending.push(approval_event(&a));
+            let permission = if done.answer.allows() {
+                protocol::Permission::Allow {
+                    input: a.input.clone(),
+                }
+            } else {
+                protocol::Permission::Deny {
+                    message: done.refusal(),
+                }
+            };
+            if let Some(io) = self.driver().answer(&a.request_id, &permission) {
+                self.replies.push(io);
+            }
+            sent.push(a.id);
+        }
+        if sent.is_empty() {
+            return Ok(());
+        }
+        self.show_waiting();
+        self.commit().await?;
+        for io in std::mem::take(&mut self.replies) {
+            self.carry_out(io).await?;
+        }
+        for id in sent {
+            self.store().mark_approval_sent(&id).await?;
+        }
+        Ok(())
+    }
+
+    /// Denies every approval that waits (`interrupt`, `stop`, the end of the session).
+    async fn deny_waiting(&mut self, why: &str) -> Result<()> {
+        for a in std::mem::take(&mut self.waiting) {
+            let answered = Answered {
+                answer: Answer::Deny,
+                by: String::new(),
+                why: Some(why.to_string()),
+            };
+            self.store().answer_approval(&a.id, &answered).await?;
+        }
+        self.send_answers().await
+    }
+
+    /// When the oldest waiting approval times out.
+    fn approval_deadline(&self) -> Option<i64> {
+        let timeout = self
+            .engine
+            .inner
+            .config
+            .sessions
+            .approval_timeout
+            .as_millis() as i64;
+        self.waiting.iter().map(|a| a.created_at + timeout).min()
+    }
+
+    /// Denies the approvals nobody answered in time.
+    async fn time_out_approvals(&mut self) -> Result<()> {
+        let timeout = self.engine.inner.config.sessions.approval_timeout;
+        let now = now_ms();
+        let why = format!("no answer within {}", humantime::format_duration(timeout));
+        let due: Vec<String> = self
+            .waiting
+            .iter()
+            .filter(|a| a.created_at + timeout.as_millis() as i64 <= now)
+            .map(|a| a.id.clone())
+            .collect();
+        for id in due {
+            let answered = Answered {
+                answer: Answer::Timeout,
+                by: String::new(),
+                why: Some(why.clone()),
+            };
+            self.store().answer_approval(&id, &answered).await?;
+        }
+        self.send_answers().await
+    }
+
     /// The container's log ended: the container stopped. Records how.
     async fn ended(&mut self, container: &str) -> Result<()> {
         self.stdin = None;
@@ -1505,6 +1775,7 @@ impl SessionTask {
             };
             self.set_state(SessionState::Failed, Some(detail));
         }
+        self.deny_waiting("the session ended").await?;
         let dropped = self.store().cancel_pending_prompts(&self.s.id).await?;
         if dropped > 0 {
             self.pending.push(EventBody::Notice {
@@ -1514,6 +1785,17 @@ impl SessionTask {
             });
         }
         self.commit().await
+    }
+}
+
+/// The event that shows an approval as it stands.
+fn approval_event(a: &ApprovalRecord) -> EventBody {
+    EventBody::Approval {
+        id: a.id.clone(),
+        tool: a.tool.clone(),
+        summary: a.summary.clone(),
+        preview: crate::approval::preview(&a.tool, &a.input),
+        answer: a.answered.clone(),
     }
 }
 

@@ -7,6 +7,7 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
+use crate::approval::Answered;
 use crate::protocol::AgentEvent;
 
 /// The life cycle of a session (SPEC section 4).
@@ -89,6 +90,15 @@ pub enum EventBody {
     Stderr { line: String },
     /// A message from firstmate itself to the people in the thread.
     Notice { text: String },
+    /// A tool call waits for a person's approval (`answer` is None), or was answered.
+    /// The answer's event repeats the call, so each event shows the whole message.
+    Approval {
+        id: String,
+        tool: String,
+        summary: String,
+        preview: Option<String>,
+        answer: Option<Answered>,
+    },
 }
 
 /// One entry of a session's event log.

@@ -25,6 +25,7 @@
 //! - [`logging`]: the log setup every subcommand shares (filter, text or JSON, colour).
 
 pub mod allowlist;
+pub mod approval;
 pub mod command;
 pub mod config;
 pub mod engine;

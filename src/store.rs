@@ -15,6 +15,7 @@ use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::migrate::{Migration, MigrationType, Migrator};
 use sqlx::{AnyPool, Row, SqlSafeStr};
 
+use crate::approval::Answered;
 use crate::event::{EventBody, SessionEvent, SessionState};
 use crate::protocol::Usage;
 
@@ -217,6 +218,10 @@ fn migrations(backend: Backend) -> Vec<Migration> {
         Backend::Sqlite => include_str!("../migrations/sqlite/0004_removed_at.sql"),
         Backend::Postgres => include_str!("../migrations/postgres/0004_removed_at.sql"),
     };
+    let approvals = match backend {
+        Backend::Sqlite => include_str!("../migrations/sqlite/0005_approvals.sql"),
+        Backend::Postgres => include_str!("../migrations/postgres/0005_approvals.sql"),
+    };
     vec![
         Migration::new(
             1,
@@ -246,7 +251,31 @@ fn migrations(backend: Backend) -> Vec<Migration> {
             removed_at.into_sql_str(),
             false,
         ),
+        Migration::new(
+            5,
+            Cow::Borrowed("approvals"),
+            MigrationType::Simple,
+            approvals.into_sql_str(),
+            false,
+        ),
     ]
+}
+
+/// An agent's tool call that waits (or waited) for a person's approval.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ApprovalRecord {
+    pub id: String,
+    pub session_id: String,
+    /// The agent's id for the request, which its answer names.
+    pub request_id: String,
+    pub tool: String,
+    pub summary: String,
+    pub input: serde_json::Value,
+    /// None while it waits.
+    pub answered: Option<Answered>,
+    pub created_at: i64,
+    /// Whether the answer reached the agent.
+    pub sent: bool,
 }
 
 /// A gateway token and whose it is.
@@ -728,6 +757,151 @@ impl Store {
         }
     }
 
+    // --- approvals ----------------------------------------------------------------
+
+    /// Stores an agent's request for approval, once: the same request (a log line read
+    /// again after a restart) gives back the approval stored the first time.
+    pub async fn insert_approval(&self, a: &ApprovalRecord) -> Result<ApprovalRecord> {
+        sqlx::query(
+            "INSERT INTO approvals (id, session_id, request_id, tool, summary, input, created_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (session_id, request_id) DO NOTHING",
+        )
+        .bind(&a.id)
+        .bind(&a.session_id)
+        .bind(&a.request_id)
+        .bind(&a.tool)
+        .bind(&a.summary)
+        .bind(a.input.to_string())
+        .bind(a.created_at)
+        .execute(&self.pool)
+        .await?;
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {APPROVAL_COLUMNS} FROM approvals WHERE session_id = $1 AND request_id = $2"
+        )))
+        .bind(&a.session_id)
+        .bind(&a.request_id)
+        .fetch_one(&self.pool)
+        .await?;
+        approval_from_row(&row)
+    }
+
+    /// Records the answer to an approval that waits; false when it was answered already
+    /// (two people at once: the first answer counts).
+    pub async fn answer_approval(&self, id: &str, answered: &Answered) -> Result<bool> {
+        let done = sqlx::query(
+            "UPDATE approvals SET outcome = $2, answered_by = $3, why = $4, answered_at = $5 \
+             WHERE id = $1 AND outcome IS NULL",
+        )
+        .bind(id)
+        .bind(answered.answer.as_str())
+        .bind(&answered.by)
+        .bind(&answered.why)
+        .bind(now_ms())
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    /// Records that an approval's answer reached the agent.
+    pub async fn mark_approval_sent(&self, id: &str) -> Result<()> {
+        sqlx::query("UPDATE approvals SET sent_at = $2 WHERE id = $1")
+            .bind(id)
+            .bind(now_ms())
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    pub async fn approval(&self, id: &str) -> Result<Option<ApprovalRecord>> {
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {APPROVAL_COLUMNS} FROM approvals WHERE id = $1"
+        )))
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(approval_from_row).transpose()
+    }
+
+    /// A session's approvals, oldest first.
+    pub async fn approvals(&self, session: &str) -> Result<Vec<ApprovalRecord>> {
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {APPROVAL_COLUMNS} FROM approvals WHERE session_id = $1 ORDER BY created_at, id"
+        )))
+        .bind(session)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(approval_from_row).collect()
+    }
+
+    /// Records the message a front end showed an approval in.
+    pub async fn set_approval_message(
+        &self,
+        approval: &str,
+        frontend: &str,
+        message: &str,
+    ) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO approval_messages (approval_id, frontend, message_ref) VALUES ($1, $2, $3) \
+             ON CONFLICT (approval_id, frontend) DO UPDATE SET message_ref = excluded.message_ref",
+        )
+        .bind(approval)
+        .bind(frontend)
+        .bind(message)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// The messages a front end showed a session's approvals in: (approval id, message).
+    pub async fn approval_messages(
+        &self,
+        session: &str,
+        frontend: &str,
+    ) -> Result<Vec<(String, String)>> {
+        let rows = sqlx::query(
+            "SELECT m.approval_id, m.message_ref FROM approval_messages m \
+             JOIN approvals a ON a.id = m.approval_id WHERE a.session_id = $1 AND m.frontend = $2",
+        )
+        .bind(session)
+        .bind(frontend)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get("approval_id")?, r.try_get("message_ref")?)))
+            .collect()
+    }
+
+    /// The approval a front end showed in `message`, if any.
+    pub async fn approval_for_message(
+        &self,
+        frontend: &str,
+        message: &str,
+    ) -> Result<Option<ApprovalRecord>> {
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {APPROVAL_COLUMNS} FROM approvals WHERE id = \
+             (SELECT approval_id FROM approval_messages WHERE frontend = $1 AND message_ref = $2)"
+        )))
+        .bind(frontend)
+        .bind(message)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(approval_from_row).transpose()
+    }
+
+    /// Answered approvals of an instance's sessions by outcome (`GET /metrics`).
+    pub async fn approval_counts(&self, instance: &str) -> Result<Vec<(String, i64)>> {
+        let rows = sqlx::query(
+            "SELECT a.outcome, COUNT(*) AS n FROM approvals a JOIN sessions s ON s.id = a.session_id \
+             WHERE s.instance = $1 AND a.outcome IS NOT NULL GROUP BY a.outcome",
+        )
+        .bind(instance)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get("outcome")?, r.try_get("n")?)))
+            .collect()
+    }
+
     // --- metrics ----------------------------------------------------------------
 
     /// Sessions of an instance by state, their turns, and what the gateway counted for
@@ -1033,6 +1207,39 @@ async fn append_events(
 }
 
 /// A row of summed API usage (`calls`, `i`, `o`, `cr`, `cw`, `cost`).
+const APPROVAL_COLUMNS: &str = "id, session_id, request_id, tool, summary, input, outcome, \
+     answered_by, why, created_at, sent_at";
+
+fn approval_from_row(r: &AnyRow) -> Result<ApprovalRecord> {
+    let id: String = r.try_get("id")?;
+    let input: String = r.try_get("input")?;
+    let outcome: Option<String> = r.try_get("outcome")?;
+    let answered = match outcome {
+        None => None,
+        Some(o) => Some(Answered {
+            answer: o
+                .parse()
+                .map_err(|e| StoreError::Corrupt(format!("approval {id}: {e}")))?,
+            by: r
+                .try_get::<Option<String>, _>("answered_by")?
+                .unwrap_or_default(),
+            why: r.try_get("why")?,
+        }),
+    };
+    Ok(ApprovalRecord {
+        session_id: r.try_get("session_id")?,
+        request_id: r.try_get("request_id")?,
+        tool: r.try_get("tool")?,
+        summary: r.try_get("summary")?,
+        input: serde_json::from_str(&input)
+            .map_err(|e| StoreError::Corrupt(format!("approval {id}: {e}")))?,
+        answered,
+        created_at: r.try_get("created_at")?,
+        sent: r.try_get::<Option<i64>, _>("sent_at")?.is_some(),
+        id,
+    })
+}
+
 fn api_usage_from_row(r: &AnyRow) -> Result<ApiUsage> {
     Ok(ApiUsage {
         calls: r.try_get("calls")?,

@@ -36,6 +36,14 @@
 //! | `fail TEXT`      | ends the turn at once as an error (as on an API error): a result  |
 //! |                  | with `is_error: true` and `result: TEXT`; the rest is skipped     |
 //! | `exit CODE`      | the process exits at once with CODE (0 to 255)                    |
+//! | `ask TOOL CMD`   | a TOOL call (input `{"command": CMD}`) that asks permission first, |
+//! |                  | as Claude Code does: with `--permission-prompt-tool stdio` a      |
+//! |                  | `control_request` `can_use_tool` on stdout, answered by a         |
+//! |                  | `control_response` on stdin; allowed, CMD runs as for `run`;      |
+//! |                  | denied, the tool result is the denial's message (an error).       |
+//! |                  | With `--permission-mode bypassPermissions` (or `--dangerously-    |
+//! |                  | skip-permissions`) it runs without asking; with neither and no    |
+//! |                  | prompt tool it is denied at once, as the CLI does.                |
 //! | anything else    | an assistant text message `echo: LINE`                           |
 //!
 //! An instruction with a bad argument (`sleep forever`, `flood x`, `exit x`)
@@ -90,6 +98,12 @@ struct Args {
     prompt: Option<String>,
     help: bool,
     version: bool,
+    /// `--permission-mode`.
+    permission_mode: Option<String>,
+    /// `--permission-prompt-tool stdio`: permission prompts go to the host.
+    prompt_on_stdio: bool,
+    /// `--dangerously-skip-permissions`.
+    skip_permissions: bool,
 }
 
 /// Flags of Claude Code that take no value (so an argument after them is the prompt).
@@ -144,6 +158,7 @@ where
             "-h" | "--help" => out.help = true,
             "-v" | "--version" => out.version = true,
             "--replay-user-messages" => out.replay_user_messages = true,
+            "--dangerously-skip-permissions" => out.skip_permissions = true,
             n if BOOL_FLAGS.contains(&n) => {}
             _ => {
                 // A flag with a value: inline, or the next argument unless that
@@ -162,6 +177,8 @@ where
                     ("--input-format", Some(v)) => out.stream_input = v == "stream-json",
                     ("--model", Some(v)) => out.model = Some(v),
                     ("-r" | "--resume", Some(v)) => out.resume = Some(v),
+                    ("--permission-mode", Some(v)) => out.permission_mode = Some(v),
+                    ("--permission-prompt-tool", Some(v)) => out.prompt_on_stdio = v == "stdio",
                     _ => {}
                 }
             }
@@ -182,7 +199,7 @@ usage:
   claude -p \"PROMPT\" --output-format stream-json --verbose
 
 script, one instruction a line:
-  say TEXT | run COMMAND | sleep DURATION | flood N | fail TEXT | exit CODE
+  say TEXT | run COMMAND | ask TOOL COMMAND | sleep DURATION | flood N | fail TEXT | exit CODE
   anything else is echoed back as `echo: LINE`
 ";
 
@@ -199,6 +216,11 @@ enum Instr {
     Flood(u64),
     Fail(String),
     Exit(i32),
+    /// A tool call that asks permission first.
+    Ask {
+        tool: String,
+        command: String,
+    },
     /// Not an instruction: echoed back.
     Echo(String),
     /// An instruction with a bad argument.
@@ -237,6 +259,13 @@ fn parse_instruction(line: &str) -> Instr {
         "fail" => Instr::Fail(rest.to_string()),
         "run" if rest.is_empty() => bad("missing command".into()),
         "run" => Instr::Run(rest.to_string()),
+        "ask" => match rest.split_once(|c: char| c.is_whitespace()) {
+            Some((tool, command)) if !command.trim().is_empty() => Instr::Ask {
+                tool: tool.to_string(),
+                command: command.trim().to_string(),
+            },
+            _ => bad("expected a tool and a command, like `ask Bash touch x`".into()),
+        },
         "sleep" if rest.is_empty() => bad("missing duration (e.g. 2s, 500ms)".into()),
         "sleep" => match parse_duration(rest) {
             Ok(d) => Instr::Sleep(d),
@@ -292,6 +321,12 @@ enum Input {
     User { message: Value, text: String },
     /// A control request.
     Control { request_id: Value, subtype: String },
+    /// The host's answer to a permission request.
+    Answer {
+        request_id: String,
+        allow: bool,
+        message: String,
+    },
     /// Valid JSON the agent does not act on, and why.
     Ignored(String),
 }
@@ -344,6 +379,16 @@ fn parse_input_line(line: &str) -> Input {
             },
             Err(why) => Input::Ignored(why),
         },
+        Some("control_response") => {
+            let response = &value["response"];
+            let request_id = response["request_id"].as_str().unwrap_or("").to_string();
+            let answer = &response["response"];
+            Input::Answer {
+                request_id,
+                allow: answer["behavior"] == "allow",
+                message: answer["message"].as_str().unwrap_or("").to_string(),
+            }
+        }
         Some("control_request") => {
             let request_id = value.get("request_id").cloned().unwrap_or(Value::Null);
             let subtype = value
@@ -695,6 +740,8 @@ struct State {
     running: bool,
     eof: bool,
     run_done: Option<RunDone>,
+    /// Answers to permission requests: (request id, allowed, message).
+    answers: Vec<(String, bool, String)>,
 }
 
 struct Shared {
@@ -786,6 +833,15 @@ fn reader_loop(shared: Arc<Shared>) {
                 });
                 shared.cv.notify_all();
             }
+            Input::Answer {
+                request_id,
+                allow,
+                message,
+            } => {
+                let mut st = shared.lock();
+                st.answers.push((request_id, allow, message));
+                shared.cv.notify_all();
+            }
             Input::Control {
                 request_id,
                 subtype,
@@ -820,6 +876,38 @@ struct Session {
     next_msg: u64,
     next_tool: u64,
     next_run: u64,
+    /// How tool calls that ask are answered.
+    permissions: Permissions,
+}
+
+/// How the agent's permission prompts are answered.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Permissions {
+    /// Never asked: everything runs (`bypassPermissions`).
+    Bypass,
+    /// Asked on stdio (`--permission-prompt-tool stdio`).
+    Host,
+    /// Nobody to ask: denied.
+    Nobody,
+}
+
+impl Permissions {
+    fn of(args: &Args) -> Permissions {
+        if args.skip_permissions || args.permission_mode.as_deref() == Some("bypassPermissions") {
+            Permissions::Bypass
+        } else if args.prompt_on_stdio {
+            Permissions::Host
+        } else {
+            Permissions::Nobody
+        }
+    }
+}
+
+/// What a permission request came to.
+enum Asked {
+    Allowed,
+    Denied(String),
+    Aborted,
 }
 
 /// What a `run` came to.
@@ -994,6 +1082,54 @@ impl Session {
         self.shared.aborted()
     }
 
+    /// Asks the host whether tool call `tool_id` may run, and waits for the answer
+    /// (interruptibly).
+    fn ask(&mut self, tool: &str, input: &Value, tool_id: &str) -> Asked {
+        match self.permissions {
+            Permissions::Bypass => return Asked::Allowed,
+            Permissions::Nobody => {
+                return Asked::Denied(format!(
+                    "Claude requested permissions to use {tool}, but you haven't granted it yet."
+                ));
+            }
+            Permissions::Host => {}
+        }
+        let request_id = format!("perm-{}-{tool_id}", self.session_id);
+        self.shared.emit(&json!({
+            "type": "control_request",
+            "request_id": request_id,
+            "request": {
+                "subtype": "can_use_tool",
+                "tool_name": tool,
+                "display_name": tool,
+                "input": input,
+                "permission_suggestions": [],
+                "tool_use_id": tool_id,
+            },
+        }));
+        let mut st = self.shared.lock();
+        loop {
+            if let Some(i) = st.answers.iter().position(|(id, ..)| *id == request_id) {
+                let (_, allow, message) = st.answers.remove(i);
+                return if allow {
+                    Asked::Allowed
+                } else {
+                    Asked::Denied(message)
+                };
+            }
+            if self.aborted() {
+                return Asked::Aborted;
+            }
+            if st.eof {
+                return Asked::Denied("stdin closed before an answer came".into());
+            }
+            st = match self.shared.cv.wait(st) {
+                Ok(g) => g,
+                Err(e) => e.into_inner(),
+            };
+        }
+    }
+
     /// Runs one turn, from the init event to the result event.
     fn run_turn(&mut self, turn: &Turn) {
         let start = Instant::now();
@@ -1027,15 +1163,21 @@ impl Session {
                     let text = instr.text().unwrap_or_default();
                     self.text(&text, &mut output, &mut last);
                 }
-                Instr::Run(command) => {
+                Instr::Run(_) | Instr::Ask { .. } => {
+                    let (tool, command, asks) = match instr {
+                        Instr::Ask { tool, command } => (tool, command, true),
+                        Instr::Run(command) => ("Bash".to_string(), command, false),
+                        _ => unreachable!("matched above"),
+                    };
                     self.next_tool += 1;
                     let tool_id = format!("toolu_{}", self.next_tool);
                     self.next_msg += 1;
+                    let input = json!({"command": command});
                     let content = json!({
                         "type": "tool_use",
                         "id": tool_id,
-                        "name": "Bash",
-                        "input": {"command": command},
+                        "name": tool,
+                        "input": input,
                     });
                     self.shared.emit(&assistant_event(
                         self.next_msg,
@@ -1043,6 +1185,24 @@ impl Session {
                         &self.session_id,
                         content,
                     ));
+                    if asks {
+                        match self.ask(&tool, &input, &tool_id) {
+                            Asked::Allowed => {}
+                            Asked::Denied(message) => {
+                                self.shared.emit(&tool_result_event(
+                                    &tool_id,
+                                    &message,
+                                    true,
+                                    &self.session_id,
+                                ));
+                                continue;
+                            }
+                            Asked::Aborted => {
+                                outcome = Some(Outcome::Aborted);
+                                break;
+                            }
+                        }
+                    }
                     match self.run_command(&command) {
                         RunResult::Finished {
                             output: text,
@@ -1142,6 +1302,7 @@ fn main() {
         next_msg: 0,
         next_tool: 0,
         next_run: 0,
+        permissions: Permissions::of(&args),
     };
 
     if args.stream_input {
@@ -1386,6 +1547,9 @@ mod tests {
                 prompt: None,
                 help: false,
                 version: false,
+                permission_mode: Some("bypassPermissions".into()),
+                prompt_on_stdio: false,
+                skip_permissions: true,
             }
         );
     }
@@ -1489,5 +1653,56 @@ mod tests {
         assert!(safe_file_stem(&id));
         assert!(!safe_file_stem("../etc"));
         assert!(!safe_file_stem(""));
+    }
+
+    #[test]
+    fn ask_instructions_and_permission_flags() {
+        assert_eq!(
+            parse_instruction("ask Bash touch /workspace/x"),
+            Instr::Ask {
+                tool: "Bash".into(),
+                command: "touch /workspace/x".into()
+            }
+        );
+        assert!(matches!(parse_instruction("ask Bash"), Instr::Bad { .. }));
+        assert!(matches!(parse_instruction("ask"), Instr::Bad { .. }));
+        let ask = parse_args([
+            "-p",
+            "--permission-mode",
+            "default",
+            "--permission-prompt-tool",
+            "stdio",
+        ]);
+        assert_eq!(Permissions::of(&ask), Permissions::Host);
+        let bypass = parse_args(["-p", "--permission-mode", "bypassPermissions"]);
+        assert_eq!(Permissions::of(&bypass), Permissions::Bypass);
+        assert_eq!(
+            Permissions::of(&parse_args(["-p", "--dangerously-skip-permissions"])),
+            Permissions::Bypass
+        );
+        assert_eq!(Permissions::of(&parse_args(["-p"])), Permissions::Nobody);
+    }
+
+    #[test]
+    fn permission_answers_are_read() {
+        let line = r#"{"type":"control_response","response":{"subtype":"success","request_id":"perm-1","response":{"behavior":"deny","message":"no"}}}"#;
+        match parse_input_line(line) {
+            Input::Answer {
+                request_id,
+                allow,
+                message,
+            } => {
+                assert_eq!(
+                    (request_id.as_str(), allow, message.as_str()),
+                    ("perm-1", false, "no")
+                );
+            }
+            _ => panic!("not an answer"),
+        }
+        let line = r#"{"type":"control_response","response":{"subtype":"success","request_id":"perm-2","response":{"behavior":"allow","updatedInput":{}}}}"#;
+        assert!(matches!(
+            parse_input_line(line),
+            Input::Answer { allow: true, .. }
+        ));
     }
 }

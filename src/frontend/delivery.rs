@@ -24,7 +24,7 @@ pub trait Render: Default + Send + 'static {
 
 /// A neutral view's answer as a front end's blocks: each item becomes the blocks
 /// `blocks` makes of it (with the item's key), nothing and a turn's start stay what
-/// they are.
+/// they are. An approval is a message of its own, asking for an answer while it waits.
 pub fn blocks_of(
     view: view::View,
     mut blocks: impl FnMut(Option<String>, &view::Item) -> Vec<outbox::Block>,
@@ -35,7 +35,18 @@ pub fn blocks_of(
         view::View::Items(items) => Rendered::Blocks(
             items
                 .into_iter()
-                .flat_map(|k| blocks(k.key, &k.item))
+                .flat_map(|k| {
+                    let mut out = blocks(k.key, &k.item);
+                    if let view::Item::Approval(a) = &k.item
+                        && let [only] = out.as_mut_slice()
+                    {
+                        only.alone = true;
+                        if a.answer.is_none() {
+                            only.body.ask = Some(a.id.clone());
+                        }
+                    }
+                    out
+                })
                 .collect(),
         ),
     }

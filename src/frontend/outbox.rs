@@ -13,7 +13,7 @@
 //! whose output the homeserver has acknowledged: the caller stores it, and after a
 //! restart goes on from there.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::time::Duration;
 
 use tokio::sync::mpsc;
@@ -26,6 +26,9 @@ use tokio::time::Instant;
 pub struct Body {
     pub plain: String,
     pub rich: String,
+    /// The approval this message asks people to answer: the front end adds its answer
+    /// controls (Discord buttons, Matrix reactions). Only a message of one block has one.
+    pub ask: Option<String>,
 }
 
 impl Body {
@@ -33,7 +36,14 @@ impl Body {
         Body {
             plain: plain.into(),
             rich: rich.into(),
+            ask: None,
         }
+    }
+
+    /// This body, asking people to answer approval `id`.
+    pub fn asking(mut self, id: impl Into<String>) -> Body {
+        self.ask = Some(id.into());
+        self
     }
 
     /// The size the outbox counts against its message limit.
@@ -44,27 +54,47 @@ impl Body {
 
 /// The smallest unit of output. `key` names a block that a later one may replace while
 /// its message is still being edited (a tool call, then the same call with its outcome).
+/// An `alone` block is a message of its own (an approval): a later block with its key
+/// replaces it however much output came between, by an edit of that message.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Block {
     pub key: Option<String>,
     pub body: Body,
+    pub alone: bool,
 }
 
 impl Block {
     pub fn new(body: Body) -> Block {
-        Block { key: None, body }
+        Block {
+            key: None,
+            body,
+            alone: false,
+        }
     }
 
     pub fn keyed(key: impl Into<String>, body: Body) -> Block {
         Block {
             key: Some(key.into()),
             body,
+            alone: false,
+        }
+    }
+
+    /// A block that is a message of its own, replaced by later blocks with its key.
+    pub fn alone(key: impl Into<String>, body: Body) -> Block {
+        Block {
+            key: Some(key.into()),
+            body,
+            alone: true,
         }
     }
 }
 
 /// Joins blocks into one message body.
 pub fn join(blocks: &[Block]) -> Body {
+    if let [only] = blocks {
+        return only.body.clone();
+    }
     let mut plain = String::new();
     let mut rich = String::new();
     for (i, b) in blocks.iter().enumerate() {
@@ -75,7 +105,11 @@ pub fn join(blocks: &[Block]) -> Body {
         plain.push_str(&b.body.plain);
         rich.push_str(&b.body.rich);
     }
-    Body { plain, rich }
+    Body {
+        plain,
+        rich,
+        ask: None,
+    }
 }
 
 /// What one event means for the thread.
@@ -196,6 +230,8 @@ struct Msg {
     /// The last event sequence number whose output this message holds.
     upto: i64,
     version: u64,
+    /// Holds one `alone` block.
+    alone: bool,
 }
 
 #[derive(Debug, Default)]
@@ -227,6 +263,9 @@ pub struct Outbox {
     failures: u32,
     retry_at: Option<Instant>,
     flight: Option<Flight>,
+    /// The messages of `alone` blocks posted so far, by key: a later block with the key
+    /// edits the message.
+    placed: HashMap<String, String>,
 }
 
 impl Outbox {
@@ -247,7 +286,15 @@ impl Outbox {
             failures: 0,
             retry_at: None,
             flight: None,
+            placed: HashMap::new(),
         }
+    }
+
+    /// Knows that the `alone` blocks of these keys are in these messages already (from
+    /// before a restart), so a block with one of the keys edits its message.
+    pub fn with_placed(mut self, placed: impl IntoIterator<Item = (String, String)>) -> Outbox {
+        self.placed.extend(placed);
+        self
     }
 
     /// The last event sequence number whose output is on the homeserver.
@@ -328,7 +375,62 @@ impl Outbox {
         }
     }
 
+    /// An `alone` block: replaces the block with its key (the last message in place; a
+    /// message not yet posted in place, without claiming the later events; a posted
+    /// one by an edit queued behind what came since, so `delivered` never passes
+    /// output not yet sent), or becomes a message of its own.
+    fn push_alone(&mut self, seq: i64, block: Block) {
+        let size = block.body.size();
+        let key = block.key.clone().unwrap_or_default();
+        let holds =
+            |m: &Msg| m.alone && m.blocks.first().and_then(|b| b.key.as_ref()) == Some(&key);
+        if let Some(last) = self.msgs.back_mut().filter(|m| holds(m)) {
+            last.blocks = vec![block];
+            last.size = size;
+            last.dirty = true;
+            last.upto = seq;
+            last.version += 1;
+            return;
+        }
+        if let Some(m) = self
+            .msgs
+            .iter_mut()
+            .find(|m| holds(m) && m.event_id.is_none())
+        {
+            m.blocks = vec![block];
+            m.size = size;
+            m.dirty = true;
+            m.version += 1;
+            return;
+        }
+        let posted = self
+            .msgs
+            .iter()
+            .find(|m| holds(m))
+            .and_then(|m| m.event_id.clone())
+            .or_else(|| self.placed.get(&key).cloned());
+        if posted.is_none() {
+            self.close_open();
+        }
+        let id = self.next_id;
+        self.next_id += 1;
+        self.msgs.push_back(Msg {
+            id,
+            event_id: posted,
+            blocks: vec![block],
+            size,
+            dirty: true,
+            open: false,
+            upto: seq,
+            version: 0,
+            alone: true,
+        });
+    }
+
     fn push_block(&mut self, seq: i64, block: Block) {
+        if block.alone {
+            return self.push_alone(seq, block);
+        }
         let size = block.body.size();
         let max = self.limits.max_size;
         if let Some(open) = self.msgs.back_mut().filter(|m| m.open) {
@@ -366,6 +468,7 @@ impl Outbox {
             open: size < max,
             upto: seq,
             version: 0,
+            alone: false,
         });
     }
 
@@ -489,6 +592,14 @@ impl Outbox {
                 if let Some(m) = self.msgs.iter_mut().find(|m| m.id == id) {
                     if m.event_id.is_none() {
                         m.event_id = event_id;
+                        if m.alone
+                            && let (Some(key), Some(ev)) = (
+                                m.blocks.first().and_then(|b| b.key.clone()),
+                                m.event_id.clone(),
+                            )
+                        {
+                            self.placed.insert(key, ev);
+                        }
                     }
                     if m.version == version {
                         m.dirty = false;

@@ -29,12 +29,37 @@ pub fn console_lines(body: &EventBody) -> Vec<String> {
         EventBody::Agent { event } => agent_lines(event),
         EventBody::Stderr { .. } => Vec::new(),
         EventBody::Notice { text } => text.lines().map(str::to_string).collect(),
+        EventBody::Approval {
+            id,
+            tool,
+            summary,
+            preview,
+            answer,
+        } => {
+            let call = format!("{tool}: {summary}");
+            match answer {
+                None => {
+                    let mut lines = vec![format!(
+                        "? approve {call} (approval {id}): answer approve, always or deny"
+                    )];
+                    lines.extend(
+                        preview
+                            .iter()
+                            .flat_map(|p| p.lines().map(|l| format!("?   {l}"))),
+                    );
+                    lines
+                }
+                Some(a) => vec![format!("? {call}: {}", a.line())],
+            }
+        }
     }
 }
 
 fn agent_lines(event: &AgentEvent) -> Vec<String> {
     match event {
-        AgentEvent::Started { .. } | AgentEvent::Unknown { .. } => Vec::new(),
+        AgentEvent::Started { .. }
+        | AgentEvent::Unknown { .. }
+        | AgentEvent::PermissionRequest { .. } => Vec::new(),
         AgentEvent::Text { text } => text.lines().map(str::to_string).collect(),
         AgentEvent::ToolUse { name, summary, .. } => {
             if name == "Bash" {

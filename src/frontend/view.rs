@@ -34,6 +34,43 @@ pub enum Item {
     Note(String),
     /// A tool call; a later item with the same key replaces it once its result is in.
     Tool(Tool),
+    /// A tool call waiting for a person's approval, or answered: a message of its own
+    /// (with the front end's answer controls while it waits), edited once answered.
+    Approval(Approval),
+}
+
+/// An approval as the thread shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Approval {
+    pub id: String,
+    pub tool: String,
+    /// The key argument, one line (may be empty).
+    pub summary: String,
+    /// A longer command, a diff, the start of a file (see [`crate::approval::preview`]).
+    pub preview: Option<String>,
+    /// Once answered: who answered and how, in one line ([`crate::approval::Answered::line`]).
+    pub answer: Option<String>,
+}
+
+impl Approval {
+    /// The message's first line: "🔐 Approve Bash: touch x?" while it waits, "Bash:
+    /// touch x" once answered.
+    pub fn head(&self) -> String {
+        let call = if self.summary.is_empty() {
+            self.tool.clone()
+        } else {
+            format!("{}: {}", self.tool, self.summary)
+        };
+        match self.answer {
+            None => format!("🔐 Approve {call}?"),
+            Some(_) => call,
+        }
+    }
+}
+
+/// The key of an approval's item: its answer replaces the question.
+pub fn approval_key(id: &str) -> String {
+    format!("approval:{id}")
 }
 
 /// A tool call as the thread shows it: one line, with the output folded below it.
@@ -127,13 +164,31 @@ impl Renderer {
             EventBody::Prompt { .. } => View::TurnStart,
             EventBody::Stderr { .. } => View::Nothing,
             EventBody::Notice { text } => plain(Item::Note(cut(text, BLOCK_MAX_CHARS))),
+            EventBody::Approval {
+                id,
+                tool,
+                summary,
+                preview,
+                answer,
+            } => View::Items(vec![Keyed {
+                key: Some(approval_key(id)),
+                item: Item::Approval(Approval {
+                    id: id.clone(),
+                    tool: tool.clone(),
+                    summary: summary.clone(),
+                    preview: preview.clone(),
+                    answer: answer.as_ref().map(|a| a.line()),
+                }),
+            }]),
             EventBody::Agent { event } => self.agent(event),
         }
     }
 
     fn agent(&mut self, event: &AgentEvent) -> View {
         match event {
-            AgentEvent::Started { .. } | AgentEvent::Unknown { .. } => View::Nothing,
+            AgentEvent::Started { .. }
+            | AgentEvent::Unknown { .. }
+            | AgentEvent::PermissionRequest { .. } => View::Nothing,
             AgentEvent::Text { text } => {
                 let items: Vec<Keyed> = markdown_blocks(text)
                     .into_iter()

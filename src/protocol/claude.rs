@@ -39,6 +39,7 @@ pub fn parse_line(line: &str) -> Vec<AgentEvent> {
         "assistant" => assistant(obj, line),
         "user" => user(obj, line),
         "result" => result(obj),
+        "control_request" => control_request(obj, line),
         "control_response" | "stream_event" => Ok(Vec::new()),
         other => Ok(vec![AgentEvent::Unknown {
             kind: other.to_string(),
@@ -95,9 +96,45 @@ pub fn encode_interrupt(request_id: &str) -> String {
     )
 }
 
+/// The permission modes a `claude` agent accepts (`[agents.*] permission_mode`): the
+/// pinned CLI's own, `bypass` (short for `bypassPermissions`) and `ask` (the CLI asks
+/// firstmate on stdio, [`encode_permission`] answers).
+pub const PERMISSION_MODES: [&str; 9] = [
+    "bypass",
+    "ask",
+    "bypassPermissions",
+    "acceptEdits",
+    "default",
+    "manual",
+    "auto",
+    "dontAsk",
+    "plan",
+];
+
+/// The stdin line that answers the CLI's `can_use_tool` request `request_id` (the
+/// Claude Agent SDK's `control_response`): allow with the input asked about, or deny with
+/// a message the model reads as the tool's result.
+pub fn encode_permission(request_id: &str, answer: &super::Permission) -> String {
+    let response = match answer {
+        super::Permission::Allow { input } => {
+            serde_json::json!({"behavior": "allow", "updatedInput": input})
+        }
+        super::Permission::Deny { message } => {
+            serde_json::json!({"behavior": "deny", "message": message})
+        }
+    };
+    let line = serde_json::json!({
+        "type": "control_response",
+        "response": {"subtype": "success", "request_id": request_id, "response": response},
+    });
+    format!("{line}\n")
+}
+
 /// The argv that starts the agent: `claude -p` in stream-json mode, then
 /// `--model M`, `--permission-mode MODE` and `--resume ID` when given (and not
-/// empty), then `extra`.
+/// empty), then `extra`. Mode `ask` is the CLI's default mode with its permission
+/// prompts sent to stdout as `can_use_tool` control requests (`--permission-prompt-tool
+/// stdio`, as the Claude Agent SDK runs it); `bypass` is `bypassPermissions`.
 pub fn command(
     model: Option<&str>,
     permission_mode: Option<&str>,
@@ -116,6 +153,12 @@ pub fn command(
     .into_iter()
     .map(String::from)
     .collect();
+    let ask = permission_mode == Some("ask");
+    let permission_mode = permission_mode.map(|m| match m {
+        "ask" => "default",
+        "bypass" => "bypassPermissions",
+        other => other,
+    });
     for (flag, value) in [
         ("--model", model),
         ("--permission-mode", permission_mode),
@@ -126,8 +169,40 @@ pub fn command(
             argv.push(v.to_string());
         }
     }
+    if ask {
+        argv.extend(["--permission-prompt-tool".to_string(), "stdio".to_string()]);
+    }
     argv.extend(extra.iter().cloned());
     argv
+}
+
+/// `control_request` lines: the CLI asks its host. `can_use_tool` (with
+/// `--permission-prompt-tool stdio`) asks whether a tool call may run; the other
+/// subtypes are kept as unknown.
+fn control_request(obj: &Object, line: &str) -> Result<Vec<AgentEvent>, String> {
+    let ctx = "control_request";
+    let request_id = req_str(obj, "request_id", ctx)?;
+    let request = req_obj(obj, "request", ctx)?;
+    let subtype = req_str(request, "subtype", "control_request.request")?;
+    if subtype != "can_use_tool" {
+        return Ok(vec![AgentEvent::Unknown {
+            kind: format!("control_request/{subtype}"),
+            raw: line.to_string(),
+        }]);
+    }
+    let ctx = "can_use_tool request";
+    let tool = req_str(request, "tool_name", ctx)?;
+    let input = match request.get("input") {
+        None | Some(Value::Null) => Value::Object(Object::new()),
+        Some(v) => v.clone(),
+    };
+    Ok(vec![AgentEvent::PermissionRequest {
+        request_id: request_id.to_string(),
+        tool: tool.to_string(),
+        summary: summarize(tool, &input),
+        input,
+        tool_use_id: opt_str(request, "tool_use_id", ctx)?.map(String::from),
+    }])
 }
 
 /// `system` lines: `init` starts (or resumes) the conversation; the other subtypes
@@ -470,6 +545,10 @@ impl super::Driver for ClaudeDriver {
     fn turn_usage(&self, _: &Usage, reported: Usage) -> Usage {
         reported
     }
+
+    fn answer(&self, request_id: &str, answer: &super::Permission) -> Option<super::Io> {
+        Some(super::Io::Stdin(encode_permission(request_id, answer)))
+    }
 }
 
 #[cfg(test)]
@@ -728,6 +807,9 @@ mod tests {
                     ),
                     AgentEvent::Unknown { kind, .. } => format!("unknown {kind}"),
                     AgentEvent::Malformed { error, .. } => format!("malformed {error}"),
+                    AgentEvent::PermissionRequest { tool, summary, .. } => {
+                        format!("asks {tool} {summary}")
+                    }
                 };
                 line.replace(&sid, "S")
             })
@@ -1391,6 +1473,74 @@ mod tests {
         let v: Value =
             serde_json::from_str(encode_interrupt("a\"b").trim_end()).unwrap_or_default();
         assert_eq!(v["request_id"], "a\"b");
+    }
+
+    #[test]
+    fn can_use_tool_requests_and_their_answers() {
+        // As the pinned CLI (2.1.330) sends it with `--permission-prompt-tool stdio`.
+        let line = r#"{"type":"control_request","request_id":"4797fe3b","request":{"subtype":"can_use_tool","tool_name":"Bash","display_name":"Bash","input":{"command":"echo hi > /workspace/x.txt","description":"Run the command"},"description":"Run the command","permission_suggestions":[],"blocked_path":"/workspace/x.txt","tool_use_id":"toolu_01"}}"#;
+        let input =
+            json!({"command": "echo hi > /workspace/x.txt", "description": "Run the command"});
+        assert_eq!(
+            one(line),
+            AgentEvent::PermissionRequest {
+                request_id: "4797fe3b".into(),
+                tool: "Bash".into(),
+                summary: "echo hi > /workspace/x.txt".into(),
+                input: input.clone(),
+                tool_use_id: Some("toolu_01".into()),
+            }
+        );
+        let other =
+            r#"{"type":"control_request","request_id":"r","request":{"subtype":"hook_callback"}}"#;
+        assert!(
+            matches!(one(other), AgentEvent::Unknown { kind, .. } if kind == "control_request/hook_callback")
+        );
+        let bad = r#"{"type":"control_request","request":{"subtype":"can_use_tool"}}"#;
+        assert!(matches!(one(bad), AgentEvent::Malformed { .. }));
+
+        let allow = encode_permission(
+            "4797fe3b",
+            &crate::protocol::Permission::Allow {
+                input: input.clone(),
+            },
+        );
+        assert!(allow.ends_with('\n'));
+        let v: Value = serde_json::from_str(allow.trim_end()).unwrap();
+        assert_eq!(
+            v,
+            json!({"type": "control_response", "response": {"subtype": "success", "request_id": "4797fe3b",
+                "response": {"behavior": "allow", "updatedInput": input}}})
+        );
+        let deny = encode_permission(
+            "r2",
+            &crate::protocol::Permission::Deny {
+                message: "denied by @alice".into(),
+            },
+        );
+        let v: Value = serde_json::from_str(deny.trim_end()).unwrap();
+        assert_eq!(
+            v["response"]["response"],
+            json!({"behavior": "deny", "message": "denied by @alice"})
+        );
+        assert_eq!(v["response"]["request_id"], "r2");
+    }
+
+    #[test]
+    fn ask_is_the_default_mode_with_prompts_on_stdio() {
+        let argv = command(None, Some("ask"), None, &[]);
+        let tail: Vec<&str> = argv[7..].iter().map(String::as_str).collect();
+        assert_eq!(
+            tail,
+            [
+                "--permission-mode",
+                "default",
+                "--permission-prompt-tool",
+                "stdio"
+            ]
+        );
+        let argv = command(None, Some("bypass"), None, &[]);
+        assert_eq!(argv[7..], ["--permission-mode", "bypassPermissions"]);
     }
 
     #[test]

@@ -515,6 +515,11 @@ impl super::Driver for CodexDriver {
     fn turn_usage(&self, so_far: &Usage, reported: Usage) -> Usage {
         turn_usage(so_far, reported)
     }
+
+    fn answer(&self, _: &str, _: &super::Permission) -> Option<super::Io> {
+        // `codex exec` never asks (the config refuses `permission_mode = "ask"`).
+        None
+    }
 }
 
 #[cfg(test)]

@@ -73,6 +73,18 @@ pub trait Driver: Send + Sync {
     fn parse(&self, line: &str, running: Option<i64>) -> Vec<AgentEvent>;
     /// What a turn that reported `reported` adds to the session's total `so_far`.
     fn turn_usage(&self, so_far: &Usage, reported: Usage) -> Usage;
+    /// How to answer the agent's [`AgentEvent::PermissionRequest`] `request_id`; `None`
+    /// for an agent that never asks.
+    fn answer(&self, request_id: &str, answer: &Permission) -> Option<Io>;
+}
+
+/// The answer to an agent's permission request.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Permission {
+    /// Run the tool call, with this input (the one asked about).
+    Allow { input: serde_json::Value },
+    /// Do not run it; the agent (and the model) get `message`.
+    Deny { message: String },
 }
 
 /// The driver of a protocol.
@@ -133,6 +145,16 @@ pub enum AgentEvent {
         usage: Usage,
         cost_usd: Option<f64>,
         agent_session_id: Option<String>,
+    },
+    /// The agent asks whether it may make a tool call (`permission_mode = "ask"`): it
+    /// waits until [`Driver::answer`]'s line reaches it. `summary` as for
+    /// [`AgentEvent::ToolUse`].
+    PermissionRequest {
+        request_id: String,
+        tool: String,
+        summary: String,
+        input: serde_json::Value,
+        tool_use_id: Option<String>,
     },
     /// A well-formed event of a type this version does not know: kept, not fatal.
     Unknown { kind: String, raw: String },

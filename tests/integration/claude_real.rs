@@ -105,6 +105,18 @@ impl Cli {
         env: &[&str],
         args: &[&str],
     ) -> Cli {
+        Cli::start_in_mode(net, stub, volumes, env, args, "bypassPermissions")
+    }
+
+    /// [`Cli::start`] with the permission mode `mode`.
+    fn start_in_mode(
+        net: &mut Net,
+        stub: &AnthropicStub,
+        volumes: (&str, &str),
+        env: &[&str],
+        args: &[&str],
+        mode: &str,
+    ) -> Cli {
         let name = format!("{}-cli-{}", net.name, net.containers.len());
         net.containers.push(name.clone());
         let mut cmd = Command::new("docker");
@@ -123,7 +135,7 @@ impl Cli {
         cmd.arg(WORKER_IMAGE);
         cmd.args(firstmate::protocol::claude::command(
             None,
-            Some("bypassPermissions"),
+            Some(mode),
             None,
             &args.iter().map(|a| a.to_string()).collect::<Vec<_>>(),
         ));
@@ -694,4 +706,55 @@ fn real_claude_interrupt_through_the_engine_keeps_the_conversation() {
     };
     let out = console_interrupt_scenario(&env, "claude", &|t| stub.wait_turns(1, t));
     assert_interrupt_scenario(&env, &out, &stub.turns(), conversation_text, &stub.log());
+}
+
+#[test]
+fn zz_probe_permissions() {
+    if !worker_ready() {
+        return;
+    }
+    let mode = std::env::var("PROBE_MODE").unwrap_or("manual".into());
+    let extra: Vec<String> = std::env::var("PROBE_ARGS")
+        .unwrap_or_default()
+        .split_whitespace()
+        .map(String::from)
+        .collect();
+    let extra: Vec<&str> = extra.iter().map(|s| s.as_str()).collect();
+    let mut net = Net::new("claude_probe");
+    let stub = net.stub(vec![
+        Reply::bash("Writing.", "echo hi > /workspace/x.txt"),
+        Reply::text("Done."),
+    ]);
+    let home = net.volume("home");
+    let ws = net.volume("workspace");
+    let mut cli = Cli::start_in_mode(&mut net, &stub, (&home, &ws), &[], &extra, &mode);
+    if let Ok(init) = std::env::var("PROBE_INIT") {
+        cli.send(&format!("{init}\n"));
+    }
+    cli.send(&encode_prompt("Write a file."));
+    let got = cli.until("control_request or result", |v| {
+        v["type"] == "result" || v["type"] == "control_request"
+    });
+    for l in &got {
+        eprintln!("OUT {l}");
+    }
+    let last: Value = serde_json::from_str(got.last().unwrap()).unwrap();
+    if last["type"] == "control_request" {
+        let id = last["request_id"].clone();
+        let answer = std::env::var("PROBE_ANSWER").unwrap_or("allow".into());
+        let resp = if answer == "allow" {
+            serde_json::json!({"type":"control_response","response":{"subtype":"success","request_id":id,"response":{"behavior":"allow","updatedInput":last["request"]["input"]}}})
+        } else {
+            serde_json::json!({"type":"control_response","response":{"subtype":"success","request_id":id,"response":{"behavior":"deny","message":"Denied by alice in chat"}}})
+        };
+        cli.send(&format!("{resp}\n"));
+        for l in cli.turn() {
+            eprintln!("OUT {l}");
+        }
+    }
+    let (status, stderr, _) = cli.finish();
+    eprintln!("STATUS {status:?} STDERR {stderr}");
+    for t in stub.turns() {
+        eprintln!("TURN {}", conversation_text(&t).join(" | "));
+    }
 }

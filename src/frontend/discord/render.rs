@@ -40,6 +40,7 @@ fn blocks(key: Option<String>, text: &str) -> Vec<Block> {
         out.push(Block {
             key,
             body: body(first),
+            alone: false,
         });
     }
     out.extend(pieces.map(|p| Block::new(body(p))));
@@ -56,7 +57,23 @@ pub fn text(item: &Item) -> String {
         }
         Item::Markdown(s) | Item::Line(s) | Item::Note(s) => s.clone(),
         Item::Tool(t) => tool_text(t),
+        Item::Approval(a) => approval_text(a),
     }
+}
+
+/// An approval: the call in bold, the preview in a code block, who answered once
+/// someone did (the buttons ask while it waits).
+fn approval_text(a: &view::Approval) -> String {
+    let mut out = format!("**{}**", a.head());
+    if let Some(p) = &a.preview {
+        out.push('\n');
+        out.push_str(crate::frontend::render::fence(p).trim_end());
+    }
+    if let Some(answer) = &a.answer {
+        out.push('\n');
+        out.push_str(answer);
+    }
+    out
 }
 
 /// Whether a block of markdown is a table.

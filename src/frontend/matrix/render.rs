@@ -26,7 +26,11 @@ pub struct Renderer {
 impl Render for Renderer {
     fn render(&mut self, body: &EventBody) -> Rendered {
         blocks_of(self.view.render(body), |key, i| {
-            vec![Block { key, body: item(i) }]
+            vec![Block {
+                key,
+                body: item(i),
+                alone: false,
+            }]
         })
     }
 }
@@ -41,7 +45,28 @@ pub fn item(item: &Item) -> Body {
             format!("<p><em>{}</em></p>", lines_html(note)),
         ),
         Item::Tool(t) => tool(t),
+        Item::Approval(a) => approval(a),
     }
+}
+
+/// What reacting or replying does to an approval, under the question.
+pub const APPROVAL_HINT: &str =
+    "React ✅ approve · ♾️ approve for this session · ❌ deny, or reply approve / always / deny";
+
+/// An approval: the call in bold, the preview in a code block, then how to answer (or
+/// who answered).
+fn approval(a: &view::Approval) -> Body {
+    let head = a.head();
+    let mut plain = head.clone();
+    let mut html = format!("<p><b>{}</b></p>", escape(&head));
+    if let Some(p) = &a.preview {
+        plain.push_str(&format!("\n{}", indent(p)));
+        html.push_str(&format!("<pre><code>{}</code></pre>", escape(p)));
+    }
+    let last = a.answer.as_deref().unwrap_or(APPROVAL_HINT);
+    plain.push_str(&format!("\n{last}"));
+    html.push_str(&format!("<p>{}</p>", escape(last)));
+    Body::new(plain, html)
 }
 
 /// A one-paragraph message from plain text.
