@@ -34,6 +34,8 @@ pub enum Command {
     Pr,
     /// Send a workspace file (a folder as `.tar.gz`) back.
     Get { path: String },
+    /// Answer the oldest approval that waits (`approve`, `always`, `deny`).
+    Answer(crate::approval::Answer),
     /// Console only: copy a local file into the workspace's inbox.
     Put { path: String },
     /// The sessions of this room.
@@ -180,6 +182,27 @@ const COMMANDS: &[Spec] = &[
         name: "pr",
         usage: "pr",
         about: "open a pull request",
+        place: Place::Thread,
+        takes: Takes::Nothing,
+    },
+    Spec {
+        name: "approve",
+        usage: "approve",
+        about: "run the tool call asked about",
+        place: Place::Thread,
+        takes: Takes::Nothing,
+    },
+    Spec {
+        name: "always",
+        usage: "always",
+        about: "approve, and that tool from now on",
+        place: Place::Thread,
+        takes: Takes::Nothing,
+    },
+    Spec {
+        name: "deny",
+        usage: "deny",
+        about: "do not run it",
         place: Place::Thread,
         takes: Takes::Nothing,
     },
@@ -443,6 +466,9 @@ fn parse_args(spec: &Spec, rest: &str, mode: Mode) -> Result<Command, CommandErr
                 "diff" => Command::Diff,
                 "push" => Command::Push,
                 "pr" => Command::Pr,
+                "approve" => Command::Answer(crate::approval::Answer::Approve),
+                "always" => Command::Answer(crate::approval::Answer::Always),
+                "deny" => Command::Answer(crate::approval::Answer::Deny),
                 _ => Command::List,
             })
         }

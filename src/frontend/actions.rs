@@ -28,6 +28,8 @@ pub struct Actor {
     pub mention: String,
     /// Whether the front end's allow lists let them start and steer sessions.
     pub allowed: bool,
+    /// Their roles (Discord's role ids; empty elsewhere), for `sessions.approvers`.
+    pub roles: Vec<String>,
 }
 
 /// The answer to a chat action.
@@ -212,6 +214,14 @@ impl Chat {
         text: &str,
     ) -> Option<(String, Option<Reply>)> {
         let session = self.session_of(thread).await?;
+        // `approve`, `always` or `deny` alone answers an approval that waits; with
+        // none waiting, it is a prompt like any other.
+        if let Some(answer) = crate::approval::Answer::from_word(text)
+            && self.waits_for_approval(&session).await
+        {
+            let reply = self.answer(actor, &session, None, answer).await;
+            return Some((session, Some(reply)));
+        }
         if !actor.allowed {
             let first = self.refused.first(&actor.id, thread);
             return Some((session, first.then_some(Reply::Refused)));
@@ -223,6 +233,60 @@ impl Chat {
             .err()
             .map(Reply::from);
         Some((session, reply))
+    }
+
+    /// Whether an approval of the session waits for an answer.
+    async fn waits_for_approval(&self, session: &str) -> bool {
+        match self.engine.store().approvals(session).await {
+            Ok(all) => all.iter().any(|a| a.answered.is_none()),
+            Err(e) => {
+                warn!(session, error = %e, "cannot read the session's approvals");
+                false
+            }
+        }
+    }
+
+    /// Answers an approval of `session` (`approval` names it, as a button does; else
+    /// the oldest that waits), if `actor` may: `sessions.approvers`, or when that is
+    /// empty, the session's requester and allowed people.
+    pub async fn answer(
+        &self,
+        actor: &Actor,
+        session: &str,
+        approval: Option<&str>,
+        answer: crate::approval::Answer,
+    ) -> Reply {
+        let s = match self.engine.session(session).await {
+            Ok(s) => s,
+            Err(e) => return e.into(),
+        };
+        let approvers = &self.engine.config().sessions.approvers;
+        let who = crate::approval::Answerer {
+            id: &actor.id,
+            roles: &actor.roles,
+            allowed: actor.allowed,
+        };
+        if !crate::approval::may_answer(approvers, &s.owner, who) {
+            return Reply::Problem(if approvers.is_empty() {
+                "only the session's requester and the people allowed to steer sessions may answer its approvals".into()
+            } else {
+                "only the people and roles in sessions.approvers may answer approvals".into()
+            });
+        }
+        match self
+            .engine
+            .answer(session, approval, answer, &actor.mention)
+            .await
+        {
+            Ok(_) => Reply::Done {
+                ack: match answer {
+                    crate::approval::Answer::Approve => "✅ approved",
+                    crate::approval::Answer::Always => "♾️ approved for this session",
+                    _ => "❌ denied",
+                },
+            },
+            Err(e) => e.into(),
+        }
     }
 
     /// Whether `actor` may start a session; the refusal otherwise.
@@ -283,7 +347,8 @@ impl Chat {
     /// Whether `actor` may send `cmd` to a session: everyone may read (`status`,
     /// `logs`); only allowed people steer (and take files out).
     pub fn may_steer(&self, actor: &Actor, cmd: &Command) -> Result<(), Reply> {
-        let reading = matches!(cmd, Command::Status | Command::Logs);
+        // Who may answer an approval is `answer`'s to say.
+        let reading = matches!(cmd, Command::Status | Command::Logs | Command::Answer(_));
         if reading || actor.allowed {
             Ok(())
         } else {
@@ -315,6 +380,7 @@ impl Chat {
                 Err(e) => e.into(),
             },
             Command::Get { path } => self.get(id, path, self.upload_limit).await,
+            Command::Answer(answer) => self.answer(actor, id, None, *answer).await,
             Command::Diff | Command::Push | Command::Pr => {
                 EngineError::NotBuilt("diff, push and pr (repositories)").into()
             }
@@ -372,6 +438,11 @@ pub fn thread_command_name(cmd: &Command) -> &'static str {
         Command::Use { .. } => "use",
         Command::Prompt(_) => "prompt",
         Command::Get { .. } => "get",
+        Command::Answer(a) => match a {
+            crate::approval::Answer::Approve => "approve",
+            crate::approval::Answer::Always => "always",
+            _ => "deny",
+        },
         Command::Put { .. } => "put",
     }
 }

@@ -203,10 +203,11 @@ impl Console {
         self.current = mine.first().map(|s| s.id.clone());
 
         // Read input on its own task, so `interrupt` can act while a turn runs. Every
-        // line goes to `lines`, in order; an interrupt is also announced on `interrupts`
-        // at once, for the main loop to act on while it waits for a turn.
+        // line goes to `lines`, in order; an interrupt (and an answer to an approval,
+        // and `stop`) is also announced on `urgent` at once, for the main loop to act on
+        // while it waits for a turn.
         let (line_tx, mut line_rx) = mpsc::unbounded_channel::<(usize, Input)>();
-        let (intr_tx, mut intr_rx) = mpsc::unbounded_channel::<usize>();
+        let (intr_tx, mut intr_rx) = mpsc::unbounded_channel::<(usize, String)>();
         tokio::spawn(async move {
             let mut input = BufReader::new(input);
             let mut index = 0;
@@ -215,9 +216,12 @@ impl Console {
                 let last = matches!(line, None | Some(Input::Unreadable(_)));
                 let Some(line) = line else { break };
                 if let Input::Line(text) = &line
-                    && matches!(command::parse_line(text), Ok(Command::Interrupt))
+                    && matches!(
+                        command::parse_line(text),
+                        Ok(Command::Interrupt | Command::Answer(_) | Command::Stop)
+                    )
                 {
-                    let _ = intr_tx.send(index);
+                    let _ = intr_tx.send((index, text.clone()));
                 }
                 if line_tx.send((index, line)).is_err() || last {
                     break;
@@ -226,8 +230,10 @@ impl Console {
             }
         });
 
-        // Interrupts already acted on while waiting for a turn, by line index.
+        // Interrupts (and answers) already acted on while waiting for a turn, by line
+        // index; answers and `stop`s read ahead, waiting for an approval to act on.
         let mut done = std::collections::HashSet::new();
+        let mut held = std::collections::VecDeque::new();
         while let Some((index, input)) = line_rx.recv().await {
             if self.out.gone() {
                 return Ok(Outcome::Left);
@@ -264,9 +270,16 @@ impl Console {
                 // read meanwhile acts at once.
                 Ok(Command::Prompt(_)) => self.handle(&line).await,
                 _ => {
-                    self.wait_idle(index, &mut intr_rx, &mut done).await?;
+                    self.wait_idle(index, &mut intr_rx, &mut done, &mut held)
+                        .await?;
+                    held.retain(|(k, _)| *k != index);
                     if self.out.gone() {
                         return Ok(Outcome::Left);
+                    }
+                    if done.remove(&index) {
+                        // An answer or `stop` acted on while the turn waited for it.
+                        flush(&flush_tx).await;
+                        continue;
                     }
                     // What the turn printed comes before this command's answer.
                     flush(&flush_tx).await;
@@ -278,7 +291,8 @@ impl Console {
         }
         let mut none = std::collections::HashSet::new();
         let (_, mut closed) = mpsc::unbounded_channel();
-        self.wait_idle(usize::MAX, &mut closed, &mut none).await?;
+        self.wait_idle(usize::MAX, &mut closed, &mut none, &mut Default::default())
+            .await?;
         flush(&flush_tx).await;
         drop(done_tx);
         let _ = (&mut printer.0).await;
@@ -306,11 +320,22 @@ impl Console {
     async fn wait_idle(
         &mut self,
         index: usize,
-        interrupts: &mut mpsc::UnboundedReceiver<usize>,
+        urgent: &mut mpsc::UnboundedReceiver<(usize, String)>,
         done: &mut std::collections::HashSet<usize>,
+        held: &mut std::collections::VecDeque<(usize, String)>,
     ) -> anyhow::Result<()> {
         let mut events = self.engine.subscribe();
+        // Answers and `stop`s read ahead (`held`): acted on at once while an approval of
+        // the current session waits (they would wait for the turn, and the turn for
+        // them); otherwise they keep their place in line.
         loop {
+            if !held.is_empty() && self.approval_waits().await {
+                if let Some((k, line)) = held.pop_front() {
+                    done.insert(k);
+                    self.handle(&line).await;
+                }
+                continue;
+            }
             let mut busy = false;
             for s in self.my_sessions().await? {
                 let working = match s.state {
@@ -338,17 +363,33 @@ impl Console {
                 return Ok(());
             }
             tokio::select! {
-                Some(k) = interrupts.recv() => {
-                    // Interrupts before this line were handled in order already.
-                    if k > index {
+                Some((k, line)) = urgent.recv() => {
+                    // Lines before this one were handled in order already; an interrupt
+                    // on this line is the main loop's.
+                    let interrupt = matches!(command::parse_line(&line), Ok(Command::Interrupt));
+                    if interrupt && k > index {
                         done.insert(k);
                         self.interrupt_now().await;
+                    } else if !interrupt && k >= index {
+                        held.push_back((k, line));
                     }
                 }
                 _ = events.recv() => {}
                 _ = tokio::time::sleep(Duration::from_millis(250)) => {}
             }
         }
+    }
+
+    /// Whether an approval of the current session waits for an answer.
+    async fn approval_waits(&self) -> bool {
+        let Some(id) = &self.current else {
+            return false;
+        };
+        self.engine
+            .store()
+            .approvals(id)
+            .await
+            .is_ok_and(|all| all.iter().any(|a| a.answered.is_none()))
     }
 
     /// Reports a refused line on stderr. Messages quote the user's input (a session
@@ -420,6 +461,7 @@ impl Console {
             id: by.clone(),
             mention: by.clone(),
             allowed: true,
+            roles: Vec::new(),
         };
         let result: Result<(), EngineError> = match cmd {
             Command::Help => {

@@ -127,6 +127,7 @@ impl HandlerInner {
             id: user.to_string(),
             mention: format!("<@{user}>"),
             allowed,
+            roles: roles.iter().map(u64::to_string).collect(),
         }
     }
 }

@@ -420,6 +420,7 @@ impl Bot {
             id: inc.sender.clone(),
             mention: inc.sender.clone(),
             allowed: self.allowed(&inc.sender),
+            roles: Vec::new(),
         }
     }
 
