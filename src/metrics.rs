@@ -109,6 +109,35 @@ pub fn render(s: &Snapshot) -> String {
         "What the model API calls cost, in US dollars, at the gateway's prices.",
         &[(String::new(), format!("{}", api.cost_usd))],
     );
+    let count = |outcome: &str| {
+        s.store
+            .approvals
+            .iter()
+            .filter(|(o, _)| o == outcome)
+            .map(|(_, n)| n)
+            .sum::<i64>()
+    };
+    let approvals: Vec<(String, String)> = crate::approval::Answer::ALL
+        .iter()
+        .map(|a| {
+            (
+                format!("{{outcome=\"{}\"}}", a.as_str()),
+                count(a.as_str()).to_string(),
+            )
+        })
+        .collect();
+    family(
+        "firstmate_approvals_total",
+        "counter",
+        "Approvals answered, by outcome (approved, always, denied, timed_out).",
+        &approvals,
+    );
+    family(
+        "firstmate_approvals_waiting",
+        "gauge",
+        "Approvals that wait for a person.",
+        &[(String::new(), count("waiting").to_string())],
+    );
     let egress: Vec<(String, String)> = Outcome::ALL
         .iter()
         .map(|o| {
@@ -229,6 +258,11 @@ mod tests {
                     },
                     cost_usd: 0.0009,
                 },
+                approvals: vec![
+                    ("approved".into(), 3),
+                    ("timed_out".into(), 1),
+                    ("waiting".into(), 2),
+                ],
             },
             live_tasks: 2,
             events_published: 41,
@@ -254,6 +288,12 @@ mod tests {
             "firstmate_egress_requests_total{outcome=\"private\"} 2",
             "firstmate_egress_requests_total{outcome=\"unresolved\"} 1",
             "firstmate_egress_requests_total{outcome=\"bad_token\"} 0",
+            "# TYPE firstmate_approvals_total counter",
+            "firstmate_approvals_total{outcome=\"approved\"} 3",
+            "firstmate_approvals_total{outcome=\"always\"} 0",
+            "firstmate_approvals_total{outcome=\"denied\"} 0",
+            "firstmate_approvals_total{outcome=\"timed_out\"} 1",
+            "firstmate_approvals_waiting 2",
         ] {
             assert!(
                 text.lines().any(|l| l == want),

@@ -301,6 +301,9 @@ pub struct StoreMetrics {
     pub sessions: Vec<(String, i64)>,
     pub turns: i64,
     pub api: ApiUsage,
+    /// Approvals by outcome (`approved`, `always`, `denied`, `timed_out`), and those
+    /// that wait under `waiting`.
+    pub approvals: Vec<(String, i64)>,
 }
 
 impl Store {
@@ -888,11 +891,13 @@ impl Store {
         row.as_ref().map(approval_from_row).transpose()
     }
 
-    /// Answered approvals of an instance's sessions by outcome (`GET /metrics`).
+    /// Approvals of an instance's sessions by outcome, `waiting` for those without
+    /// one (`GET /metrics`).
     pub async fn approval_counts(&self, instance: &str) -> Result<Vec<(String, i64)>> {
         let rows = sqlx::query(
-            "SELECT a.outcome, COUNT(*) AS n FROM approvals a JOIN sessions s ON s.id = a.session_id \
-             WHERE s.instance = $1 AND a.outcome IS NOT NULL GROUP BY a.outcome",
+            "SELECT COALESCE(a.outcome, 'waiting') AS outcome, COUNT(*) AS n FROM approvals a \
+             JOIN sessions s ON s.id = a.session_id WHERE s.instance = $1 \
+             GROUP BY COALESCE(a.outcome, 'waiting')",
         )
         .bind(instance)
         .fetch_all(&self.pool)
@@ -934,6 +939,7 @@ impl Store {
         .fetch_one(&self.pool)
         .await?;
         m.api = api_usage_from_row(&r)?;
+        m.approvals = self.approval_counts(instance).await?;
         Ok(m)
     }
 

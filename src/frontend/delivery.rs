@@ -238,11 +238,29 @@ impl<T: Threads> Deliveries<T> {
             return;
         };
         let (tx, rx) = mpsc::unbounded_channel();
+        // The approvals shown before a restart: their answers edit those messages.
+        let placed = match store.approval_messages(&session, self.frontend()).await {
+            Ok(p) => p,
+            Err(e) => {
+                warn!(%session, error = %e, "cannot read where the session's approvals are");
+                Vec::new()
+            }
+        };
         let outbox = Outbox::new(
             self.inner.threads.limits(),
             binding.delivered_seq,
             status_event,
+        )
+        .with_placed(
+            placed
+                .into_iter()
+                .map(|(approval, message)| (view::approval_key(&approval), message)),
         );
+        let sink = Placing {
+            sink,
+            store: store.clone(),
+            frontend: self.frontend(),
+        };
         tokio::spawn(outbox::run(session.to_string(), outbox, rx, sink));
 
         let mut renderer = T::Renderer::default();
@@ -298,5 +316,33 @@ impl<T: Threads> Deliveries<T> {
             }
             notify.notified().await;
         }
+    }
+}
+
+/// A thread's sink that records the message each approval was posted in, so a reaction
+/// on it (Matrix) finds the approval and its answer edits it, after a restart too.
+struct Placing<S> {
+    sink: S,
+    store: Store,
+    frontend: &'static str,
+}
+
+impl<S: Sink> Sink for Placing<S> {
+    async fn send(&self, op: &outbox::Op) -> Result<Option<String>, String> {
+        let sent = self.sink.send(op).await?;
+        if let (outbox::Op::Post { body, .. }, Some(message)) = (op, &sent)
+            && let Some(approval) = &body.ask
+            && let Err(e) = self
+                .store
+                .set_approval_message(approval, self.frontend, message)
+                .await
+        {
+            warn!(approval, error = %e, "cannot keep where an approval was posted");
+        }
+        Ok(sent)
+    }
+
+    async fn delivered(&self, seq: i64) {
+        self.sink.delivered(seq).await
     }
 }

@@ -820,6 +820,104 @@ mod tests {
         (tx, task)
     }
 
+    fn alone(seq: i64, key: &str, s: &str, ask: bool) -> Input {
+        let mut b = body(s);
+        if ask {
+            b = b.asking(key);
+        }
+        Input::Piece(Piece::Block {
+            seq,
+            block: Block::alone(key, b),
+        })
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_approval_is_a_message_of_its_own_and_its_answer_edits_it() {
+        let rec = Recorder::new(Duration::from_millis(10));
+        let (tx, task) = start(Limits::default(), &rec);
+        tx.send(block(1, "before")).unwrap();
+        tx.send(alone(2, "a1", "approve?", true)).unwrap();
+        tx.send(block(3, "after")).unwrap();
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        // Output after the answer, then the answer, long after the question was posted.
+        tx.send(block(4, "more")).unwrap();
+        tx.send(alone(5, "a1", "approved", false)).unwrap();
+        tx.send(block(6, "last")).unwrap();
+        drop(tx);
+        task.await.unwrap();
+        assert_eq!(
+            rec.messages(),
+            ["before", "approved", "after\nmore", "last"]
+        );
+        let ops = rec.ops();
+        // The question went out asking, on its own; its answer is an edit without.
+        let asks: Vec<_> = ops
+            .iter()
+            .filter_map(|(_, op)| match op {
+                Op::Post { body, .. } | Op::Edit { body, .. }
+                    if body.plain.starts_with("appro") =>
+                {
+                    Some((matches!(op, Op::Post { .. }), body.ask.clone()))
+                }
+                _ => None,
+            })
+            .collect();
+        assert_eq!(asks, [(true, Some("a1".into())), (false, None)]);
+        assert_eq!(rec.log.lock().unwrap().delivered.last(), Some(&6));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_answer_after_a_restart_edits_the_message_posted_before() {
+        let rec = Recorder::new(Duration::from_millis(10));
+        let (tx, rx) = mpsc::unbounded_channel();
+        let outbox = Outbox::new(Limits::default(), 7, Some("$status".into()))
+            .with_placed([("a1".to_string(), "$old".to_string())]);
+        let task = tokio::spawn(run("test".into(), outbox, rx, rec.clone()));
+        tx.send(alone(8, "a1", "denied", false)).unwrap();
+        tx.send(block(9, "next")).unwrap();
+        drop(tx);
+        task.await.unwrap();
+        let ops: Vec<Op> = rec.ops().into_iter().map(|(_, op)| op).collect();
+        assert!(
+            matches!(&ops[0], Op::Edit { event_id, body, upto: 8 } if event_id == "$old" && body.plain == "denied"),
+            "{ops:?}"
+        );
+        assert!(
+            matches!(&ops[1], Op::Post { body, upto: 9 } if body.plain == "next"),
+            "{ops:?}"
+        );
+        assert_eq!(rec.log.lock().unwrap().delivered, [8, 9]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_answer_before_its_question_is_posted_replaces_it_in_place() {
+        let rec = Recorder::new(Duration::from_millis(10));
+        let (tx, rx) = mpsc::unbounded_channel();
+        let mut outbox = Outbox::new(Limits::default(), 0, None);
+        // All in before anything is sent: the question is never posted as a question.
+        outbox.push(Piece::Block {
+            seq: 1,
+            block: text("out"),
+        });
+        outbox.push(Piece::Block {
+            seq: 2,
+            block: Block::alone("a1", body("approve?").asking("a1")),
+        });
+        outbox.push(Piece::Block {
+            seq: 3,
+            block: text("after"),
+        });
+        outbox.push(Piece::Block {
+            seq: 4,
+            block: Block::alone("a1", body("denied")),
+        });
+        let task = tokio::spawn(run("test".into(), outbox, rx, rec.clone()));
+        drop(tx);
+        task.await.unwrap();
+        assert_eq!(rec.messages(), ["out", "denied", "after"]);
+        assert_eq!(rec.log.lock().unwrap().delivered.last(), Some(&4));
+    }
+
     #[tokio::test(start_paused = true)]
     async fn a_send_that_never_answers_is_given_up_and_tried_again() {
         let rec = Recorder::new(Duration::from_millis(10));

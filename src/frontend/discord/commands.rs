@@ -65,6 +65,16 @@ pub(super) fn buttons(session: &str) -> Value {
 }
 
 /// The subcommand of an `/agent` interaction and its options (name, string value).
+/// The buttons of an approval that waits: Approve, Approve for this session, Deny.
+pub(super) fn approval_buttons(session: &str, approval: &str) -> Value {
+    let id = |answer: &str| format!("fm:{answer}:{session}:{approval}");
+    json!([{"type": 1, "components": [
+        {"type": 2, "style": 3, "label": "Approve", "custom_id": id("approve")},
+        {"type": 2, "style": 1, "label": "Approve for this session", "custom_id": id("always")},
+        {"type": 2, "style": 4, "label": "Deny", "custom_id": id("deny")},
+    ]}])
+}
+
 pub(super) fn subcommand(cmd: &CommandInteraction) -> Option<(String, Vec<(String, String)>)> {
     let sub = cmd.data.options.first()?;
     let opts = match &sub.value {
@@ -545,15 +555,10 @@ impl Handler {
     }
 
     async fn button(&self, c: &ComponentInteraction) {
-        let mut parts = c.data.custom_id.splitn(3, ':');
+        let mut parts = c.data.custom_id.splitn(4, ':');
         let (Some("fm"), Some(action), Some(session)) = (parts.next(), parts.next(), parts.next())
         else {
             return;
-        };
-        let command = match action {
-            "stop" => Command::Stop,
-            "interrupt" => Command::Interrupt,
-            _ => return,
         };
         let inner = &self.inner;
         let rest = &inner.rest;
@@ -565,6 +570,31 @@ impl Handler {
             let mut data = message(&clip(&text));
             data["flags"] = json!(EPHEMERAL);
             data
+        };
+        if let (Some(answer), Some(approval)) = (Answer::from_word(action), parts.next()) {
+            // The answer is quick to record: recorded, the message is edited by the
+            // thread's delivery; refused, only the person who pressed is told.
+            let reply = inner
+                .chat
+                .answer(&actor, session, Some(approval), answer)
+                .await;
+            let response = match reply {
+                Reply::Done { .. } => rest.respond(c.id.get(), &c.token, 6, None).await,
+                other => {
+                    rest.respond(c.id.get(), &c.token, 4, Some(say(reply_text(other).0)))
+                        .await
+                }
+            };
+            if let Err(e) = response {
+                warn!(error = %e, "cannot answer a Discord button");
+            }
+            inner.ensure(session);
+            return;
+        }
+        let command = match action {
+            "stop" => Command::Stop,
+            "interrupt" => Command::Interrupt,
+            _ => return,
         };
         if let Err(r) = inner.chat.may_steer(&actor, &command) {
             let _ = rest

@@ -36,6 +36,7 @@ use serenity::all::{
 };
 use tracing::{info, warn};
 
+use crate::approval::Answer;
 use crate::command::{Command, NewArgs};
 use crate::config::DiscordConfig;
 use crate::engine::Engine;

@@ -60,6 +60,19 @@ pub(super) struct ThreadSink {
     store: Store,
 }
 
+impl ThreadSink {
+    /// An output message: an approval that waits has its three buttons; any other
+    /// message none (an answered approval's edit takes its buttons away).
+    fn output(&self, body: &Body) -> Value {
+        let mut m = message(&clip(&body.plain));
+        m["components"] = match &body.ask {
+            Some(approval) => approval_buttons(&self.session, approval),
+            None => json!([]),
+        };
+        m
+    }
+}
+
 pub(super) fn message_id(id: &str) -> Result<u64, String> {
     id.parse::<u64>()
         .ok()
@@ -96,17 +109,10 @@ impl Sink for ThreadSink {
                 rest.edit_message(self.thread, message_id(event_id)?, with_buttons(body))
                     .await
             }
-            Op::Post { body, .. } => {
-                rest.send_message(self.thread, message(&clip(&body.plain)))
-                    .await
-            }
+            Op::Post { body, .. } => rest.send_message(self.thread, self.output(body)).await,
             Op::Edit { event_id, body, .. } => {
-                rest.edit_message(
-                    self.thread,
-                    message_id(event_id)?,
-                    message(&clip(&body.plain)),
-                )
-                .await
+                rest.edit_message(self.thread, message_id(event_id)?, self.output(body))
+                    .await
             }
         };
         sent.map(|id| Some(id.to_string()))

@@ -313,6 +313,9 @@ impl Bot {
 
     async fn handle(&self, inc: &Incoming) {
         let c = &inc.content;
+        if c["m.relates_to"]["rel_type"] == "m.annotation" {
+            return self.reaction(inc).await;
+        }
         if matches!(
             c["msgtype"].as_str(),
             Some("m.file" | "m.image" | "m.video" | "m.audio")
@@ -413,6 +416,43 @@ impl Bot {
             self.answer(inc, Some(root), r);
         }
         self.inner.deliveries.ensure(&session);
+    }
+
+    /// A reaction: ✅ ♾️ ❌ on an approval's message answer it; other reactions, and
+    /// reactions on other messages, mean nothing to the bot.
+    async fn reaction(&self, inc: &Incoming) {
+        let rel = &inc.content["m.relates_to"];
+        let (Some(target), Some(answer)) = (
+            rel["event_id"].as_str(),
+            rel["key"].as_str().and_then(Answer::from_reaction),
+        ) else {
+            return;
+        };
+        let store = self.inner.chat.engine().store();
+        let approval = match store.approval_for_message(FRONTEND, target).await {
+            Ok(Some(a)) => a,
+            Ok(None) => return,
+            Err(e) => {
+                warn!(event = %inc.event_id, error = %e, "cannot look up an approval");
+                return;
+            }
+        };
+        let reply = self
+            .inner
+            .chat
+            .answer(
+                &self.actor(inc),
+                &approval.session_id,
+                Some(&approval.id),
+                answer,
+            )
+            .await;
+        let root = match store.binding(&approval.session_id, FRONTEND).await {
+            Ok(Some(b)) => b.thread_ref,
+            _ => return,
+        };
+        self.answer(inc, Some(&root), reply);
+        self.inner.deliveries.ensure(&approval.session_id);
     }
 
     fn actor(&self, inc: &Incoming) -> Actor {
@@ -536,7 +576,7 @@ impl Bot {
 
 /// A room message from the sync, when it is one someone wrote.
 pub(super) fn incoming_of(room: &OwnedRoomId, v: &Value) -> Option<Incoming> {
-    if v["type"] != "m.room.message" {
+    if v["type"] != "m.room.message" && v["type"] != "m.reaction" {
         return None;
     }
     Some(Incoming {

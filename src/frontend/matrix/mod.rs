@@ -56,11 +56,12 @@ use matrix_sdk::ruma::events::room::{EncryptedFile, MediaSource};
 use matrix_sdk::ruma::{OwnedEventId, OwnedRoomId, OwnedUserId, UInt};
 use matrix_sdk::store::StateStoreDataKey;
 use matrix_sdk::{Client, Room, RoomState, SessionMeta, SessionTokens};
-use serde_json::Value;
+use serde_json::{Value, json};
 use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
 use self::render::Renderer;
+use crate::approval::Answer;
 use crate::command::{self, Command};
 use crate::config::MatrixConfig;
 use crate::engine::Engine;

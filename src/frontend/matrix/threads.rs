@@ -53,6 +53,10 @@ impl Threads for MatrixThreads {
     }
 }
 
+/// The reactions the bot puts on an approval that waits: approve, approve for the
+/// session, deny.
+pub(super) const APPROVAL_REACTIONS: [&str; 3] = ["✅", "♾️", "❌"];
+
 /// A session thread in a Matrix room.
 pub(super) struct RoomSink {
     client: Client,
@@ -86,6 +90,18 @@ impl Sink for RoomSink {
         let id = sent.response.event_id.to_string();
         if matches!(op, Op::PostStatus { .. }) {
             save_json(&self.client, &status_key_of(&self.session), &id).await;
+        }
+        if let Op::Post { body, .. } = op
+            && body.ask.is_some()
+        {
+            // The answers as reactions already there: one tap on a phone.
+            for key in APPROVAL_REACTIONS {
+                let reaction = json!({"m.relates_to": {"rel_type": "m.annotation", "event_id": id, "key": key}});
+                if let Err(e) = room.send_raw("m.reaction", reaction).await {
+                    warn!(session = %self.session, error = %e, "cannot add the approval's reactions");
+                    break;
+                }
+            }
         }
         Ok(Some(id))
     }
