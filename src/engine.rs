@@ -1423,7 +1423,6 @@ impl SessionTask {
     }
 
     async fn interrupt(&mut self) -> Result<()> {
-        self.deny_waiting("the turn was interrupted").await?;
         if !self.turn_active {
             self.pending.push(EventBody::Notice {
                 text: "nothing to interrupt: the agent is not working".into(),
@@ -1432,16 +1431,11 @@ impl SessionTask {
         }
         self.interrupt_requested = true;
         let request = format!("interrupt-{}", now_ms());
-        match self.driver().interrupt(self.s.turns + 1, &request) {
-            Io::Stdin(line) => self.write_stdin(line.as_bytes()).await,
-            Io::Exec(argv) => {
-                let container = self.s.container_id.clone().unwrap_or_default();
-                self.runtime()
-                    .exec_detached(&self.s.id, &container, argv)
-                    .await?;
-                Ok(())
-            }
-        }
+        let io = self.driver().interrupt(self.s.turns + 1, &request);
+        self.carry_out(io).await?;
+        // After the interrupt, so the agent ends the turn rather than going on without
+        // the tool.
+        self.deny_waiting("the turn was interrupted").await
     }
 
     async fn stop(&mut self, reason: String) -> Result<()> {

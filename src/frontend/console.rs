@@ -315,8 +315,9 @@ impl Console {
 
     /// Waits while a session of this console works (starting, running, or holding a
     /// prompt not yet taken). A queued session does not count: it may wait for a slot
-    /// that only a later line frees. An interrupt read after line `index` acts at once
-    /// and is noted in `done`.
+    /// that only a later line frees; nor does a turn that waits for an approval. An
+    /// interrupt read after line `index` acts at once and is noted in `done`, as does
+    /// an answer (or `stop`) once an approval of the current session waits.
     async fn wait_idle(
         &mut self,
         index: usize,
@@ -351,6 +352,9 @@ impl Console {
                     }
                     _ => false,
                 };
+                // A turn that waits for a person's approval is not waited for: the
+                // answer may be a line still to come, or another console's.
+                let working = working && !self.waits_for_answer(&s.id).await;
                 tracing::trace!(session = %s.id, state = %s.state, working, "waiting for the turn");
                 busy |= working || self.engine.is_settling(&s.id);
             }
@@ -382,9 +386,14 @@ impl Console {
 
     /// Whether an approval of the current session waits for an answer.
     async fn approval_waits(&self) -> bool {
-        let Some(id) = &self.current else {
-            return false;
-        };
+        match self.current.clone() {
+            Some(id) => self.waits_for_answer(&id).await,
+            None => false,
+        }
+    }
+
+    /// Whether an approval of session `id` waits for an answer.
+    async fn waits_for_answer(&self, id: &str) -> bool {
         self.engine
             .store()
             .approvals(id)

@@ -3,6 +3,7 @@
 //! PostgreSQL (FIRSTMATE_TEST_DB=postgres).
 
 mod admin;
+mod approvals;
 mod burst;
 mod claude_real;
 mod cleanup;
