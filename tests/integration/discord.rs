@@ -37,8 +37,13 @@ impl Bot {
 
     /// With extra keys inside `[sessions]`.
     fn start_with(fake: &FakeDiscord, sessions: &str) -> Option<Bot> {
+        Bot::start_agent(fake, sessions, "")
+    }
+
+    /// With extra keys inside `[sessions]` and the test agent's `[agents.scripted]`.
+    fn start_agent(fake: &FakeDiscord, sessions: &str, agent: &str) -> Option<Bot> {
         let extra = format!(
-            r#"
+            r#"{agent}
 [discord]
 token_env = "FIRSTMATE_TEST_DISCORD_TOKEN"
 guild_ids = [{guild}]
@@ -668,6 +673,221 @@ fn discord_attachments_go_in_and_get_takes_files_out() {
         m.flags & EPHEMERAL != 0 && m.attachments.is_empty(),
         "{m:?}"
     );
+    assert_eq!(fake.count_429(), 0);
+    bot.stop();
+}
+
+/// The first message of the bot in `thread` with an approval button, and the
+/// approval's custom id prefix (`fm:ANSWER:SESSION:ID` without the answer).
+fn approval_message(fake: &FakeDiscord, thread: u64, tool_call: &str) -> Option<(Message, String)> {
+    let asks = |m: &Message| {
+        m.content.contains(tool_call)
+            && serde_json::to_string(&m.components).is_ok_and(|c| c.contains("fm:approve:"))
+    };
+    fake.wait_for(WAIT, |f| f.messages(thread).iter().any(asks));
+    let m = fake.messages(thread).into_iter().find(asks)?;
+    let ids = serde_json::to_string(&m.components).ok()?;
+    let rest = ids
+        .split("\"fm:approve:")
+        .nth(1)?
+        .split('"')
+        .next()?
+        .to_string();
+    Some((m, rest))
+}
+
+/// Approvals from a Discord thread: the compact message with three buttons, a refusal
+/// only the stranger sees, approve, approve for the session (that tool no longer
+/// asks), deny, the timeout, and a button pressed after the bot restarted.
+#[test]
+fn discord_approvals_with_buttons() {
+    let fake = FakeDiscord::start();
+    fake.add_member(ALICE, "alice", &[]);
+    fake.add_member(BOB, "bob", &[]);
+    let Some(mut bot) = Bot::start_agent(
+        &fake,
+        "approval_timeout = \"10s\"\n",
+        "permission_mode = \"ask\"\n",
+    ) else {
+        return;
+    };
+    assert!(
+        fake.wait_for(WAIT, |f| !f.registered_commands().is_empty()),
+        "{}",
+        bot.stop()
+    );
+    fake.slash_command(
+        ALICE,
+        fake.channel_id(),
+        "agent",
+        "new",
+        &[(
+            "prompt",
+            json!(
+                "ask Bash echo approved-ran\nask Bash echo always-ran\nask Bash echo unasked-ran"
+            ),
+        )],
+    );
+    assert!(
+        fake.wait_for(WAIT, |f| f.threads().len() == 1),
+        "{}",
+        bot.stop()
+    );
+    let thread = fake.threads()[0].id;
+    let Some((m, id)) = approval_message(&fake, thread, "echo approved-ran") else {
+        panic!(
+            "no approval message:\n{}\n{}",
+            contents(&fake.messages(thread)),
+            bot.stop()
+        );
+    };
+    assert!(
+        m.content.contains("🔐 Approve Bash: echo approved-ran?"),
+        "{}",
+        m.content
+    );
+    let buttons = serde_json::to_string(&m.components).expect("json");
+    for label in ["Approve", "Approve for this session", "Deny"] {
+        assert!(
+            buttons.contains(&format!("\"label\":\"{label}\"")),
+            "{buttons}"
+        );
+    }
+
+    // Bob may not answer: only he is told, and the approval still waits.
+    let refused = fake.click_button(BOB, thread, m.id, &format!("fm:approve:{id}"));
+    assert!(
+        fake.wait_for(WAIT, |f| !f.interaction_responses(&refused).is_empty()),
+        "no answer to Bob"
+    );
+    let r = &fake.interaction_responses(&refused)[0];
+    assert_eq!(r["type"], 4, "{r}");
+    assert!(
+        r["data"]["flags"].as_u64().unwrap_or(0) & EPHEMERAL != 0,
+        "{r}"
+    );
+    assert!(
+        r["data"]["content"]
+            .as_str()
+            .unwrap_or("")
+            .contains("may answer"),
+        "{r}"
+    );
+    assert!(
+        !fake
+            .message(m.id)
+            .expect("the approval")
+            .components
+            .is_empty()
+    );
+
+    // Alice approves: the message says so and loses its buttons; the command runs.
+    fake.click_button(ALICE, thread, m.id, &format!("fm:approve:{id}"));
+    assert!(
+        fake.wait_for(WAIT, |f| f.message(m.id).is_some_and(|m| m
+            .content
+            .contains(&format!("✅ approved by <@{ALICE}>"))
+            && m.components.is_empty())),
+        "{:?}",
+        fake.message(m.id)
+    );
+    assert!(
+        fake.wait_for(WAIT, |f| thread_with(f, "```\napproved-ran\n```")),
+        "{}",
+        contents(&fake.messages(thread))
+    );
+
+    // Approve for the session: the next Bash call does not ask.
+    let (m2, id2) = approval_message(&fake, thread, "echo always-ran").expect("a second approval");
+    fake.click_button(ALICE, thread, m2.id, &format!("fm:always:{id2}"));
+    assert!(
+        fake.wait_for(WAIT, |f| thread_with(f, "```\nunasked-ran\n```")),
+        "{}",
+        contents(&fake.messages(thread))
+    );
+    assert!(
+        fake.message(m2.id)
+            .is_some_and(|m| m.content.contains("♾️ approved for this session")),
+        "{:?}",
+        fake.message(m2.id)
+    );
+    assert!(
+        !fake
+            .messages(thread)
+            .iter()
+            .any(|m| m.content.contains("🔐 Approve Bash: echo unasked-ran")),
+        "{}",
+        contents(&fake.messages(thread))
+    );
+
+    // Deny, then a timeout.
+    fake.say(
+        ALICE,
+        thread,
+        "ask Edit echo denied-ran\nask Write echo late-ran",
+    );
+    let (m3, id3) =
+        approval_message(&fake, thread, "Edit: echo denied-ran").expect("a third approval");
+    fake.click_button(ALICE, thread, m3.id, &format!("fm:deny:{id3}"));
+    assert!(
+        fake.wait_for(WAIT, |f| f.message(m3.id).is_some_and(|m| m
+            .content
+            .contains(&format!("❌ denied by <@{ALICE}>")))),
+        "{:?}",
+        fake.message(m3.id)
+    );
+    let (m4, _) =
+        approval_message(&fake, thread, "Write: echo late-ran").expect("a fourth approval");
+    assert!(
+        fake.wait_for(WAIT, |f| f.message(m4.id).is_some_and(|m| m
+            .content
+            .contains("⌛ denied: no answer within 10s")
+            && m.components.is_empty())),
+        "{:?}",
+        fake.message(m4.id)
+    );
+    assert!(
+        !thread_with(&fake, "```\ndenied-ran\n```") && !thread_with(&fake, "```\nlate-ran\n```")
+    );
+
+    // A restart with an approval waiting: its button still works.
+    fake.say(ALICE, thread, "ask Write echo restart-ran");
+    let (m5, id5) =
+        approval_message(&fake, thread, "Write: echo restart-ran").expect("a fifth approval");
+    // (The bot stores where it posted the question right after posting it.)
+    std::thread::sleep(Duration::from_secs(1));
+    bot.stop();
+    bot.spawn();
+    assert!(
+        fake.wait_for(WAIT, |f| f.gateway_counts().0 >= 2),
+        "the bot did not come back"
+    );
+    let click = fake.click_button(ALICE, thread, m5.id, &format!("fm:approve:{id5}"));
+    assert!(
+        fake.wait_for(WAIT, |f| f
+            .message(m5.id)
+            .is_some_and(|m| m.content.contains("✅ approved by"))),
+        "{:?}\n{:?}\n{}\n{}\n{}",
+        fake.message(m5.id),
+        fake.interaction_responses(&click),
+        contents(&fake.messages(thread)),
+        bot.stop(),
+        crate::support::text(&bot.env.firstmate(&["sessions", "logs", &id5[..10]]))
+    );
+    assert!(
+        fake.wait_for(WAIT, |f| f
+            .messages(thread)
+            .iter()
+            .any(|m| m.content.contains("```\nrestart-ran\n```"))),
+        "{}",
+        contents(&fake.messages(thread))
+    );
+    let ran = fake
+        .messages(thread)
+        .iter()
+        .filter(|m| m.content.contains("```\nrestart-ran\n```"))
+        .count();
+    assert_eq!(ran, 1, "{}", contents(&fake.messages(thread)));
     assert_eq!(fake.count_429(), 0);
     bot.stop();
 }
