@@ -639,3 +639,133 @@ async fn matrix_files_in_and_out_in_plain_and_encrypted_rooms() {
     }
     bot.assert_running();
 }
+
+/// The event id of the message of the bot in the thread of `root` whose text contains
+/// `needle`, once there is one.
+async fn message_with(
+    who: &Person,
+    root: &str,
+    bot_user: &crate::support::synapse::User,
+    bot: &mut Bot,
+    needle: &str,
+) -> String {
+    who.wait_thread(root, bot_user, bot, TURN, needle, |t| t.contains(needle))
+        .await;
+    who.thread(root, bot_user)
+        .into_iter()
+        .find(|m| m.body.contains(needle))
+        .map(|m| m.event_id)
+        .expect("the message")
+}
+
+/// Approvals in Matrix threads, in a plain and an encrypted room: a reaction approves,
+/// a reply `always` approves for the session, a reaction denies, and a reaction of
+/// someone not allowed is refused in the thread.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn matrix_approvals_by_reaction_and_reply() {
+    let Some(syn) = Synapse::main() else {
+        return;
+    };
+    let bot_user = syn.register("bot").await;
+    let alice_user = syn.register("alice").await;
+    let bob_user = syn.register("bob").await;
+    let Some(env) = Env::new(&format!(
+        "permission_mode = \"ask\"\n{}",
+        syn.matrix_table(&bot_user, &[&alice_user])
+    )) else {
+        return;
+    };
+    let alice = Person::login(&syn, &alice_user).await;
+    let bob = Person::login(&syn, &bob_user).await;
+    let mut bot = Bot::start(&env, &bot_user, 1);
+    for encrypted in [false, true] {
+        let room = alice.create_room(encrypted, &[&bot_user, &bob_user]).await;
+        alice
+            .wait_member(&room, &bot_user, Duration::from_secs(60))
+            .await;
+        bob.join(&room).await;
+        let root = alice
+            .send(
+                &room,
+                "!fm new ask Bash echo reacted-ran\nask Bash echo replied-ran\nask Bash echo unasked-ran\nask Edit echo denied-ran",
+            )
+            .await;
+        let first = message_with(
+            &alice,
+            &root,
+            &bot_user,
+            &mut bot,
+            "🔐 Approve Bash: echo reacted-ran?",
+        )
+        .await;
+        // Bob may not answer: told in the thread; the approval still waits.
+        bob.react(&room, &first, "✅").await;
+        alice
+            .wait_thread(&root, &bot_user, &mut bot, TURN, "the refusal", |t| {
+                t.contains("only the session's requester")
+            })
+            .await;
+        alice.react(&room, &first, "✅").await;
+        let t = alice
+            .wait_thread(&root, &bot_user, &mut bot, TURN, "the approval", |t| {
+                t.contains(&format!("✅ approved by {}", alice_user.user_id))
+                    && t.lines().any(|l| l.trim() == "reacted-ran")
+            })
+            .await;
+        assert!(
+            !t.contains("🔐 Approve Bash: echo reacted-ran?"),
+            "the question was not edited:\n{t}"
+        );
+        // A reply in the thread: approve for the session; Bash asks no more.
+        message_with(
+            &alice,
+            &root,
+            &bot_user,
+            &mut bot,
+            "🔐 Approve Bash: echo replied-ran?",
+        )
+        .await;
+        alice.send_in_thread(&room, &root, "always").await;
+        alice
+            .wait_thread(
+                &root,
+                &bot_user,
+                &mut bot,
+                TURN,
+                "approve for the session",
+                |t| {
+                    t.contains("♾️ approved for this session by")
+                        && t.lines().any(|l| l.trim() == "unasked-ran")
+                },
+            )
+            .await;
+        // A reaction denies.
+        let last = message_with(
+            &alice,
+            &root,
+            &bot_user,
+            &mut bot,
+            "🔐 Approve Edit: echo denied-ran?",
+        )
+        .await;
+        alice.react(&room, &last, "❌").await;
+        let t = alice
+            .wait_thread(&root, &bot_user, &mut bot, TURN, "the denial", |t| {
+                t.contains(&format!("❌ denied by {}", alice_user.user_id)) && t.contains("✓ done")
+            })
+            .await;
+        assert!(!t.contains("🔐 Approve Bash: echo unasked-ran?"), "{t}");
+        assert!(!t.lines().any(|l| l.trim() == "denied-ran"), "{t}");
+        assert_eq!(count_lines(&t, "reacted-ran"), 1, "{t}");
+        if encrypted {
+            let thread = alice.thread(&root, &bot_user);
+            assert!(thread.iter().all(|m| m.encrypted), "{thread:#?}");
+        }
+        alice.send_in_thread(&room, &root, "!fm stop").await;
+        alice
+            .wait_thread(&root, &bot_user, &mut bot, TURN, "the stop", |t| {
+                t.contains("⏹ stopped")
+            })
+            .await;
+    }
+}

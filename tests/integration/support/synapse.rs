@@ -500,6 +500,18 @@ impl Person {
             .expect("download")
     }
 
+    /// Reacts to `event` with `key` (encrypted in an encrypted room, as clients do).
+    pub async fn react(&self, room: &RoomId, event: &str, key: &str) -> String {
+        let content =
+            json!({"m.relates_to": {"rel_type": "m.annotation", "event_id": event, "key": key}});
+        let sent = self
+            .room(room)
+            .send_raw("m.reaction", content)
+            .await
+            .expect("send a reaction");
+        sent.response.event_id.to_string()
+    }
+
     async fn send_content(&self, room: &RoomId, content: Value) -> String {
         let r = self.room(room);
         let sent = r
