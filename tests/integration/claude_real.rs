@@ -105,18 +105,6 @@ impl Cli {
         env: &[&str],
         args: &[&str],
     ) -> Cli {
-        Cli::start_in_mode(net, stub, volumes, env, args, "bypassPermissions")
-    }
-
-    /// [`Cli::start`] with the permission mode `mode`.
-    fn start_in_mode(
-        net: &mut Net,
-        stub: &AnthropicStub,
-        volumes: (&str, &str),
-        env: &[&str],
-        args: &[&str],
-        mode: &str,
-    ) -> Cli {
         let name = format!("{}-cli-{}", net.name, net.containers.len());
         net.containers.push(name.clone());
         let mut cmd = Command::new("docker");
@@ -135,7 +123,7 @@ impl Cli {
         cmd.arg(WORKER_IMAGE);
         cmd.args(firstmate::protocol::claude::command(
             None,
-            Some(mode),
+            Some("bypassPermissions"),
             None,
             &args.iter().map(|a| a.to_string()).collect::<Vec<_>>(),
         ));
@@ -708,53 +696,85 @@ fn real_claude_interrupt_through_the_engine_keeps_the_conversation() {
     assert_interrupt_scenario(&env, &out, &stub.turns(), conversation_text, &stub.log());
 }
 
+/// `permission_mode = "ask"` with the real CLI: its `can_use_tool` requests reach the
+/// console; an approved Bash call runs and its output goes back to the model; a denied
+/// one never runs, and the model reads the refusal.
 #[test]
-fn zz_probe_permissions() {
+fn real_claude_asks_and_the_answer_decides() {
     if !worker_ready() {
         return;
     }
-    let mode = std::env::var("PROBE_MODE").unwrap_or("manual".into());
-    let extra: Vec<String> = std::env::var("PROBE_ARGS")
-        .unwrap_or_default()
-        .split_whitespace()
-        .map(String::from)
-        .collect();
-    let extra: Vec<&str> = extra.iter().map(|s| s.as_str()).collect();
-    let mut net = Net::new("claude_probe");
+    let net = Net::new("claude_real");
     let stub = net.stub(vec![
-        Reply::bash("Writing.", "echo hi > /workspace/x.txt"),
-        Reply::text("Done."),
+        Reply::bash(
+            "Writing a.",
+            "echo approved > /workspace/a.txt && echo wrote-a",
+        ),
+        Reply::text("Done a."),
+        Reply::bash(
+            "Writing b.",
+            "echo denied > /workspace/b.txt && echo wrote-b",
+        ),
+        Reply::text("Done b."),
     ]);
-    let home = net.volume("home");
-    let ws = net.volume("workspace");
-    let mut cli = Cli::start_in_mode(&mut net, &stub, (&home, &ws), &[], &extra, &mode);
-    if let Ok(init) = std::env::var("PROBE_INIT") {
-        cli.send(&format!("{init}\n"));
-    }
-    cli.send(&encode_prompt("Write a file."));
-    let got = cli.until("control_request or result", |v| {
-        v["type"] == "result" || v["type"] == "control_request"
-    });
-    for l in &got {
-        eprintln!("OUT {l}");
-    }
-    let last: Value = serde_json::from_str(got.last().unwrap()).unwrap();
-    if last["type"] == "control_request" {
-        let id = last["request_id"].clone();
-        let answer = std::env::var("PROBE_ANSWER").unwrap_or("allow".into());
-        let resp = if answer == "allow" {
-            serde_json::json!({"type":"control_response","response":{"subtype":"success","request_id":id,"response":{"behavior":"allow","updatedInput":last["request"]["input"]}}})
-        } else {
-            serde_json::json!({"type":"control_response","response":{"subtype":"success","request_id":id,"response":{"behavior":"deny","message":"Denied by alice in chat"}}})
-        };
-        cli.send(&format!("{resp}\n"));
-        for l in cli.turn() {
-            eprintln!("OUT {l}");
-        }
-    }
-    let (status, stderr, _) = cli.finish();
-    eprintln!("STATUS {status:?} STDERR {stderr}");
-    for t in stub.turns() {
-        eprintln!("TURN {}", conversation_text(&t).join(" | "));
-    }
+    let tables = claude_tables(&stub, &net).replacen(
+        "protocol = \"claude\"\n",
+        "protocol = \"claude\"\npermission_mode = \"ask\"\n",
+        1,
+    );
+    let Some((env, _)) = gateway_env(&net, &tables, "") else {
+        return;
+    };
+    let out = console_with_key(
+        &env,
+        "new --agent claude --model claude-haiku-4-5 Write a.\n\
+         approve\n\
+         Write b.\n\
+         deny\n\
+         get a.txt\n\
+         get b.txt\n\
+         stop\n",
+    );
+    let all = format!("{}\n--- stand-in\n{}", text(&out), stub.log());
+    let ids = session_ids(&stdout(&out));
+    assert_eq!(ids.len(), 1, "{all}");
+    let lines = lines_of(&stdout(&out), &ids[0]);
+    assert_in_order(
+        &lines,
+        &[
+            "Writing a.",
+            "$ echo approved > /workspace/a.txt && echo wrote-a",
+            "? Bash: echo approved > /workspace/a.txt && echo wrote-a: ✅ approved by console",
+            "wrote-a",
+            "Done a.",
+            "Writing b.",
+            "? Bash: echo denied > /workspace/b.txt && echo wrote-b: ❌ denied by console",
+            "Not run: denied by console in the chat.",
+            "Done b.",
+        ],
+        &all,
+    );
+    // What ran and what did not.
+    assert_eq!(
+        std::fs::read_to_string(env.path().join("a.txt"))
+            .ok()
+            .as_deref(),
+        Some("approved\n"),
+        "{all}"
+    );
+    assert!(text(&out).contains("b.txt: no such file"), "{all}");
+    assert!(!lines.iter().any(|l| l == "wrote-b"), "{all}");
+    // The model got the command's output, then the refusal.
+    let turns = stub.turns();
+    assert_eq!(turns.len(), 4, "{all}");
+    assert_contains_all(
+        &conversation_text(&turns[1]),
+        &["wrote-a"],
+        "after the approval",
+    );
+    assert_contains_all(
+        &conversation_text(&turns[3]),
+        &["Not run: denied by console in the chat."],
+        "after the denial",
+    );
 }
