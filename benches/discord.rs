@@ -9,6 +9,9 @@
 //!    `hi-N`, for N sessions one after another (default 10, FIRSTMATE_BENCH_SESSIONS).
 //! 2. Message writes (posts and edits) per 1,000 lines of agent output, and 429s, for
 //!    `flood 1000` and `flood 10000` (until the last line is in the thread).
+//! 3. Approval latency: `ask Bash ...` (the agent asks, `permission_mode = "ask"`) until
+//!    the approval message is in the thread: from the request's Docker log timestamp to
+//!    the message's timestamp in the fake, for N sessions one after another.
 
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -22,6 +25,9 @@ mod discord;
 #[allow(dead_code)]
 #[path = "../tests/integration/support/stub.rs"]
 mod stub;
+
+#[path = "common/mod.rs"]
+mod common;
 
 use discord::FakeDiscord;
 
@@ -58,13 +64,14 @@ url = "sqlite://{db}"
 instance = "{instance}"
 
 [sessions]
-max_running = 20
-max_running_per_user = 20
+max_running = 100
+max_running_per_user = 100
 
 [agents.scripted]
 image = "{IMAGE}"
 protocol = "claude"
 memory = "256m"
+permission_mode = "ask"
 
 [discord]
 token_env = "FIRSTMATE_BENCH_DISCORD_TOKEN"
@@ -165,6 +172,57 @@ api_base_url = "{base}"
             elapsed.as_secs_f64()
         );
     }
+
+    // 3. Approval latency.
+    let mut lags = Vec::new();
+    for n in 0..sessions {
+        let command = format!("echo appr-{n}-{}", std::process::id());
+        let before: Vec<u64> = fake.threads().iter().map(|t| t.id).collect();
+        fake.slash_command(
+            USER,
+            fake.channel_id(),
+            "agent",
+            "new",
+            &[
+                ("prompt", json!(format!("ask Bash {command}"))),
+                ("agent", json!("scripted")),
+            ],
+        );
+        let question = format!("🔐 Approve Bash: {command}?");
+        assert!(
+            fake.wait_for(wait, |f| shows(f, &question)),
+            "no {question}"
+        );
+        let thread = fake
+            .threads()
+            .into_iter()
+            .find(|t| !before.contains(&t.id))
+            .expect("the thread");
+        let msgs = fake.messages(thread.id);
+        let posted = msgs
+            .iter()
+            .find(|m| m.content.contains(&question))
+            .map(|m| common::unix_ns_of(&m.timestamp))
+            .expect("the approval message");
+        let session = msgs[0]
+            .content
+            .split_whitespace()
+            .nth(2)
+            .expect("the status names the session")
+            .to_string();
+        let asked = common::request_times(&session)
+            .into_iter()
+            .find(|(c, _)| *c == command)
+            .map(|(_, ns)| ns)
+            .expect("the request in the agent's log");
+        lags.push(Duration::from_nanos((posted - asked).max(0) as u64));
+    }
+    println!(
+        "approval request to the approval message in the thread ({sessions} sessions): median {:.0} ms, p95 {:.0} ms, max {:.0} ms",
+        common::ms(common::percentile(&mut lags, 50)),
+        common::ms(common::percentile(&mut lags, 95)),
+        common::ms(common::percentile(&mut lags, 100))
+    );
 
     let _ = bot.kill();
     let _ = bot.wait();

@@ -13,6 +13,9 @@
 //! 3. Lag from an agent line to the person seeing it, 20 sessions streaming at once
 //!    (each 20 lines, 0.5 s apart): the line's time is its Docker log timestamp, the
 //!    person's is when its client got the first event (post or edit) holding the line.
+//! 4. Approval latency: `ask Bash ...` (the agent asks, `permission_mode = "ask"`) until
+//!    the person's client got the approval message: from the request's Docker log
+//!    timestamp, for 10 sessions one after another.
 
 #[path = "common/mod.rs"]
 mod common;
@@ -93,7 +96,7 @@ async fn bench() {
         format!(
             "[database]\nurl = \"sqlite://{}\"\n\n[docker]\ninstance = \"{instance}\"\n\n\
              [sessions]\ndefault_agent = \"scripted\"\nmax_running = 1000\nmax_running_per_user = 1000\n\n\
-             [agents.scripted]\nimage = \"{IMAGE}\"\nprotocol = \"claude\"\nmemory = \"256m\"\n\n\
+             [agents.scripted]\nimage = \"{IMAGE}\"\nprotocol = \"claude\"\nmemory = \"256m\"\npermission_mode = \"ask\"\n\n\
              [matrix]\nhomeserver_url = \"{url}\"\nuser_id = \"{bot_id}\"\npassword_env = \"BENCH_MATRIX_PASSWORD\"\n\
              store_path = \"matrix-store\"\ncommand_prefix = \"!fm\"\nallowed_users = [\"{person_id}\"]\n",
             dir.path().join("bench.db").display()
@@ -243,6 +246,41 @@ async fn bench() {
         }
     }
 
+    // --- 4. approval latency -----------------------------------------------------------
+    let mut approval_lags = Vec::new();
+    for i in 0..10 {
+        let command = format!("echo appr-{i}");
+        let root = person
+            .send(&room, &format!("!fm new ask Bash {command}"), None)
+            .await;
+        let question = format!("🔐 Approve Bash: {command}?");
+        let t = Instant::now();
+        let seen = loop {
+            if let Some((_, ns)) = person
+                .events_in_thread_ns(&root, &bot_id)
+                .into_iter()
+                .find(|(body, _)| body.contains(&question))
+            {
+                break ns;
+            }
+            assert!(t.elapsed() < Duration::from_secs(120), "no {question}");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        };
+        let thread = person.thread(&root, &bot_id);
+        let id = thread[0]
+            .0
+            .split_whitespace()
+            .nth(2)
+            .expect("the status names the session")
+            .to_string();
+        let asked = common::request_times(&id)
+            .into_iter()
+            .find(|(c, _)| *c == command)
+            .map(|(_, ns)| ns)
+            .expect("the request in the agent's log");
+        approval_lags.push(Duration::from_nanos((seen - asked).max(0) as u64));
+    }
+
     // --- cleanup ----------------------------------------------------------------------
     let _ = bot.kill();
     let _ = bot.wait();
@@ -273,6 +311,13 @@ async fn bench() {
         common::ms(common::percentile(&mut lags, 50)),
         common::ms(common::percentile(&mut lags, 95)),
         common::ms(common::percentile(&mut lags, 100))
+    );
+    println!(
+        "approval request to the person's client getting the approval message ({} sessions): median {:.0} ms, p95 {:.0} ms, max {:.0} ms",
+        approval_lags.len(),
+        common::ms(common::percentile(&mut approval_lags, 50)),
+        common::ms(common::percentile(&mut approval_lags, 95)),
+        common::ms(common::percentile(&mut approval_lags, 100))
     );
 }
 

@@ -1719,6 +1719,42 @@ mod tests {
     }
 
     #[test]
+    fn approvals_settings() {
+        let c = parse(
+            "[sessions]\napprovers = [\"@lead:x\", \"42\"]\napproval_timeout = \"90s\"\n\
+             [agents.c]\nimage = \"i\"\npermission_mode = \"ask\"\n\
+             [agents.d]\nimage = \"i\"\npermission_mode = \"ask\"\nask_tools = [\"Bash\"]\n",
+        )
+        .unwrap();
+        assert_eq!(c.sessions.approvers, ["@lead:x", "42"]);
+        assert_eq!(c.sessions.approval_timeout, Duration::from_secs(90));
+        assert_eq!(c.agents["c"].permission_mode, "ask");
+        assert_eq!(c.agents["c"].ask_tools, DEFAULT_ASK_TOOLS);
+        assert_eq!(c.agents["d"].ask_tools, ["Bash"]);
+        let d = parse("").unwrap();
+        assert_eq!(d.sessions.approval_timeout, Duration::from_secs(600));
+        assert!(d.sessions.approvers.is_empty());
+        // Codex has no approvals a chat can answer: refused at load, saying so.
+        let e = err("[agents.x]\nimage = \"i\"\nprotocol = \"codex\"\npermission_mode = \"ask\"\n");
+        assert!(
+            e.contains("agents.x.permission_mode") && e.contains("not available for codex agents"),
+            "{e}"
+        );
+        let e = err("[agents.x]\nimage = \"i\"\npermission_mode = \"always\"\n");
+        assert!(
+            e.contains("not a mode of a claude agent") && e.contains("ask"),
+            "{e}"
+        );
+        let e = err("[agents.x]\nimage = \"i\"\nask_tools = [\"Bash Edit\"]\n");
+        assert!(
+            e.contains("agents.x.ask_tools") && e.contains("not a tool name"),
+            "{e}"
+        );
+        let e = err("[sessions]\napproval_timeout = \"soon\"\n");
+        assert!(e.contains("sessions.approval_timeout"), "{e}");
+    }
+
+    #[test]
     fn empty_file_gives_the_defaults() {
         let c = parse("").unwrap();
         assert_eq!(c.database_url, "sqlite:///etc/firstmate/firstmate.db");

@@ -1464,7 +1464,7 @@ impl SessionTask {
                     let running = self.turn_active.then_some(self.s.turns + 1);
                     for ev in self.driver().parse(&line.text, running) {
                         if let AgentEvent::PermissionRequest { .. } = ev {
-                            self.take_request(ev).await?;
+                            self.take_request(ev, line.ts_ns).await?;
                         } else {
                             turn_ended |= self.take_event(ev);
                         }
@@ -1569,7 +1569,9 @@ impl SessionTask {
     /// allowed once the batch is stored; otherwise the approval is stored (before the
     /// log cursor passes its line, so a restart reads the line again and finds it) and
     /// its message goes to the thread.
-    async fn take_request(&mut self, ev: AgentEvent) -> Result<()> {
+    /// `ts_ns` is when the agent wrote the request (its log line's time): the approval
+    /// times out counting from then.
+    async fn take_request(&mut self, ev: AgentEvent, ts_ns: i64) -> Result<()> {
         let AgentEvent::PermissionRequest {
             request_id,
             tool,
@@ -1599,7 +1601,11 @@ impl SessionTask {
                 summary,
                 input,
                 answered: None,
-                created_at: now_ms(),
+                created_at: if ts_ns > 0 {
+                    ts_ns / 1_000_000
+                } else {
+                    now_ms()
+                },
                 sent: false,
             })
             .await?;

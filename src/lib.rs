@@ -144,6 +144,7 @@ mod invariants {
             "config.rs",
             "pricing.rs",
             "allowlist.rs",
+            "approval.rs",
             "command.rs",
             "event.rs",
         ] {

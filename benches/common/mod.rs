@@ -77,3 +77,38 @@ pub async fn store_with_live_session(
         .expect("token");
     store
 }
+
+/// When the agent of `session` wrote each permission request (its Docker log
+/// timestamp, Unix ns), by the command it asked about.
+pub fn request_times(session: &str) -> Vec<(String, i128)> {
+    let out = std::process::Command::new("docker")
+        .args(["logs", "-t", &format!("firstmate-{session}")])
+        .output()
+        .expect("docker logs");
+    let mut v = Vec::new();
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        let Some((ts, json)) = line.split_once(' ') else {
+            continue;
+        };
+        let Ok(ev) = serde_json::from_str::<serde_json::Value>(json) else {
+            continue;
+        };
+        if ev["type"] != "control_request" || ev["request"]["subtype"] != "can_use_tool" {
+            continue;
+        }
+        let Some(command) = ev["request"]["input"]["command"].as_str() else {
+            continue;
+        };
+        v.push((command.to_string(), unix_ns_of(ts)));
+    }
+    v
+}
+
+/// An RFC 3339 time as Unix ns (0 when it is not one).
+pub fn unix_ns_of(rfc3339: &str) -> i128 {
+    let t = rfc3339.replace("+00:00", "Z");
+    humantime::parse_rfc3339(&t)
+        .ok()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map_or(0, |d| d.as_nanos() as i128)
+}

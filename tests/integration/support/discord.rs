@@ -122,7 +122,7 @@ pub struct Message {
     /// The interaction it answers (original response or follow-up).
     pub interaction_id: Option<u64>,
     pub mentions: Vec<u64>,
-    timestamp: String,
+    pub timestamp: String,
     edited_timestamp: Option<String>,
 }
 
