@@ -1507,6 +1507,102 @@ mod tests {
         store.close().await;
     }
 
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn an_approval_is_stored_once_and_a_burst_of_answers_has_one_winner() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let url = format!("sqlite://{}", dir.path().join("t.db").display());
+        let store = Store::connect(&url).await.expect("connect");
+        let s = SessionRecord::new_queued(
+            "s1".into(),
+            "i".into(),
+            "scripted".into(),
+            "claude".into(),
+            "img".into(),
+            "alice".into(),
+            "console".into(),
+            "console".into(),
+            "p".into(),
+        );
+        store.insert_session(&s).await.expect("session");
+        let asked = ApprovalRecord {
+            id: "a1".into(),
+            session_id: "s1".into(),
+            request_id: "req-1".into(),
+            tool: "Bash".into(),
+            summary: "touch x".into(),
+            input: serde_json::json!({"command": "touch x"}),
+            answered: None,
+            created_at: 1000,
+            sent: false,
+        };
+        // The same request read again (after a restart) is the same approval.
+        let first = store.insert_approval(&asked).await.expect("insert");
+        let again = store
+            .insert_approval(&ApprovalRecord {
+                id: "a2".into(),
+                ..asked.clone()
+            })
+            .await
+            .expect("insert again");
+        assert_eq!(first, asked);
+        assert_eq!(again.id, "a1");
+        assert_eq!(store.approvals("s1").await.expect("list").len(), 1);
+        // Twenty people answer at once: one answer counts.
+        let tasks: Vec<_> = (0..20)
+            .map(|i| {
+                let store = store.clone();
+                tokio::spawn(async move {
+                    let answer = Answered {
+                        answer: if i % 2 == 0 {
+                            crate::approval::Answer::Approve
+                        } else {
+                            crate::approval::Answer::Deny
+                        },
+                        by: format!("p{i}"),
+                        why: None,
+                    };
+                    store.answer_approval("a1", &answer).await.expect("answer")
+                })
+            })
+            .collect();
+        let mut won = 0;
+        for t in tasks {
+            won += usize::from(t.await.expect("task"));
+        }
+        assert_eq!(won, 1);
+        let a = store.approval("a1").await.expect("read").expect("there");
+        assert!(a.answered.is_some() && !a.sent);
+        store
+            .set_approval_message("a1", "matrix", "$ev")
+            .await
+            .expect("place");
+        store
+            .set_approval_message("a1", "matrix", "$ev2")
+            .await
+            .expect("place again");
+        assert_eq!(
+            store
+                .approval_for_message("matrix", "$ev2")
+                .await
+                .expect("find")
+                .map(|a| a.id),
+            Some("a1".into())
+        );
+        assert_eq!(
+            store.approval_messages("s1", "matrix").await.expect("list"),
+            [("a1".to_string(), "$ev2".to_string())]
+        );
+        store.mark_approval_sent("a1").await.expect("sent");
+        assert!(
+            store
+                .approval("a1")
+                .await
+                .expect("read")
+                .expect("there")
+                .sent
+        );
+    }
+
     #[tokio::test]
     async fn prune_finds_ended_sessions_until_removed_and_again_after_a_new_end() {
         let dir = tempfile::tempdir().expect("tempdir");
