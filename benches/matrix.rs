@@ -578,33 +578,14 @@ async fn register(url: &str, secret: &str, name: &str) -> (String, String) {
 
 /// (text of each assistant line, Unix ns of its Docker log timestamp) of a session.
 fn docker_line_times(session: &str) -> Vec<(String, i128)> {
-    let out = Command::new("docker")
-        .args(["logs", "-t", &format!("firstmate-{session}")])
-        .output()
-        .expect("docker logs");
     let mut v = Vec::new();
-    for line in String::from_utf8_lossy(&out.stdout).lines() {
-        let Some((ts, json)) = line.split_once(' ') else {
-            continue;
-        };
-        let Ok(ev) = serde_json::from_str::<Value>(json) else {
-            continue;
-        };
+    for (ev, ns) in common::docker_json_lines(session) {
         if ev["type"] != "assistant" {
             continue;
         }
-        let Ok(t) = humantime::parse_rfc3339(ts) else {
-            continue;
-        };
-        let ns = t
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_nanos() as i128)
-            .unwrap_or(0);
-        if let Some(parts) = ev["message"]["content"].as_array() {
-            for p in parts {
-                if let Some(text) = p["text"].as_str() {
-                    v.push((text.to_string(), ns));
-                }
+        for p in ev["message"]["content"].as_array().into_iter().flatten() {
+            if let Some(text) = p["text"].as_str() {
+                v.push((text.to_string(), ns));
             }
         }
     }

@@ -78,30 +78,33 @@ pub async fn store_with_live_session(
     store
 }
 
-/// When the agent of `session` wrote each permission request (its Docker log
-/// timestamp, Unix ns), by the command it asked about.
-pub fn request_times(session: &str) -> Vec<(String, i128)> {
+/// Every JSON line of the container of `session`, with its Docker log timestamp (Unix
+/// ns).
+pub fn docker_json_lines(session: &str) -> Vec<(serde_json::Value, i128)> {
     let out = std::process::Command::new("docker")
         .args(["logs", "-t", &format!("firstmate-{session}")])
         .output()
         .expect("docker logs");
-    let mut v = Vec::new();
-    for line in String::from_utf8_lossy(&out.stdout).lines() {
-        let Some((ts, json)) = line.split_once(' ') else {
-            continue;
-        };
-        let Ok(ev) = serde_json::from_str::<serde_json::Value>(json) else {
-            continue;
-        };
-        if ev["type"] != "control_request" || ev["request"]["subtype"] != "can_use_tool" {
-            continue;
-        }
-        let Some(command) = ev["request"]["input"]["command"].as_str() else {
-            continue;
-        };
-        v.push((command.to_string(), unix_ns_of(ts)));
-    }
-    v
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|line| {
+            let (ts, json) = line.split_once(' ')?;
+            let ev = serde_json::from_str::<serde_json::Value>(json).ok()?;
+            Some((ev, unix_ns_of(ts)))
+        })
+        .collect()
+}
+
+/// When the agent of `session` wrote each permission request (its Docker log
+/// timestamp, Unix ns), by the command it asked about.
+pub fn request_times(session: &str) -> Vec<(String, i128)> {
+    docker_json_lines(session)
+        .into_iter()
+        .filter(|(ev, _)| {
+            ev["type"] == "control_request" && ev["request"]["subtype"] == "can_use_tool"
+        })
+        .filter_map(|(ev, ns)| Some((ev["request"]["input"]["command"].as_str()?.to_string(), ns)))
+        .collect()
 }
 
 /// An RFC 3339 time as Unix ns (0 when it is not one).

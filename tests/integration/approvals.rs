@@ -4,10 +4,9 @@
 //! Discord and Matrix are in their own files; the real Claude Code CLI in
 //! `claude_real.rs`.
 
-use std::io::{BufRead, BufReader, Write};
 use std::time::Duration;
 
-use crate::support::{Env, lines_of, session_ids, stdout, text};
+use crate::support::{Env, LiveConsole, lines_of, session_ids, stdout, text};
 
 /// The test agent in `permission_mode = "ask"`, approvals timing out after `timeout`.
 fn asking(timeout: &str) -> Option<Env> {
@@ -104,30 +103,13 @@ fn console_approve_always_deny_and_timeout() {
 /// the step's marker, writes the step's text; closes its input after the last. What it
 /// printed, all of it.
 fn console_steps(env: &Env, first: &str, steps: &[(&str, &str)]) -> String {
-    let mut child = env.spawn_console();
-    let mut stdin = child.stdin.take().expect("stdin");
-    let mut out = BufReader::new(child.stdout.take().expect("stdout"));
-    stdin.write_all(first.as_bytes()).expect("write");
-    stdin.flush().expect("flush");
-    let mut seen = String::new();
+    let mut console = LiveConsole::start(env);
+    console.write(first);
     for (marker, then) in steps {
-        loop {
-            let mut line = String::new();
-            if out.read_line(&mut line).expect("read") == 0 {
-                panic!("the console ended before {marker:?}:\n{seen}");
-            }
-            seen.push_str(&line);
-            if line.contains(marker) {
-                break;
-            }
-        }
-        stdin.write_all(then.as_bytes()).expect("write");
-        stdin.flush().expect("flush");
+        console.until(marker);
+        console.write(then);
     }
-    drop(stdin);
-    child.stdout = Some(out.into_inner());
-    let rest = crate::support::wait_child(child, Duration::from_secs(120));
-    format!("{seen}{}", text(&rest))
+    console.finish()
 }
 
 /// `interrupt` and `stop` while an approval waits act at once, deny it and say so.
@@ -170,27 +152,11 @@ fn interrupt_and_stop_deny_a_waiting_approval() {
 #[test]
 fn an_approval_waiting_across_a_restart_is_answered_once() {
     let Some(env) = asking("10m") else { return };
-    let mut child = env.spawn_console();
-    let mut stdin = child.stdin.take().expect("stdin");
-    let mut out = BufReader::new(child.stdout.take().expect("stdout"));
-    stdin
-        .write_all(b"new ask Bash echo survived >> /workspace/log && echo ran-after-restart\n")
-        .expect("write");
-    stdin.flush().expect("flush");
-    let mut seen = String::new();
-    let id = loop {
-        let mut line = String::new();
-        if out.read_line(&mut line).expect("read") == 0 {
-            panic!("the console ended early:\n{seen}");
-        }
-        seen.push_str(&line);
-        if line.contains("? approve Bash") {
-            break session_ids(&seen).remove(0);
-        }
-    };
-    child.kill().expect("SIGKILL");
-    let _ = child.wait();
-    drop(stdin);
+    let mut console = LiveConsole::start(&env);
+    console.write("new ask Bash echo survived >> /workspace/log && echo ran-after-restart\n");
+    console.until("? approve Bash");
+    let id = console.session();
+    console.kill();
 
     let shown = env.wait_session(&id, Duration::from_secs(20), |s| {
         s["detail"]

@@ -17,7 +17,7 @@ pub mod stub;
 pub mod synapse;
 pub mod worker;
 
-use std::io::{Read, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -505,5 +505,69 @@ pub fn assert_each_once(id: &str, expected: &[&str], first: &str, second: &Outpu
             "`{e}` appears {n} times:\n--- first console\n{first}--- second console\n{}",
             text(second)
         );
+    }
+}
+
+/// A `firstmate console` driven line by line: input written as the test goes, output
+/// read until a line it waits for.
+pub struct LiveConsole {
+    pub child: Child,
+    stdin: Option<std::process::ChildStdin>,
+    out: BufReader<std::process::ChildStdout>,
+    /// Everything it printed so far.
+    pub seen: String,
+}
+
+impl LiveConsole {
+    pub fn start(env: &Env) -> LiveConsole {
+        let mut child = env.spawn_console();
+        let stdin = child.stdin.take();
+        let out = BufReader::new(child.stdout.take().expect("stdout"));
+        LiveConsole {
+            child,
+            stdin,
+            out,
+            seen: String::new(),
+        }
+    }
+
+    pub fn write(&mut self, input: &str) {
+        let stdin = self.stdin.as_mut().expect("stdin is open");
+        stdin.write_all(input.as_bytes()).expect("write");
+        stdin.flush().expect("flush");
+    }
+
+    /// Reads until a line that contains `marker`; panics if the console ends first.
+    pub fn until(&mut self, marker: &str) {
+        loop {
+            let mut line = String::new();
+            if self.out.read_line(&mut line).expect("read") == 0 {
+                panic!("the console ended before {marker:?}:\n{}", self.seen);
+            }
+            self.seen.push_str(&line);
+            if line.contains(marker) {
+                return;
+            }
+        }
+    }
+
+    /// The id of the first session it printed.
+    pub fn session(&self) -> String {
+        session_ids(&self.seen).remove(0)
+    }
+
+    /// Kills it with SIGKILL.
+    pub fn kill(mut self) -> String {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        self.seen
+    }
+
+    /// Closes its input and waits for it to end: everything it printed.
+    pub fn finish(mut self) -> String {
+        drop(self.stdin.take());
+        self.child.stdout = Some(self.out.into_inner());
+        let rest = wait_child(self.child, Duration::from_secs(120));
+        format!("{}{}", self.seen, text(&rest))
     }
 }
