@@ -862,18 +862,44 @@ fn discord_approvals_with_buttons() {
         fake.wait_for(WAIT, |f| f.gateway_counts().0 >= 2),
         "the bot did not come back"
     );
-    let click = fake.click_button(ALICE, thread, m5.id, &format!("fm:approve:{id5}"));
+    // A burst: the button pressed five times at once. One press counts; the others are
+    // told, each only to the presser, that it was answered already.
+    let clicks: Vec<_> = (0..5)
+        .map(|_| fake.click_button(ALICE, thread, m5.id, &format!("fm:approve:{id5}")))
+        .collect();
     assert!(
         fake.wait_for(WAIT, |f| f
             .message(m5.id)
             .is_some_and(|m| m.content.contains("✅ approved by"))),
-        "{:?}\n{:?}\n{}\n{}\n{}",
+        "{:?}\n{}\n{}",
         fake.message(m5.id),
-        fake.interaction_responses(&click),
         contents(&fake.messages(thread)),
-        bot.stop(),
-        crate::support::text(&bot.env.firstmate(&["sessions", "logs", &id5[..10]]))
+        bot.stop()
     );
+    assert!(
+        fake.wait_for(WAIT, |f| clicks
+            .iter()
+            .all(|c| !f.interaction_responses(c).is_empty())),
+        "not every press was answered"
+    );
+    let responses: Vec<_> = clicks
+        .iter()
+        .map(|c| fake.interaction_responses(c)[0].clone())
+        .collect();
+    let counted = responses.iter().filter(|r| r["type"] == 6).count();
+    assert_eq!(counted, 1, "{responses:?}");
+    for r in responses.iter().filter(|r| r["type"] != 6) {
+        assert!(
+            r["data"]["content"]
+                .as_str()
+                .is_some_and(|c| c.contains("answered already")),
+            "{r}"
+        );
+        assert!(
+            r["data"]["flags"].as_u64().unwrap_or(0) & EPHEMERAL != 0,
+            "{r}"
+        );
+    }
     assert!(
         fake.wait_for(WAIT, |f| f
             .messages(thread)
