@@ -476,11 +476,7 @@ impl Engine {
                 .approval(id)
                 .await?
                 .filter(|a| a.session_id == session),
-            None => store
-                .approvals(session)
-                .await?
-                .into_iter()
-                .find(|a| a.answered.is_none()),
+            None => store.waiting_approval(session).await?,
         }
         .ok_or_else(|| EngineError::NoApproval(session.to_string()))?;
         if let Some(done) = &a.answered {

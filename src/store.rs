@@ -836,6 +836,18 @@ impl Store {
         rows.iter().map(approval_from_row).collect()
     }
 
+    /// The oldest approval of a session that waits for an answer, if any.
+    pub async fn waiting_approval(&self, session: &str) -> Result<Option<ApprovalRecord>> {
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {APPROVAL_COLUMNS} FROM approvals WHERE session_id = $1 AND outcome IS NULL \
+             ORDER BY created_at, id LIMIT 1"
+        )))
+        .bind(session)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(approval_from_row).transpose()
+    }
+
     /// Records the message a front end showed an approval in.
     pub async fn set_approval_message(
         &self,
@@ -1547,6 +1559,8 @@ mod tests {
         assert_eq!(first, asked);
         assert_eq!(again.id, "a1");
         assert_eq!(store.approvals("s1").await.expect("list").len(), 1);
+        let waiting = store.waiting_approval("s1").await.expect("waiting");
+        assert_eq!(waiting.map(|a| a.id), Some("a1".into()));
         // Twenty people answer at once: one answer counts.
         let tasks: Vec<_> = (0..20)
             .map(|i| {
@@ -1570,6 +1584,7 @@ mod tests {
             won += usize::from(t.await.expect("task"));
         }
         assert_eq!(won, 1);
+        assert_eq!(store.waiting_approval("s1").await.expect("waiting"), None);
         let a = store.approval("a1").await.expect("read").expect("there");
         assert!(a.answered.is_some() && !a.sent);
         store

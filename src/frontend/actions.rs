@@ -237,8 +237,8 @@ impl Chat {
 
     /// Whether an approval of the session waits for an answer.
     async fn waits_for_approval(&self, session: &str) -> bool {
-        match self.engine.store().approvals(session).await {
-            Ok(all) => all.iter().any(|a| a.answered.is_none()),
+        match self.engine.store().waiting_approval(session).await {
+            Ok(waiting) => waiting.is_some(),
             Err(e) => {
                 warn!(session, error = %e, "cannot read the session's approvals");
                 false

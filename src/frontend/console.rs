@@ -396,9 +396,9 @@ impl Console {
     async fn waits_for_answer(&self, id: &str) -> bool {
         self.engine
             .store()
-            .approvals(id)
+            .waiting_approval(id)
             .await
-            .is_ok_and(|all| all.iter().any(|a| a.answered.is_none()))
+            .is_ok_and(|waiting| waiting.is_some())
     }
 
     /// Reports a refused line on stderr. Messages quote the user's input (a session
