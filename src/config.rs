@@ -356,6 +356,13 @@ pub struct RepoConfig {
     pub default_branch: String,
     pub token: Secret,
     pub forge: Forge,
+    /// The forge's API base (`api_url`); None: derived from `url` (`repo::api_base`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub api_url: Option<String>,
+    /// The user name of the HTTP basic credential for git (`username`); None: the
+    /// forge's convention (`repo::basic_user`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub username: Option<String>,
 }
 
 // --- the file as written -------------------------------------------------------------
@@ -510,6 +517,8 @@ struct RawRepo {
     token_env: Option<String>,
     token_file: Option<String>,
     forge: Option<Forge>,
+    api_url: Option<String>,
+    username: Option<String>,
 }
 
 // --- loading --------------------------------------------------------------------------
@@ -936,12 +945,29 @@ fn repos_section(
             .map(Spanned::into_inner)
             .filter(|u| !u.is_empty())
             .ok_or_else(|| ctx.err(None, format!("[repos.{alias}] needs url, like url = \"https://git.example.org/team/demo.git\"")))?;
+        if let Err(e) = crate::repo::RepoUrl::parse(&url) {
+            return Err(ctx.err(None, format!("[repos.{alias}] url = \"{url}\": {e}")));
+        }
+        if let Some(api) = r.api_url.as_deref()
+            && !(api.starts_with("https://") || api.starts_with("http://"))
+        {
+            return Err(ctx.err(
+                None,
+                format!("[repos.{alias}] api_url = \"{api}\" must be an http(s) URL, like \"https://api.github.com\""),
+            ));
+        }
+        let default_branch = r.default_branch.unwrap_or_else(|| "main".into());
+        if let Err(e) = crate::repo::check_branch(&default_branch) {
+            return Err(ctx.err(None, format!("[repos.{alias}] default_branch: {e}")));
+        }
         let table = format!("repos.{alias}");
         repos.insert(
             alias.clone(),
             RepoConfig {
                 url,
-                default_branch: r.default_branch.unwrap_or_else(|| "main".into()),
+                default_branch,
+                api_url: r.api_url.map(|u| u.trim_end_matches('/').to_string()),
+                username: r.username,
                 token: ctx.secret(
                     &table,
                     "token",

@@ -29,6 +29,8 @@ use crate::runtime::{
 };
 use crate::store::{ApprovalRecord, SessionRecord, Store, StoreError, now_ms};
 
+mod repos;
+
 /// Lines of agent output taken into one database transaction at most.
 const BATCH_LINES: usize = 512;
 /// How long `stop` lets the agent end before Docker kills it.
@@ -207,6 +209,17 @@ impl Engine {
             while let Some(r) = reports.recv().await {
                 let l = match r {
                     GatewayReport::Limit(l) => l,
+                    GatewayReport::Pushed {
+                        session,
+                        branch,
+                        commit,
+                    } => {
+                        info!(session = %session, %branch, %commit, "the session's branch was pushed");
+                        if let Err(e) = engine.inner.store.set_pushed(&session, &commit).await {
+                            warn!(session = %session, error = %e, "cannot record a push");
+                        }
+                        continue;
+                    }
                     GatewayReport::Notice { session, text } => {
                         // The session's task writes its events; a session without one
                         // here has no live token of this gateway's.
@@ -317,7 +330,10 @@ impl Engine {
     }
 
     /// The agent and image a `new` request names, checked.
-    async fn resolve(&self, req: &NewSession) -> Result<(String, &AgentConfig, String)> {
+    async fn resolve(
+        &self,
+        req: &NewSession,
+    ) -> Result<(String, &AgentConfig, String, Option<crate::repo::Target>)> {
         let cfg = &self.inner.config;
         let agent_name = req
             .agent
@@ -330,19 +346,34 @@ impl Engine {
                 agent: agent_name.clone(),
                 known: cfg.agents.keys().cloned().collect::<Vec<_>>().join(", "),
             })?;
-        if req.repo.is_some() || req.branch.is_some() {
-            return Err(EngineError::NotBuilt("--repo and --branch"));
+        let repo = match &req.repo {
+            Some(spec) => Some(crate::repo::resolve(cfg, spec).map_err(EngineError::Other)?),
+            None => None,
+        };
+        if let Some(branch) = &req.branch {
+            if repo.is_none() {
+                return Err(EngineError::Other(
+                    "--branch needs --repo: name the repository too, like `new --repo demo --branch fix-login PROMPT`".into(),
+                ));
+            }
+            crate::repo::check_branch(branch)
+                .map_err(|e| EngineError::Other(format!("--branch {e}")))?;
+        }
+        if repo.is_some() && self.inner.gateway.is_none() {
+            return Err(EngineError::Other(
+                "--repo needs the model gateway, through which workers reach repositories: add [gateway] to the config (see bot.example.toml)".into(),
+            ));
         }
         let image = req.image.clone().unwrap_or_else(|| agent.image.clone());
         // Fail now, with a clear message, rather than in the session task.
         self.inner.runtime.image_home(&image).await?;
-        Ok((agent_name, agent, image))
+        Ok((agent_name, agent, image, repo))
     }
 
     /// Stores a new session with its first prompt (and its thread, `req.thread`), and
     /// starts it when a slot is free.
     pub async fn new_session(&self, req: NewSession) -> Result<SessionRecord> {
-        let (agent_name, agent, image) = self.resolve(&req).await?;
+        let (agent_name, agent, image, repo) = self.resolve(&req).await?;
         let mut s = SessionRecord::new_queued(
             req.id.clone().unwrap_or_else(new_session_id),
             self.instance().to_string(),
@@ -356,8 +387,13 @@ impl Engine {
         );
         s.model = req.model.clone().or_else(|| agent.model.clone());
         s.idle_timeout_ms = req.idle_timeout.map(|d| d.as_millis() as i64);
+        s.repo = repo.map(|r| r.label);
+        s.branch = req.branch.clone();
         // The row, the first prompt, the thread and the first events: all or nothing.
-        let notice = format!("session {}: agent {}, image {}", s.id, s.agent, s.image);
+        let mut notice = format!("session {}: agent {}, image {}", s.id, s.agent, s.image);
+        if let Some(r) = &s.repo {
+            notice.push_str(&format!(", repository {r}"));
+        }
         let evs = self
             .inner
             .store
@@ -1174,7 +1210,7 @@ impl SessionTask {
                     .collect::<Vec<_>>()
                     .join(", "),
             })?;
-        let cmd = protocol::driver(agent.protocol).container_cmd(&Launch {
+        let mut cmd = protocol::driver(agent.protocol).container_cmd(&Launch {
             model: self.s.model.as_deref(),
             permission_mode: Some(agent.permission_mode.as_str()),
             resume: self.s.agent_session_id.as_deref(),
@@ -1187,9 +1223,17 @@ impl SessionTask {
             .map(|(k, v)| format!("{k}={v}"))
             .chain([format!("FIRSTMATE_SESSION={}", self.s.id)])
             .collect();
+        let git = self.git_grant()?;
+        if git.is_some() && protocol::driver(agent.protocol).uses_stdin() {
+            // The agent starts once its workspace is cloned (`prepare_workspace`).
+            cmd = crate::repo::gated(cmd);
+        }
         if let Some(gw) = &self.engine.inner.gateway {
             // A token of this container's own; the real credential stays in the gateway.
-            env.extend(gw.issue(&self.s.id, &self.s.owner, agent.protocol).await?);
+            env.extend(
+                gw.issue(&self.s.id, &self.s.owner, agent.protocol, git)
+                    .await?,
+            );
         }
         Ok(WorkerSpec {
             session_id: self.s.id.clone(),
@@ -1210,6 +1254,9 @@ impl SessionTask {
                 .as_ref()
                 .is_some_and(|st| self.s.container_id.as_deref() == Some(st.id.as_str()));
         if reattach {
+            if let (Some(gw), Some(grant)) = (&self.engine.inner.gateway, self.git_grant()?) {
+                gw.grant_git(&self.s.id, grant);
+            }
             self.cursor = LogCursor::new(self.s.log_cursor_ns, self.s.log_cursor_count);
             self.turn_active = self.s.state == SessionState::Running;
             if status.as_ref().is_some_and(|st| st.running) {
@@ -1248,6 +1295,9 @@ impl SessionTask {
                 // One process per turn (an exec); the container idles.
                 self.runtime().start(&self.s.id, &id).await?;
                 self.exec_ready = true;
+            }
+            if !self.prepare_workspace(&id).await? {
+                return Ok(());
             }
             self.s.started_at.get_or_insert(now_ms());
             self.s.last_activity_at = now_ms();
@@ -1471,6 +1521,10 @@ impl SessionTask {
         self.s.log_cursor_ns = self.cursor.ts_ns;
         self.s.log_cursor_count = self.cursor.count;
         self.s.last_activity_at = now_ms();
+        if turn_ended {
+            // In the same commit as the turn's end: whoever waits for it sees this too.
+            self.turn_diffstat().await;
+        }
         self.commit().await?;
         for io in std::mem::take(&mut self.replies) {
             self.carry_out(io).await?;

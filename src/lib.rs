@@ -32,6 +32,7 @@ pub mod engine;
 pub mod error;
 pub mod event;
 pub mod files;
+pub mod forge;
 pub mod frontend;
 pub mod gateway;
 pub mod logging;
@@ -40,6 +41,7 @@ pub mod pricing;
 pub mod protocol;
 pub mod proxy;
 pub mod relay;
+pub mod repo;
 pub mod runtime;
 pub mod store;
 

@@ -94,8 +94,17 @@ pub struct SessionRecord {
     pub protocol: String,
     pub image: String,
     pub model: Option<String>,
+    /// The repository (`new --repo`): its alias, or the URL as given.
     pub repo: Option<String>,
+    /// The branch the work goes on and is pushed to (before the clone: the `--branch`
+    /// asked for).
     pub branch: Option<String>,
+    /// Where the branch started: the base branch and commit (once cloned).
+    pub base_branch: Option<String>,
+    pub base_commit: Option<String>,
+    /// The last commit pushed to `branch`, and the pull request opened for it.
+    pub pushed_commit: Option<String>,
+    pub pr_url: Option<String>,
     pub owner: String,
     pub frontend: String,
     pub room: String,
@@ -146,6 +155,10 @@ impl SessionRecord {
             model: None,
             repo: None,
             branch: None,
+            base_branch: None,
+            base_commit: None,
+            pushed_commit: None,
+            pr_url: None,
             owner,
             frontend,
             room,
@@ -199,7 +212,7 @@ const SESSION_COLUMNS: &str = "id, instance, agent, protocol, image, model, repo
      first_prompt, idle_timeout_ms, state, state_detail, container_id, agent_session_id, \
      log_cursor_ns, log_cursor_count, next_seq, turns, input_tokens, output_tokens, \
      cache_read_tokens, cache_write_tokens, cost_usd, agent_cost_usd, created_at, started_at, \
-     last_activity_at, ended_at";
+     last_activity_at, ended_at, base_branch, base_commit, pushed_commit, pr_url";
 
 fn migrations(backend: Backend) -> Vec<Migration> {
     let init = match backend {
@@ -221,6 +234,10 @@ fn migrations(backend: Backend) -> Vec<Migration> {
     let approvals = match backend {
         Backend::Sqlite => include_str!("../migrations/sqlite/0005_approvals.sql"),
         Backend::Postgres => include_str!("../migrations/postgres/0005_approvals.sql"),
+    };
+    let repos = match backend {
+        Backend::Sqlite => include_str!("../migrations/sqlite/0006_repos.sql"),
+        Backend::Postgres => include_str!("../migrations/postgres/0006_repos.sql"),
     };
     vec![
         Migration::new(
@@ -256,6 +273,13 @@ fn migrations(backend: Backend) -> Vec<Migration> {
             Cow::Borrowed("approvals"),
             MigrationType::Simple,
             approvals.into_sql_str(),
+            false,
+        ),
+        Migration::new(
+            6,
+            Cow::Borrowed("repos"),
+            MigrationType::Simple,
+            repos.into_sql_str(),
             false,
         ),
     ]
@@ -727,6 +751,47 @@ impl Store {
             .fetch_all(&self.pool)
             .await?;
         rows.iter().map(session_from_row).collect()
+    }
+
+    /// Records where a repository session's work goes: its branch, and the branch and
+    /// commit it started from.
+    pub async fn set_workspace(
+        &self,
+        id: &str,
+        branch: &str,
+        base_branch: &str,
+        base_commit: &str,
+    ) -> Result<()> {
+        sqlx::query(
+            "UPDATE sessions SET branch = $2, base_branch = $3, base_commit = $4 WHERE id = $1",
+        )
+        .bind(id)
+        .bind(branch)
+        .bind(base_branch)
+        .bind(base_commit)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Records the commit last pushed to the session's branch.
+    pub async fn set_pushed(&self, id: &str, commit: &str) -> Result<()> {
+        sqlx::query("UPDATE sessions SET pushed_commit = $2 WHERE id = $1")
+            .bind(id)
+            .bind(commit)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Records the pull request opened for the session's branch.
+    pub async fn set_pr_url(&self, id: &str, url: &str) -> Result<()> {
+        sqlx::query("UPDATE sessions SET pr_url = $2 WHERE id = $1")
+            .bind(id)
+            .bind(url)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
     }
 
     /// Records that an ended session's container and volumes were removed at `at`, and
@@ -1292,6 +1357,10 @@ fn session_from_row(r: &AnyRow) -> Result<SessionRecord> {
         model: r.try_get("model")?,
         repo: r.try_get("repo")?,
         branch: r.try_get("branch")?,
+        base_branch: r.try_get("base_branch")?,
+        base_commit: r.try_get("base_commit")?,
+        pushed_commit: r.try_get("pushed_commit")?,
+        pr_url: r.try_get("pr_url")?,
         owner: r.try_get("owner")?,
         frontend: r.try_get("frontend")?,
         room: r.try_get("room")?,

@@ -63,7 +63,12 @@ pub struct Chat {
     refused: Refusals,
     /// The largest file this front end can send (`get`).
     upload_limit: u64,
+    /// The web link of a session's thread (for a pull request's description).
+    link: Option<ThreadLink>,
 }
+
+/// Makes the web link of a session's thread from the session and its thread's id.
+pub type ThreadLink = std::sync::Arc<dyn Fn(&SessionRecord, &str) -> Option<String> + Send + Sync>;
 
 /// A file attached to a message, not yet downloaded.
 pub struct Attachment {
@@ -99,7 +104,23 @@ impl Chat {
             frontend,
             refused: Refusals::default(),
             upload_limit: u64::MAX,
+            link: None,
         }
+    }
+
+    /// How this front end links to a thread.
+    pub fn with_thread_link(mut self, link: ThreadLink) -> Chat {
+        self.link = Some(link);
+        self
+    }
+
+    /// The web link of the session's thread on this front end, if it has one.
+    async fn thread_link(&self, id: &str) -> Option<String> {
+        let link = self.link.as_ref()?;
+        let store = self.engine.store();
+        let binding = store.binding(id, self.frontend).await.ok()??;
+        let s = store.session(id).await.ok()??;
+        link(&s, &binding.thread_ref)
     }
 
     /// The largest file this front end can send; a bigger `get` is refused with its size.
@@ -381,8 +402,20 @@ impl Chat {
             },
             Command::Get { path } => self.get(id, path, self.upload_limit).await,
             Command::Answer(answer) => self.answer(actor, id, None, *answer).await,
-            Command::Diff | Command::Push | Command::Pr => {
-                EngineError::NotBuilt("diff, push and pr (repositories)").into()
+            Command::Diff => match engine.diff(id, self.upload_limit).await {
+                Ok(Some((name, data))) => Reply::File { name, data },
+                Ok(None) => Reply::Problem(format!(
+                    "no changes: session {id}'s workspace is as it began"
+                )),
+                Err(e) => e.into(),
+            },
+            Command::Push => done(engine.push(id).await.map(drop), "⬆ pushed"),
+            Command::Pr => {
+                let link = self.thread_link(id).await;
+                done(
+                    engine.pr(id, link).await.map(drop),
+                    "🔀 pull request opened",
+                )
             }
             other => Reply::Problem(format!(
                 "`{}` is not a thread command",

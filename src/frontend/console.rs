@@ -617,21 +617,27 @@ impl Console {
         Ok(())
     }
 
-    /// Prints a chat action's reply; a transcript goes to a file in the transcript folder.
+    /// Prints a chat action's reply; a file (the transcript, a diff) goes to the
+    /// transcript folder.
     async fn answer(&mut self, id: &str, reply: Reply) {
         match reply {
             Reply::Done { .. } => {}
             Reply::Status(s) => self.reply(Some(id), &render::status_text(&s)).await,
             Reply::File { name, data } => {
+                let what = if name.ends_with(".diff") {
+                    "diff"
+                } else {
+                    "transcript"
+                };
                 let path = self.transcript_dir.join(name);
                 match std::fs::write(&path, data) {
                     Ok(()) => {
-                        let text = format!("transcript written to {}", path.display());
+                        let text = format!("{what} written to {}", path.display());
                         self.reply(Some(id), &text).await
                     }
                     Err(e) => {
                         self.error(format!(
-                            "cannot write the transcript to {}: {e}",
+                            "cannot write the {what} to {}: {e}",
                             path.display()
                         ))
                         .await

@@ -156,6 +156,21 @@ pub fn status_text(s: &SessionRecord) -> String {
         "repo: {}",
         s.repo.as_deref().unwrap_or("(none: empty /workspace)")
     ));
+    if s.repo.is_some() {
+        let short = |c: &Option<String>| c.as_deref().map(crate::repo::short).map(str::to_string);
+        let branch = s.branch.as_deref().unwrap_or("(not cloned yet)");
+        match (&s.base_branch, short(&s.base_commit)) {
+            (Some(base), Some(at)) => out.push(format!("branch: {branch} (from {base} at {at})")),
+            _ => out.push(format!("branch: {branch}")),
+        }
+        out.push(format!(
+            "pushed: {}",
+            short(&s.pushed_commit).unwrap_or_else(|| "not yet (`push`)".into())
+        ));
+        if let Some(pr) = &s.pr_url {
+            out.push(format!("pull request: {pr}"));
+        }
+    }
     out.push(format!("age: {}", age(s)));
     out.push(format!("turns: {}", s.turns));
     out.push(format!(

@@ -12,6 +12,7 @@
 //! address.
 
 pub mod egress;
+pub mod git;
 pub mod usage;
 
 use std::convert::Infallible;
@@ -68,8 +69,15 @@ pub struct LimitReached {
 pub enum GatewayReport {
     /// Stop the session.
     Limit(LimitReached),
-    /// Say `text` in the session's thread (an egress refusal, once per host).
+    /// Say `text` in the session's thread (an egress refusal, once per host; a push
+    /// refused).
     Notice { session: String, text: String },
+    /// The session's branch was pushed (by the agent or by `push`), now at `commit`.
+    Pushed {
+        session: String,
+        branch: String,
+        commit: String,
+    },
 }
 
 type Body = BoxBody<Bytes, std::io::Error>;
@@ -87,6 +95,8 @@ struct Inner {
     tokens: DashMap<String, TokenRecord>,
     reports: mpsc::UnboundedSender<GatewayReport>,
     egress: egress::Egress,
+    /// What each session's git traffic may do.
+    git: git::Grants,
 }
 
 impl Gateway {
@@ -111,6 +121,7 @@ impl Gateway {
                 tokens: DashMap::new(),
                 reports: tx,
                 egress: egress::Egress::new(allow),
+                git: git::Grants::default(),
             }),
         };
         Ok((gw, rx))
@@ -158,11 +169,15 @@ impl Gateway {
     /// URL and key, and the egress proxy (`HTTPS_PROXY`, `HTTP_PROXY`, with the token as
     /// its password) for everything but the gateway itself (`NO_PROXY`). The proxy is
     /// given even when `[egress] allow` is empty: its refusals then say why.
+    ///
+    /// With `git`, the session's repository is served at `<url>/git/<session>` and the
+    /// environment carries git's configuration for it (`repo::git_env`).
     pub async fn issue(
         &self,
         session: &str,
         owner: &str,
         protocol: ProtocolKind,
+        git: Option<git::GitGrant>,
     ) -> Result<Vec<String>, GatewayError> {
         self.revoke(session).await?;
         let token = format!(
@@ -186,7 +201,22 @@ impl Gateway {
             ],
         };
         env.extend(proxy_env(url, &token));
+        if let Some(grant) = git {
+            self.grant_git(session, grant);
+            env.extend(crate::repo::git_env(url, &token, session));
+        }
         Ok(env)
+    }
+
+    /// Serves `session`'s repository as `grant` says (again after a restart, when the
+    /// session's token is still the one its container holds).
+    pub fn grant_git(&self, session: &str, grant: git::GitGrant) {
+        self.inner.git.set(session, grant);
+    }
+
+    /// The workers' git remote for `session`.
+    pub fn git_remote(&self, session: &str) -> String {
+        crate::repo::remote_url(&self.inner.config.url, session)
     }
 
     /// Egress requests by outcome since this gateway started.
@@ -204,6 +234,7 @@ impl Gateway {
         self.inner.store.revoke_gateway_tokens(session).await?;
         self.inner.tokens.retain(|_, r| r.session_id != session);
         self.inner.egress.forget(session);
+        self.inner.git.forget(session);
         Ok(())
     }
 }
@@ -287,6 +318,10 @@ async fn handle(inner: Arc<Inner>, req: Request<Incoming>) -> Response<Body> {
     if path == "/healthz" {
         return Response::new(full(Bytes::from_static(b"ok\n")));
     }
+    if let Some(rest) = path.strip_prefix("/git/") {
+        let rest = rest.to_string();
+        return git::handle(inner, req, rest).await;
+    }
     let (api, rest, upstream) = if let Some(rest) = path.strip_prefix("/anthropic/") {
         (Api::Anthropic, rest, inner.config.anthropic.as_ref())
     } else if let Some(rest) = path.strip_prefix("/openai/") {
@@ -295,7 +330,7 @@ async fn handle(inner: Arc<Inner>, req: Request<Incoming>) -> Response<Body> {
         return json_error(
             StatusCode::NOT_FOUND,
             "not_found_error",
-            "unknown path: the gateway serves /anthropic/... and /openai/...",
+            "unknown path: the gateway serves /anthropic/..., /openai/... and /git/...",
         );
     };
     let api_name = match api {

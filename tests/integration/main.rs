@@ -18,5 +18,7 @@ mod golden;
 mod matrix;
 mod metrics;
 mod proxy;
+mod repos;
+mod repos_support;
 mod support;
 mod worker_network;

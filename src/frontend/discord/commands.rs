@@ -15,6 +15,9 @@ pub(super) struct HandlerInner {
     pub(super) chat: Chat,
     /// Made at the first READY, when serenity's HTTP client is at hand.
     pub(super) deliveries: OnceLock<Deliveries<DiscordThreads>>,
+    /// The guild of each channel and thread commands came from: a thread's web link
+    /// names its guild.
+    pub(super) guilds: Arc<dashmap::DashMap<String, u64>>,
 }
 
 /// The `/agent` command and its subcommands.
@@ -274,6 +277,26 @@ impl EventHandler for Handler {
     }
 }
 
+/// The `repo` choices for what was typed so far (`partial`, lowercase): the aliases,
+/// then recent repositories, each once, at most 25 (Discord's limit) and at most 100
+/// characters (a choice's limit).
+fn repo_choices(
+    aliases: impl Iterator<Item = String>,
+    recent: impl Iterator<Item = String>,
+    partial: &str,
+) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for r in aliases.chain(recent) {
+        if r.chars().count() <= 100 && r.to_lowercase().contains(partial) && !out.contains(&r) {
+            out.push(r);
+        }
+        if out.len() == 25 {
+            break;
+        }
+    }
+    out
+}
+
 /// The thread command a subcommand names (with its options).
 pub(super) fn thread_command(name: &str, opts: &[(String, String)]) -> Option<Command> {
     Some(match name {
@@ -318,6 +341,9 @@ impl Handler {
             &roles_of(cmd.member.as_ref().map(|m| &m.roles[..])),
         );
         let channel = cmd.channel_id.get();
+        if let Some(g) = cmd.guild_id {
+            inner.guilds.insert(channel.to_string(), g.get());
+        }
         match sub.as_str() {
             "help" => ephemeral(rest, cmd, help_text()).await,
             "list" => {
@@ -537,6 +563,25 @@ impl Handler {
                 .take(25)
                 .map(|a| json!({"name": a, "value": a}))
                 .collect(),
+            "repo" => {
+                // The aliases, then the repositories this channel's sessions used.
+                let channel = cmd.channel_id.get().to_string();
+                let recent = self
+                    .inner
+                    .chat
+                    .sessions_in(&channel)
+                    .await
+                    .unwrap_or_default();
+                let aliases = self.inner.engine.config().repos.keys().cloned();
+                repo_choices(
+                    aliases,
+                    recent.iter().rev().filter_map(|s| s.repo.clone()),
+                    &partial,
+                )
+                .into_iter()
+                .map(|r| json!({"name": r, "value": r}))
+                .collect()
+            }
             _ => Vec::new(),
         };
         if let Err(e) = self
@@ -613,5 +658,28 @@ impl Handler {
             let _ = rest.post(&path, say(reply_text(reply).0)).await;
         }
         inner.ensure(session);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::repo_choices;
+
+    #[test]
+    fn repo_choices_are_aliases_then_recent_ones_each_once() {
+        let aliases = ["demo", "web"].map(String::from).into_iter();
+        let recent = ["https://git.x/a/b.git", "demo", "https://git.x/a/b.git"]
+            .map(String::from)
+            .into_iter();
+        assert_eq!(
+            repo_choices(aliases.clone(), recent.clone(), ""),
+            ["demo", "web", "https://git.x/a/b.git"]
+        );
+        assert_eq!(
+            repo_choices(aliases, recent, "git.x"),
+            ["https://git.x/a/b.git"]
+        );
+        let many = (0..40).map(|i| format!("r{i}"));
+        assert_eq!(repo_choices(many, std::iter::empty(), "").len(), 25);
     }
 }

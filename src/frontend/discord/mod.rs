@@ -128,6 +128,23 @@ fn gateway_error(cfg: &DiscordConfig, e: serenity::Error) -> DiscordError {
     }
 }
 
+/// A thread's web link, `https://discord.com/channels/<guild>/<thread>`: the guild of
+/// the thread (or its channel) as commands there told it, else the one guild configured.
+fn thread_link(
+    guilds: Arc<dashmap::DashMap<String, u64>>,
+    cfg: &DiscordConfig,
+) -> crate::frontend::actions::ThreadLink {
+    let only = (cfg.guild_ids.len() == 1).then(|| cfg.guild_ids[0]);
+    Arc::new(move |s, thread| {
+        let guild = guilds
+            .get(thread)
+            .or_else(|| guilds.get(&s.room))
+            .map(|g| *g)
+            .or(only)?;
+        Some(format!("https://discord.com/channels/{guild}/{thread}"))
+    })
+}
+
 impl DiscordFrontend {
     pub fn new(cfg: DiscordConfig) -> DiscordFrontend {
         DiscordFrontend { cfg }
@@ -140,13 +157,16 @@ impl DiscordFrontend {
             | GatewayIntents::GUILD_MESSAGES
             | GatewayIntents::MESSAGE_CONTENT;
         let rest = rest_of(&self.cfg);
+        let guilds = Arc::new(dashmap::DashMap::new());
         let handler = Handler {
             inner: Arc::new(HandlerInner {
                 rest: rest.clone(),
                 cfg: self.cfg.clone(),
-                chat: Chat::new(engine.clone(), FRONTEND),
+                chat: Chat::new(engine.clone(), FRONTEND)
+                    .with_thread_link(thread_link(guilds.clone(), &self.cfg)),
                 engine,
                 deliveries: OnceLock::new(),
+                guilds,
             }),
         };
         // serenity only for the gateway (its address from `api_base_url`); every REST

@@ -302,7 +302,11 @@ impl MatrixFrontend {
                 replies: reply_tx,
                 deliveries: deliveries.clone(),
                 handled: tokio::sync::Mutex::new(handled),
-                chat: Chat::new(engine.clone(), FRONTEND).with_upload_limit(upload_limit),
+                chat: Chat::new(engine.clone(), FRONTEND)
+                    .with_upload_limit(upload_limit)
+                    .with_thread_link(Arc::new(|s, root| {
+                        Some(format!("https://matrix.to/#/{}/{root}", s.room))
+                    })),
                 active_rooms: Mutex::new(rooms.into_iter().collect()),
             }),
         };

@@ -11,6 +11,9 @@
 
 pub mod anthropic;
 pub mod discord;
+pub mod forge;
+pub mod git;
+pub mod http;
 pub mod openai;
 pub mod service;
 pub mod stub;

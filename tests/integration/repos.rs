@@ -1,0 +1,380 @@
+//! Repository sessions (SPEC section 8) through the real binary, the test agent and the
+//! gateway: a real git server (`git http-backend`) on 127.0.0.1 that wants a token the
+//! worker never sees, and the forge stand-ins. The worker reaches the gateway only
+//! (through the relay), and git only through the gateway.
+//!
+//! - `new --repo` clones on `firstmate/<id>`; the agent commits (`run git ...`); each
+//!   turn's end counts the changes; a push to `main` and a delete of another branch are
+//!   refused before the server sees them, and the thread says which ref; `diff` is the
+//!   change; `push` lands on the session's branch; `pr` opens a pull request with the
+//!   session's details and the link reaches the thread; `status` shows the branch and
+//!   the pushed commit; the token is in no container setting, workspace file, database
+//!   row or log line.
+//! - `--branch` on an existing branch works on a new `firstmate/<id>` from it; on a new
+//!   name, that name is the session's; ad-hoc URLs on other hosts are refused.
+//! - `pr` against the Forgejo and GitLab stand-ins.
+
+use std::process::Command;
+use std::time::Duration;
+
+use crate::support::forge::ForgeStandIn;
+use crate::support::git::GitServer;
+use crate::support::service::Service;
+use crate::support::worker::free_port;
+use crate::support::{Env, inspect, lines_of, run_with_timeout, session_ids, stdout, text};
+
+const TOKEN: &str = "glpat-firstmate-TEST-git-token-9d41";
+const REPO: &str = "team/demo.git";
+
+/// An environment whose `[repos.demo]` is `repo_url` on `forge` (API at `api`), with
+/// the token in a file, and whose workers reach the gateway through the relay.
+fn repo_env(repo_url: &str, forge: &str, api: &str) -> Option<Env> {
+    let gw_port = free_port("0.0.0.0");
+    let env = Env::with_sessions(
+        &format!(
+            r#"
+[gateway]
+listen = "0.0.0.0:{gw_port}"
+url = "http://firstmate:{gw_port}"
+
+[repos.demo]
+url = "{repo_url}"
+default_branch = "main"
+token_file = "git-token"
+forge = "{forge}"
+api_url = "{api}"
+"#
+        ),
+        "allowed_repo_hosts = [\"127.0.0.1\"]",
+    )?;
+    std::fs::write(env.path().join("git-token"), format!("{TOKEN}\n")).expect("token file");
+    Some(env)
+}
+
+fn console(env: &Env, input: &str) -> std::process::Output {
+    let mut c = env.command();
+    c.arg("console").env("FIRSTMATE_LOG", "firstmate=debug");
+    run_with_timeout(c, input, Duration::from_secs(300))
+}
+
+fn exec(container: &str, cmd: &str) -> String {
+    let out = Command::new("docker")
+        .args(["exec", container, "sh", "-c", cmd])
+        .output()
+        .expect("docker exec");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn has(lines: &[String], needle: &str) -> bool {
+    lines.iter().any(|l| l.contains(needle))
+}
+
+#[test]
+fn a_repo_session_clones_commits_pushes_and_opens_a_pull_request() {
+    let git = GitServer::start(TOKEN);
+    let url = git.create_repo(REPO, &[("README.md", "hello from the repo\n")]);
+    git.add_branch(REPO, "other", "main");
+    let before = git.branches(REPO);
+    let forge = ForgeStandIn::start(TOKEN);
+    let Some(env) = repo_env(&url, "github", forge.url()) else {
+        return;
+    };
+
+    let out = console(
+        &env,
+        "new --repo demo run cat README.md && git status --short --branch && git remote -v\n\
+         run echo more >> README.md && echo new > added.txt && git add -A && git commit -qm 'agent change' && echo committed\n\
+         run git push origin HEAD:refs/heads/main 2>&1; echo exit=$?\n\
+         run git push origin --delete other 2>&1; echo exit=$?\n\
+         diff\n\
+         push\n\
+         pr\n\
+         status\n",
+    );
+    let all = text(&out);
+    assert!(out.status.success(), "{all}");
+    let id = session_ids(&stdout(&out))
+        .first()
+        .cloned()
+        .unwrap_or_else(|| panic!("no session: {all}"));
+    let lines = lines_of(&stdout(&out), &id);
+    let branch = format!("firstmate/{id}");
+
+    // Cloned on the session's branch, from the gateway (the remote has no token).
+    assert!(
+        has(
+            &lines,
+            &format!("workspace: demo on branch {branch} from main at")
+        ),
+        "{all}"
+    );
+    assert!(has(&lines, "hello from the repo"), "{all}");
+    assert!(has(&lines, &format!("## {branch}")), "{all}");
+    assert!(has(&lines, "/git/") && !all.contains(TOKEN), "{all}");
+    assert!(has(&lines, "committed"), "{all}");
+    assert!(
+        has(&lines, "📝 2 files changed, +2 −0 since the session began"),
+        "{all}"
+    );
+
+    // The push to main and the delete: refused before the server, and said in the thread.
+    assert!(
+        has(
+            &lines,
+            &format!("firstmate: this session may push only to {branch}")
+        ),
+        "{all}"
+    );
+    assert!(has(&lines, "push refused: refs/heads/main"), "{all}");
+    assert!(has(&lines, "push refused: refs/heads/other"), "{all}");
+    let after = git.branches(REPO);
+    assert_eq!(after.get("refs/heads/main"), before.get("refs/heads/main"));
+    assert_eq!(
+        after.get("refs/heads/other"),
+        before.get("refs/heads/other")
+    );
+
+    // diff: the change as a file.
+    let diff_line = lines
+        .iter()
+        .find(|l| l.contains("diff written to "))
+        .unwrap_or_else(|| panic!("no diff: {all}"));
+    let path = diff_line.split("diff written to ").nth(1).unwrap().trim();
+    let diff = std::fs::read_to_string(path).expect("the diff file");
+    assert!(
+        diff.contains("added.txt") && diff.contains("+more") && diff.contains("+new"),
+        "{diff}"
+    );
+
+    // push: the session's branch, on the server.
+    let pushed = git.branches(REPO);
+    let head = pushed
+        .get(&format!("refs/heads/{branch}"))
+        .unwrap_or_else(|| panic!("the branch was not pushed: {pushed:?}\n{all}"));
+    assert!(
+        has(&lines, &format!("⬆ pushed {branch} at {}", &head[..7])),
+        "{all}"
+    );
+    assert_eq!(
+        git.file_at(REPO, &branch, "added.txt").as_deref(),
+        Some("new\n")
+    );
+    // Every request reached the server with the token, as the GitHub user.
+    let calls = git.calls();
+    assert!(!calls.is_empty());
+    for c in &calls {
+        assert!(c.authorized, "{c:?}");
+        assert_eq!(c.user.as_deref(), Some("x-access-token"), "{c:?}");
+    }
+    // No refused push reached the server: its only pushes are the session's branch.
+    let server_pushes = calls
+        .iter()
+        .filter(|c| c.is_push() && c.method == "POST")
+        .count();
+    assert_eq!(server_pushes, 1, "{calls:#?}");
+
+    // pr: GitHub's API, the session's details, the link in the thread.
+    let pulls = forge.pulls();
+    assert_eq!(pulls.len(), 1, "{}", forge.log());
+    let pr = &pulls[0];
+    assert_eq!(
+        (pr.repo.as_str(), pr.head.as_str(), pr.base.as_str()),
+        ("team/demo", branch.as_str(), "main")
+    );
+    assert_eq!(
+        pr.title,
+        "run cat README.md && git status --short --branch && git remote -v"
+    );
+    let body = pr.body.clone().unwrap_or_default();
+    for want in [
+        "Requested by:",
+        "Agent: scripted",
+        "Turns: ",
+        "Tokens: ",
+        "Cost: $",
+        &id,
+    ] {
+        assert!(body.contains(want), "{want} in {body}");
+    }
+    let call = forge
+        .calls()
+        .into_iter()
+        .find(|c| c.method == "POST")
+        .expect("a POST");
+    assert_eq!(
+        call.header("authorization"),
+        Some(format!("Bearer {TOKEN}").as_str())
+    );
+    assert!(
+        has(&lines, &format!("🔀 pull request opened: {}", pr.html_url)),
+        "{all}"
+    );
+
+    // status: the branch, where it began and what was pushed.
+    assert!(
+        has(&lines, &format!("branch: {branch} (from main at ")),
+        "{all}"
+    );
+    assert!(has(&lines, &format!("pushed: {}", &head[..7])), "{all}");
+    assert!(
+        has(&lines, &format!("pull request: {}", pr.html_url)),
+        "{all}"
+    );
+    let shown = env.session(&id);
+    assert_eq!(shown["branch"], branch.as_str());
+    assert_eq!(shown["pushed_commit"], head.as_str());
+
+    // The token: nowhere in the container, its workspace, the database or the logs.
+    let container = format!("firstmate-{id}");
+    assert!(!inspect(&container).to_string().contains(TOKEN));
+    let git_config = exec(&container, "cat /workspace/.git/config");
+    assert!(git_config.contains("/git/"), "{git_config}");
+    assert!(
+        !git_config.contains(TOKEN) && !git_config.contains("extraHeader"),
+        "{git_config}"
+    );
+    assert!(exec(&container, "env").contains("GIT_CONFIG_COUNT"));
+    assert!(
+        !exec(
+            &container,
+            "env; cat /workspace/.git/config /workspace/.git/FETCH_HEAD 2>/dev/null"
+        )
+        .contains(TOKEN)
+    );
+    assert!(
+        !all.contains(TOKEN),
+        "the token is in the console's output or log"
+    );
+    if env.db_url.starts_with("sqlite://") {
+        let mut bytes = std::fs::read(env.path().join("firstmate.db")).expect("db");
+        bytes.extend(std::fs::read(env.path().join("firstmate.db-wal")).unwrap_or_default());
+        assert!(
+            !bytes.windows(TOKEN.len()).any(|w| w == TOKEN.as_bytes()),
+            "the token is in the database"
+        );
+    }
+}
+
+#[test]
+fn branches_and_urls_choose_where_the_work_goes() {
+    let git = GitServer::start(TOKEN);
+    let url = git.create_repo(REPO, &[("a.txt", "a\n")]);
+    git.add_branch(REPO, "feature", "main");
+    let forge = ForgeStandIn::start(TOKEN);
+    let Some(env) = repo_env(&url, "forgejo", forge.url()) else {
+        return;
+    };
+    let out = console(
+        &env,
+        "new --repo demo --branch feature run git rev-parse --abbrev-ref HEAD && echo x > b.txt && git add b.txt && git commit -qm b\n\
+         pr\n\
+         new --repo demo --branch fresh-work run echo y > c.txt\n\
+         push\n\
+         new --repo https://github.com/o/r.git say no\n\
+         new --branch x say no\n",
+    );
+    let all = text(&out);
+    let ids = session_ids(&stdout(&out));
+    assert_eq!(ids.len(), 2, "{all}");
+    // An existing branch: the work goes on firstmate/<id> from it, and the pull
+    // request goes back into it.
+    let first = lines_of(&stdout(&out), &ids[0]);
+    let own = format!("firstmate/{}", ids[0]);
+    assert!(
+        has(
+            &first,
+            &format!("workspace: demo on branch {own} from feature at")
+        ),
+        "{all}"
+    );
+    let pulls = forge.pulls();
+    assert_eq!(pulls.len(), 1, "{}", forge.log());
+    assert_eq!(
+        (pulls[0].head.as_str(), pulls[0].base.as_str()),
+        (own.as_str(), "feature")
+    );
+    let call = forge
+        .calls()
+        .into_iter()
+        .find(|c| c.method == "POST")
+        .expect("a POST");
+    assert_eq!(call.path, "/api/v1/repos/team/demo/pulls");
+    assert_eq!(
+        call.header("authorization"),
+        Some(format!("token {TOKEN}").as_str())
+    );
+    assert!(
+        has(
+            &first,
+            &format!("🔀 pull request opened: {}", pulls[0].html_url)
+        ),
+        "{all}"
+    );
+    // A new name: the session's branch, from main; `push` commits what is not committed.
+    let second = lines_of(&stdout(&out), &ids[1]);
+    assert!(
+        has(&second, "workspace: demo on branch fresh-work from main at"),
+        "{all}"
+    );
+    assert_eq!(
+        git.file_at(REPO, "fresh-work", "c.txt").as_deref(),
+        Some("y\n")
+    );
+    assert!(git.branches(REPO).contains_key("refs/heads/feature"));
+    // Refused before anything starts.
+    assert!(
+        all.contains("github.com is not an allowed repository host"),
+        "{all}"
+    );
+    assert!(all.contains("--branch needs --repo"), "{all}");
+}
+
+#[test]
+fn a_gitlab_merge_request_and_the_agent_pushing_its_own_branch() {
+    let git = GitServer::start(TOKEN);
+    let url = git.create_repo(REPO, &[("a.txt", "a\n")]);
+    let forge = ForgeStandIn::start(TOKEN);
+    let Some(env) = repo_env(&url, "gitlab", forge.url()) else {
+        return;
+    };
+    let service = Service::start_logging(&env, "firstmate=debug");
+    let out = console(
+        &env,
+        "new --repo demo run echo z > z.txt && git add z.txt && git commit -qm z && git push -q origin HEAD 2>&1 && echo agent-pushed\n\
+         pr\n",
+    );
+    let all = text(&out);
+    let id = session_ids(&stdout(&out))
+        .first()
+        .cloned()
+        .unwrap_or_else(|| panic!("{all}"));
+    let lines = lines_of(&stdout(&out), &id);
+    assert!(has(&lines, "agent-pushed"), "{all}");
+    let branch = format!("firstmate/{id}");
+    assert_eq!(git.file_at(REPO, &branch, "z.txt").as_deref(), Some("z\n"));
+    let pulls = forge.pulls();
+    assert_eq!(pulls.len(), 1, "{}", forge.log());
+    assert_eq!(
+        (pulls[0].head.as_str(), pulls[0].base.as_str()),
+        (branch.as_str(), "main")
+    );
+    let call = forge
+        .calls()
+        .into_iter()
+        .find(|c| c.method == "POST")
+        .expect("a POST");
+    assert_eq!(call.path, "/api/v4/projects/team%2Fdemo/merge_requests");
+    assert_eq!(call.header("private-token"), Some(TOKEN));
+    assert!(
+        has(
+            &lines,
+            &format!("🔀 pull request opened: {}", pulls[0].html_url)
+        ),
+        "{all}"
+    );
+    // The agent's own push was recorded as the session's pushed commit.
+    let head = git.branches(REPO)[&format!("refs/heads/{branch}")].clone();
+    assert_eq!(env.session(&id)["pushed_commit"], head.as_str());
+    let log = service.log();
+    assert!(!log.contains(TOKEN), "the token is in the service log");
+}
