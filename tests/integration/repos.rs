@@ -12,7 +12,9 @@
 //!   row or log line.
 //! - `--branch` on an existing branch works on a new `firstmate/<id>` from it; on a new
 //!   name, that name is the session's; ad-hoc URLs on other hosts are refused.
-//! - `pr` against the Forgejo and GitLab stand-ins.
+//! - `pr` against the Forgejo and GitLab stand-ins; the agent pushing its own branch.
+//! - On the fake Discord: `repo` autocompletes from the aliases, the diffstat reaches the
+//!   thread, `/agent pr` opens a pull request that links back to the thread.
 
 use std::process::Command;
 use std::time::Duration;
@@ -21,7 +23,10 @@ use crate::support::forge::ForgeStandIn;
 use crate::support::git::GitServer;
 use crate::support::service::Service;
 use crate::support::worker::free_port;
-use crate::support::{Env, inspect, lines_of, run_with_timeout, session_ids, stdout, text};
+use serde_json::json;
+
+use crate::support::discord::FakeDiscord;
+use crate::support::{Env, inspect, lines_of, run_with_timeout, session_ids, stdout, text, wait_child};
 
 const TOKEN: &str = "glpat-firstmate-TEST-git-token-9d41";
 const REPO: &str = "team/demo.git";
@@ -377,4 +382,105 @@ fn a_gitlab_merge_request_and_the_agent_pushing_its_own_branch() {
     assert_eq!(env.session(&id)["pushed_commit"], head.as_str());
     let log = service.log();
     assert!(!log.contains(TOKEN), "the token is in the service log");
+}
+
+/// Whether a thread has a message of the bot containing `text`.
+fn discord_thread_with(fake: &FakeDiscord, text: &str) -> bool {
+    fake.threads().iter().any(|t| {
+        fake.messages(t.id)
+            .iter()
+            .any(|m| m.author_id == fake.bot_user_id() && m.content.contains(text))
+    })
+}
+
+#[test]
+fn discord_repo_sessions_autocomplete_push_and_open_a_pull_request() {
+    const ALICE: u64 = 111_111_111_111_111_111;
+    let wait = Duration::from_secs(90);
+    let git = GitServer::start(TOKEN);
+    let url = git.create_repo(REPO, &[("README.md", "hello\n")]);
+    let forge = ForgeStandIn::start(TOKEN);
+    let fake = FakeDiscord::start();
+    fake.add_member(ALICE, "alice", &[]);
+    let gw_port = free_port("0.0.0.0");
+    let Some(env) = Env::with_sessions(
+        &format!(
+            r#"
+[gateway]
+listen = "0.0.0.0:{gw_port}"
+url = "http://firstmate:{gw_port}"
+
+[repos.demo]
+url = "{url}"
+token_file = "git-token"
+forge = "github"
+api_url = "{api}"
+
+[discord]
+token_env = "FIRSTMATE_TEST_DISCORD_TOKEN"
+guild_ids = [{guild}]
+allowed_users = [{ALICE}]
+api_base_url = "{base}"
+"#,
+            api = forge.url(),
+            guild = fake.guild_id(),
+            base = fake.base_url()
+        ),
+        "",
+    ) else {
+        return;
+    };
+    std::fs::write(env.path().join("git-token"), TOKEN).expect("token file");
+    let mut c = env.command();
+    c.arg("run")
+        .env("FIRSTMATE_TEST_DISCORD_TOKEN", FakeDiscord::TOKEN)
+        .env("FIRSTMATE_LOG", "firstmate=debug,info")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let mut child = Some(c.spawn().expect("firstmate run"));
+    let mut stop = move || match child.take() {
+        Some(mut c) => {
+            let _ = c.kill();
+            text(&wait_child(c, Duration::from_secs(10)))
+        }
+        None => String::new(),
+    };
+    assert!(fake.wait_for(wait, |f| f.identified() && !f.registered_commands().is_empty()));
+
+    // The repo option completes from the aliases.
+    let ac = fake.autocomplete(ALICE, fake.channel_id(), "agent", "new", "repo", "de");
+    assert!(
+        fake.wait_for(wait, |f| f.interaction_responses(&ac).iter().any(|r| r["data"]["choices"][0]["value"] == "demo")),
+        "{:?}",
+        fake.interaction_responses(&ac)
+    );
+
+    fake.slash_command(
+        ALICE,
+        fake.channel_id(),
+        "agent",
+        "new",
+        &[("prompt", json!("run echo hi > hi.txt")), ("agent", json!("scripted")), ("repo", json!("demo"))],
+    );
+    if !fake.wait_for(wait, |f| discord_thread_with(f, "1 file changed, +1 −0 since the session began")) {
+        panic!("no diffstat in the thread: {}", stop());
+    }
+    let thread = fake.threads()[0].id;
+    assert!(discord_thread_with(&fake, "workspace: demo on branch firstmate/"));
+    fake.slash_command(ALICE, thread, "agent", "pr", &[]);
+    if !fake.wait_for(wait, |f| discord_thread_with(f, "pull request opened: ")) {
+        panic!("no pull request link: {}", stop());
+    }
+    let pulls = forge.pulls();
+    assert_eq!(pulls.len(), 1, "{}", forge.log());
+    assert!(discord_thread_with(&fake, &pulls[0].html_url));
+    let body = pulls[0].body.clone().unwrap_or_default();
+    let link = format!("https://discord.com/channels/{}/{thread}", fake.guild_id());
+    assert!(body.contains(&link), "{link} in {body}");
+    assert!(body.contains(&format!("Requested by: {ALICE}")), "{body}");
+    let branch = &pulls[0].head;
+    assert_eq!(git.file_at(REPO, branch, "hi.txt").as_deref(), Some("hi\n"));
+    let log = stop();
+    assert!(!log.contains(TOKEN), "the token is in the bot's log");
 }
