@@ -38,6 +38,12 @@ fn main() {
     if std::env::args().any(|a| a == "--list" || a == "--test") {
         return; // `cargo test --benches` probes; nothing to list.
     }
+    if let Ok(filter) = std::env::var("FIRSTMATE_LOG") {
+        tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+            .with_writer(std::io::stderr)
+            .init();
+    }
     let files: usize = env_or("FIRSTMATE_BENCH_REPO_FILES", 50_000);
     let burst: usize = env_or("FIRSTMATE_BENCH_REPO_SESSIONS", 10);
 
@@ -53,10 +59,20 @@ fn main() {
     // Workers reach the gateway on their network's gateway address (the host).
     let net = format!("fm-bench-repos-{}", &instance[6..]);
     let made_net = Command::new("docker")
-        .args(["network", "create", "--label", "firstmate.test=bench-repos", &net])
+        .args([
+            "network",
+            "create",
+            "--label",
+            "firstmate.test=bench-repos",
+            &net,
+        ])
         .output()
         .expect("docker network create");
-    assert!(made_net.status.success(), "docker network create: {}", String::from_utf8_lossy(&made_net.stderr));
+    assert!(
+        made_net.status.success(),
+        "docker network create: {}",
+        String::from_utf8_lossy(&made_net.stderr)
+    );
     let gw_ip = network_gateway(&net);
     let gw_port = std::net::TcpListener::bind((gw_ip.as_str(), 0))
         .and_then(|l| l.local_addr())
@@ -80,8 +96,12 @@ fn main() {
         let docker = DockerRuntime::connect(&cfg.docker.host, &instance, Some(&net))
             .await
             .expect("Docker");
-        let (gw, reports) = Gateway::new(cfg.gateway.clone().expect("gateway"), cfg.egress.allow.clone(), store.clone())
-            .expect("gateway");
+        let (gw, reports) = Gateway::new(
+            cfg.gateway.clone().expect("gateway"),
+            cfg.egress.allow.clone(),
+            store.clone(),
+        )
+        .expect("gateway");
         let listener = gw.bind().await.expect("gateway listener");
         tokio::spawn(gw.clone().serve(listener));
         let engine = Engine::with_gateway(store, docker, Arc::new(cfg), Some(gw));
@@ -89,7 +109,11 @@ fn main() {
         let mut results = Vec::new();
         let mut clones = Vec::new();
         let mut n = 0;
-        for repo in ["small", "large"] {
+        let only = std::env::var("FIRSTMATE_BENCH_REPO_ONLY").ok();
+        for repo in ["small", "large"]
+            .into_iter()
+            .filter(|r| only.as_deref().is_none_or(|o| o == *r))
+        {
             for sessions in [1, burst] {
                 let (times, clone_ms) = run(&engine, repo, sessions, &mut n).await;
                 results.push((repo, sessions, times));
@@ -99,7 +123,9 @@ fn main() {
         (results, clones)
     });
     common::cleanup_docker(&instance);
-    let _ = Command::new("docker").args(["network", "rm", &net]).output();
+    let _ = Command::new("docker")
+        .args(["network", "rm", &net])
+        .output();
 
     println!(
         "large repository: {files} files in one commit, {pack_mb:.1} MB on the server (made in {:.1} s)",
@@ -123,12 +149,21 @@ fn main() {
 }
 
 fn env_or(var: &str, default: usize) -> usize {
-    std::env::var(var).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+    std::env::var(var)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }
 
 fn network_gateway(net: &str) -> String {
     let out = Command::new("docker")
-        .args(["network", "inspect", "-f", "{{(index .IPAM.Config 0).Gateway}}", net])
+        .args([
+            "network",
+            "inspect",
+            "-f",
+            "{{(index .IPAM.Config 0).Gateway}}",
+            net,
+        ])
         .output()
         .expect("docker network inspect");
     String::from_utf8_lossy(&out.stdout).trim().to_string()
@@ -136,7 +171,12 @@ fn network_gateway(net: &str) -> String {
 
 /// `sessions` sessions at once on `repo`, each `say hi-N`: the time of each from
 /// `new_session` to its first output, and the clone times the engine reported.
-async fn run(engine: &Engine, repo: &str, sessions: usize, n: &mut usize) -> (Vec<Duration>, Vec<f64>) {
+async fn run(
+    engine: &Engine,
+    repo: &str,
+    sessions: usize,
+    n: &mut usize,
+) -> (Vec<Duration>, Vec<f64>) {
     let mut events = engine.subscribe();
     let start = Instant::now();
     let mut ids = HashMap::new();
@@ -164,11 +204,19 @@ async fn run(engine: &Engine, repo: &str, sessions: usize, n: &mut usize) -> (Ve
             Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
             Err(e) => panic!("the engine's events ended: {e}"),
         };
-        let Some(slot) = ids.get_mut(&ev.session) else { continue };
+        let Some(slot) = ids.get_mut(&ev.session) else {
+            continue;
+        };
         match &ev.body {
-            EventBody::Agent { event: AgentEvent::Text { .. } } if slot.is_none() => *slot = Some(start.elapsed()),
+            EventBody::Agent {
+                event: AgentEvent::Text { .. },
+            } if slot.is_none() => *slot = Some(start.elapsed()),
             EventBody::Notice { text } if text.starts_with("workspace:") => {
-                if let Some(s) = text.split("cloned in ").nth(1).and_then(|r| r.split(' ').next()?.parse::<f64>().ok()) {
+                if let Some(s) = text
+                    .split("cloned in ")
+                    .nth(1)
+                    .and_then(|r| r.split(' ').next()?.parse::<f64>().ok())
+                {
                     clones.push(s);
                 }
             }

@@ -304,7 +304,9 @@ pub fn gated(cmd: Vec<String>) -> Vec<String> {
     .collect()
 }
 
-/// Prepares `/workspace` (`sh -c CLONE_SCRIPT sh REMOTE DEFAULT WANT OWN`): a clone on
+/// Prepares `/workspace` (`sh -c CLONE_SCRIPT sh REMOTE DEFAULT WANT OWN`): a clone (one
+/// branch, no tags: a full clone, as measured faster than a blobless one for 50,000
+/// files, whose checkout fetches every blob again by id) on
 /// `WANT` when that branch exists (work goes on a new `OWN`), else a new branch (`WANT`,
 /// or `OWN`) from `DEFAULT`; a workspace already cloned (a resumed session) is kept.
 /// Prints `branch`, `base` and `commit` lines and marks the workspace ready.
@@ -317,7 +319,7 @@ if [ ! -d .git ]; then
     heads=$(git ls-remote --heads "$remote" "refs/heads/$want")
     if [ -n "$heads" ]; then base=$want; else branch=$want; fi
   fi
-  git clone --quiet --no-tags --single-branch --filter=blob:none --branch "$base" -- "$remote" . >&2
+  git clone --quiet --no-tags --single-branch --branch "$base" -- "$remote" . >&2
   git checkout --quiet -b "$branch" >&2
   git update-ref refs/firstmate/base HEAD
   git config firstmate.base "$base"

@@ -22,7 +22,7 @@ use hyper::{Method, Request, Response, StatusCode};
 use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
-use super::{Body, GatewayReport, Inner, bearer, full, lookup};
+use super::{Body, GatewayReport, Inner, bearer, full, lookup, packs};
 
 /// The longest command list (the part of a push before its pack) the gateway reads.
 const MAX_COMMANDS: usize = 1024 * 1024;
@@ -331,6 +331,59 @@ pub(super) async fn handle(
         pushed_ref = updates.first().map(|u| (u.name.clone(), u.new.clone()));
     }
 
+    // A fetch the same as one in flight (or just answered) gets that answer.
+    let mut lead = Lead(None);
+    if svc == "upload-pack" {
+        let whole = loop {
+            if prefix.len() > packs::MAX_REQUEST {
+                break false;
+            }
+            match body.frame().await {
+                Some(Ok(f)) => {
+                    if let Ok(d) = f.into_data() {
+                        prefix.extend_from_slice(&d);
+                    }
+                }
+                Some(Err(e)) => {
+                    return plain(
+                        StatusCode::BAD_REQUEST,
+                        &format!("the fetch broke off: {e}"),
+                    );
+                }
+                None => break true,
+            }
+        };
+        let header = |name: &str| parts.headers.get(name).map(|v| v.as_bytes());
+        let key = whole
+            .then(|| {
+                packs::key(
+                    &grant.upstream,
+                    grant.authorization.as_deref(),
+                    header("git-protocol"),
+                    header("content-encoding"),
+                    &prefix,
+                )
+            })
+            .flatten();
+        match key.map(|k| inner.packs.join(k)) {
+            Some(packs::Role::Follower(flight)) => {
+                if let Some((content_type, chunks)) = flight.wait().await {
+                    let n = inner
+                        .packs
+                        .shared
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+                        + 1;
+                    let size: usize = chunks.iter().map(Bytes::len).sum();
+                    info!(%session, bytes = size, shared_total = n, "gateway git: a fetch answered from the shared pack cache");
+                    return shared_answer(content_type, chunks);
+                }
+                // Not shareable after all: this request goes upstream itself.
+            }
+            Some(packs::Role::Leader(flight)) => lead = Lead(Some(flight)),
+            None => {}
+        }
+    }
+
     // Upstream, with the repository's credential instead of the session's token.
     let query = parts
         .uri
@@ -389,10 +442,24 @@ pub(super) async fn handle(
             out = out.header(name, v);
         }
     }
+    if let Some(flight) = &lead.0 {
+        if status == StatusCode::OK {
+            let ct = resp
+                .headers()
+                .get("content-type")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string);
+            flight.start(ct);
+        } else {
+            flight.finish(false);
+        }
+    }
     let (tx, rx) = mpsc::channel::<Result<Frame<Bytes>, std::io::Error>>(16);
     let mut chunks = resp.bytes_stream();
     let reports = inner.reports.clone();
     tokio::spawn(async move {
+        let mut lead = lead;
+        let mut broke = false;
         // The start of a push's answer, to learn whether the branch moved.
         let mut seen = Vec::new();
         while let Some(chunk) = chunks.next().await {
@@ -403,9 +470,20 @@ pub(super) async fn handle(
                 seen.extend_from_slice(b);
             }
             let failed = item.is_err();
-            if tx.send(item.map(Frame::data)).await.is_err() || failed {
+            if let (Ok(b), Some(flight)) = (&item, &lead.0)
+                && !flight.push(b)
+            {
+                lead.0 = None;
+            }
+            broke |= failed;
+            // The agent hanging up does not end a fetch others wait for.
+            if tx.send(item.map(Frame::data)).await.is_err() && lead.0.is_none() || failed {
+                broke |= lead.0.is_some();
                 break;
             }
+        }
+        if let Some(flight) = lead.0.take() {
+            flight.finish(!broke && status == StatusCode::OK);
         }
         if let Some((name, commit)) = pushed_ref
             && status.is_success()
@@ -428,6 +506,36 @@ pub(super) async fn handle(
             &format!("cannot relay the answer: {e}"),
         )
     })
+}
+
+/// Finishes a flight that ends without an answer to share (an error on the way).
+struct Lead(Option<Arc<packs::Flight>>);
+
+impl Drop for Lead {
+    fn drop(&mut self) {
+        if let Some(f) = self.0.take() {
+            f.finish(false);
+        }
+    }
+}
+
+/// An answer from the shared pack cache.
+fn shared_answer(content_type: Option<String>, chunks: Vec<Bytes>) -> Response<Body> {
+    let stream = futures_util::stream::iter(
+        chunks
+            .into_iter()
+            .map(|c| Ok::<_, std::io::Error>(Frame::data(c))),
+    );
+    let mut resp = Response::new(BodyExt::boxed(StreamBody::new(stream)));
+    let ct = content_type.unwrap_or_else(|| "application/x-git-upload-pack-result".into());
+    if let Ok(v) = HeaderValue::from_str(&ct) {
+        resp.headers_mut().insert(hyper::header::CONTENT_TYPE, v);
+    }
+    resp.headers_mut().insert(
+        hyper::header::CACHE_CONTROL,
+        HeaderValue::from_static("no-cache"),
+    );
+    resp
 }
 
 fn memchr_find(hay: &[u8], needle: &[u8]) -> bool {

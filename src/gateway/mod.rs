@@ -13,6 +13,7 @@
 
 pub mod egress;
 pub mod git;
+pub mod packs;
 pub mod usage;
 
 use std::convert::Infallible;
@@ -97,6 +98,8 @@ struct Inner {
     egress: egress::Egress,
     /// What each session's git traffic may do.
     git: git::Grants,
+    /// Fetches shared between sessions cloning the same repository at once.
+    packs: packs::Packs,
 }
 
 impl Gateway {
@@ -122,6 +125,7 @@ impl Gateway {
                 reports: tx,
                 egress: egress::Egress::new(allow),
                 git: git::Grants::default(),
+                packs: packs::Packs::default(),
             }),
         };
         Ok((gw, rx))

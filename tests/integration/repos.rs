@@ -11,7 +11,8 @@
 //!   the pushed commit; the token is in no container setting, workspace file, database
 //!   row or log line.
 //! - `--branch` on an existing branch works on a new `firstmate/<id>` from it; on a new
-//!   name, that name is the session's; ad-hoc URLs on other hosts are refused.
+//!   name, that name is the session's; ad-hoc URLs on other hosts are refused; a clone
+//!   that fetches what an earlier one did is answered from the gateway's pack cache.
 //! - `pr` against the Forgejo and GitLab stand-ins; the agent pushing its own branch.
 //! - On the fake Discord: `repo` autocompletes from the aliases, the diffstat reaches the
 //!   thread, `/agent pr` opens a pull request that links back to the thread.
@@ -26,7 +27,9 @@ use crate::support::worker::free_port;
 use serde_json::json;
 
 use crate::support::discord::FakeDiscord;
-use crate::support::{Env, inspect, lines_of, run_with_timeout, session_ids, stdout, text, wait_child};
+use crate::support::{
+    Env, inspect, lines_of, run_with_timeout, session_ids, stdout, text, wait_child,
+};
 
 const TOKEN: &str = "glpat-firstmate-TEST-git-token-9d41";
 const REPO: &str = "team/demo.git";
@@ -275,12 +278,13 @@ fn branches_and_urls_choose_where_the_work_goes() {
          pr\n\
          new --repo demo --branch fresh-work run echo y > c.txt\n\
          push\n\
+         new --repo demo run git log --oneline -1\n\
          new --repo https://github.com/o/r.git say no\n\
          new --branch x say no\n",
     );
     let all = text(&out);
     let ids = session_ids(&stdout(&out));
-    assert_eq!(ids.len(), 2, "{all}");
+    assert_eq!(ids.len(), 3, "{all}");
     // An existing branch: the work goes on firstmate/<id> from it, and the pull
     // request goes back into it.
     let first = lines_of(&stdout(&out), &ids[0]);
@@ -326,6 +330,24 @@ fn branches_and_urls_choose_where_the_work_goes() {
         Some("y\n")
     );
     assert!(git.branches(REPO).contains_key("refs/heads/feature"));
+    // The sessions fetched the same commit: the gateway gave the later ones the first
+    // one's pack.
+    let third = lines_of(&stdout(&out), &ids[2]);
+    assert!(has(&third, "workspace: demo on branch firstmate/"), "{all}");
+    assert!(all.contains("answered from the shared pack cache"), "{all}");
+    let fetches = git
+        .calls()
+        .iter()
+        .filter(|c| c.method == "POST" && c.path.ends_with("/git-upload-pack"))
+        .count();
+    // Two `--branch` probes (ls-refs), three clones' ls-refs, and one pack: `feature`
+    // was made from main, so all three clones want the same commit, and the second and
+    // third got the first one's pack from the gateway.
+    assert_eq!(
+        fetches,
+        2 + 3 + 1,
+        "upload-pack requests that reached the server"
+    );
     // Refused before anything starts.
     assert!(
         all.contains("github.com is not an allowed repository host"),
@@ -446,12 +468,16 @@ api_base_url = "{base}"
         }
         None => String::new(),
     };
-    assert!(fake.wait_for(wait, |f| f.identified() && !f.registered_commands().is_empty()));
+    assert!(fake.wait_for(wait, |f| f.identified()
+        && !f.registered_commands().is_empty()));
 
     // The repo option completes from the aliases.
     let ac = fake.autocomplete(ALICE, fake.channel_id(), "agent", "new", "repo", "de");
     assert!(
-        fake.wait_for(wait, |f| f.interaction_responses(&ac).iter().any(|r| r["data"]["choices"][0]["value"] == "demo")),
+        fake.wait_for(wait, |f| f
+            .interaction_responses(&ac)
+            .iter()
+            .any(|r| r["data"]["choices"][0]["value"] == "demo")),
         "{:?}",
         fake.interaction_responses(&ac)
     );
@@ -461,13 +487,22 @@ api_base_url = "{base}"
         fake.channel_id(),
         "agent",
         "new",
-        &[("prompt", json!("run echo hi > hi.txt")), ("agent", json!("scripted")), ("repo", json!("demo"))],
+        &[
+            ("prompt", json!("run echo hi > hi.txt")),
+            ("agent", json!("scripted")),
+            ("repo", json!("demo")),
+        ],
     );
-    if !fake.wait_for(wait, |f| discord_thread_with(f, "1 file changed, +1 −0 since the session began")) {
+    if !fake.wait_for(wait, |f| {
+        discord_thread_with(f, "1 file changed, +1 −0 since the session began")
+    }) {
         panic!("no diffstat in the thread: {}", stop());
     }
     let thread = fake.threads()[0].id;
-    assert!(discord_thread_with(&fake, "workspace: demo on branch firstmate/"));
+    assert!(discord_thread_with(
+        &fake,
+        "workspace: demo on branch firstmate/"
+    ));
     fake.slash_command(ALICE, thread, "agent", "pr", &[]);
     if !fake.wait_for(wait, |f| discord_thread_with(f, "pull request opened: ")) {
         panic!("no pull request link: {}", stop());
