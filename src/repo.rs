@@ -61,6 +61,19 @@ impl RepoUrl {
         if host.is_empty() {
             return Err("has no host".into());
         }
+        // A name or an address, nothing a URL parser could read as something else (a
+        // backslash is a slash to WHATWG parsers, `%` an escape).
+        let plain = |c: char| c.is_ascii_alphanumeric() || c == '.' || c == '-';
+        let v6 = host.starts_with('[')
+            && host.ends_with(']')
+            && host[1..host.len() - 1]
+                .chars()
+                .all(|c| c.is_ascii_hexdigit() || c == ':' || c == '.');
+        if !(host.chars().all(plain) || v6) {
+            return Err(format!(
+                "has a host {host:?} that is not a plain name or address"
+            ));
+        }
         let trimmed = path.trim_matches('/');
         if trimmed.is_empty()
             || trimmed
@@ -308,11 +321,16 @@ pub fn gated(cmd: Vec<String>) -> Vec<String> {
 /// branch, no tags: a full clone, as measured faster than a blobless one for 50,000
 /// files, whose checkout fetches every blob again by id) on
 /// `WANT` when that branch exists (work goes on a new `OWN`), else a new branch (`WANT`,
-/// or `OWN`) from `DEFAULT`; a workspace already cloned (a resumed session) is kept.
+/// or `OWN`) from `DEFAULT`; a workspace already cloned (a resumed session) is kept, one
+/// whose clone was cut short (the bot stopped meanwhile) is cloned again.
 /// Prints `branch`, `base` and `commit` lines and marks the workspace ready.
 pub const CLONE_SCRIPT: &str = r#"set -eu
 remote=$1 default=$2 want=$3 own=$4
 cd /workspace
+if [ -d .git ] && ! git config firstmate.base >/dev/null; then
+  # A clone cut short (the bot stopped while it ran): start again.
+  find . -mindepth 1 -maxdepth 1 -exec rm -rf {} +
+fi
 if [ ! -d .git ]; then
   base=$default branch=$own
   if [ -n "$want" ]; then
@@ -434,6 +452,9 @@ mod tests {
             "https://github.com/o/r.git?x=1",
             "https://:80/o/r",
             "https://h:99999/o/r",
+            "https://evil.com\\.git.example.org/o/r",
+            "https://evil%2ecom/o/r",
+            "https://ex ample.org/o/r",
         ] {
             assert!(RepoUrl::parse(bad).is_err(), "{bad}");
         }

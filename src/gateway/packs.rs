@@ -23,9 +23,9 @@ use tokio::sync::Notify;
 /// How long a pack is kept for later identical fetches.
 pub const TTL: Duration = Duration::from_secs(300);
 /// The largest answer kept; a bigger one is passed on, not shared.
-pub const MAX_ENTRY: usize = 256 * 1024 * 1024;
+pub const MAX_ENTRY: usize = 128 * 1024 * 1024;
 /// All answers kept, at most.
-pub const MAX_TOTAL: usize = 512 * 1024 * 1024;
+pub const MAX_TOTAL: usize = 256 * 1024 * 1024;
 /// The largest request body read to decide (a bigger fetch is not shared).
 pub const MAX_REQUEST: usize = 1024 * 1024;
 /// How long a request waits for an identical one in flight before going itself.

@@ -13,7 +13,8 @@
 //! - `--branch` on an existing branch works on a new `firstmate/<id>` from it; on a new
 //!   name, that name is the session's; ad-hoc URLs on other hosts are refused; a clone
 //!   that fetches what an earlier one did is answered from the gateway's pack cache.
-//! - `pr` against the Forgejo and GitLab stand-ins; the agent pushing its own branch.
+//! - `pr` against the Forgejo and GitLab stand-ins; the agent pushing its own branch; a
+//!   resumed session keeps its workspace.
 //! - On the fake Discord: `repo` autocompletes from the aliases, the diffstat reaches the
 //!   thread, `/agent pr` opens a pull request that links back to the thread.
 
@@ -368,7 +369,10 @@ fn a_gitlab_merge_request_and_the_agent_pushing_its_own_branch() {
     let out = console(
         &env,
         "new --repo demo run echo z > z.txt && git add z.txt && git commit -qm z && git push -q origin HEAD 2>&1 && echo agent-pushed\n\
-         pr\n",
+         pr\n\
+         stop\n\
+         resume\n\
+         run git log --format=%s -1 && git rev-parse --abbrev-ref HEAD\n",
     );
     let all = text(&out);
     let id = session_ids(&stdout(&out))
@@ -402,6 +406,21 @@ fn a_gitlab_merge_request_and_the_agent_pushing_its_own_branch() {
     // The agent's own push was recorded as the session's pushed commit.
     let head = git.branches(REPO)[&format!("refs/heads/{branch}")].clone();
     assert_eq!(env.session(&id)["pushed_commit"], head.as_str());
+    // Resumed: the same workspace, on the same branch, cloned once.
+    let resumed = lines
+        .iter()
+        .position(|l| l.contains("> run git log"))
+        .unwrap_or_else(|| panic!("{all}"));
+    assert!(lines[resumed..].iter().any(|l| l.trim() == "z"), "{all}");
+    assert!(lines[resumed..].iter().any(|l| l.trim() == branch), "{all}");
+    assert_eq!(
+        lines
+            .iter()
+            .filter(|l| l.contains("workspace: demo"))
+            .count(),
+        1,
+        "{all}"
+    );
     let log = service.log();
     assert!(!log.contains(TOKEN), "the token is in the service log");
 }
