@@ -91,11 +91,7 @@ fn contents(ms: &[Message]) -> String {
 
 /// Whether a thread has a message of the bot containing `text`.
 fn thread_with(fake: &FakeDiscord, text: &str) -> bool {
-    fake.threads().iter().any(|t| {
-        fake.messages(t.id)
-            .iter()
-            .any(|m| m.author_id == fake.bot_user_id() && m.content.contains(text))
-    })
+    fake.thread_with(text)
 }
 
 #[test]

@@ -38,6 +38,11 @@ const REPO: &str = "team/demo.git";
 /// An environment whose `[repos.demo]` is `repo_url` on `forge` (API at `api`), with
 /// the token in a file, and whose workers reach the gateway through the relay.
 fn repo_env(repo_url: &str, forge: &str, api: &str) -> Option<Env> {
+    repo_env_with(repo_url, forge, api, "")
+}
+
+/// Like `repo_env`, with `extra` tables.
+fn repo_env_with(repo_url: &str, forge: &str, api: &str, extra: &str) -> Option<Env> {
     let gw_port = free_port("0.0.0.0");
     let env = Env::with_sessions(
         &format!(
@@ -52,6 +57,7 @@ default_branch = "main"
 token_file = "git-token"
 forge = "{forge}"
 api_url = "{api}"
+{extra}
 "#
         ),
         "allowed_repo_hosts = [\"127.0.0.1\"]",
@@ -425,15 +431,6 @@ fn a_gitlab_merge_request_and_the_agent_pushing_its_own_branch() {
     assert!(!log.contains(TOKEN), "the token is in the service log");
 }
 
-/// Whether a thread has a message of the bot containing `text`.
-fn discord_thread_with(fake: &FakeDiscord, text: &str) -> bool {
-    fake.threads().iter().any(|t| {
-        fake.messages(t.id)
-            .iter()
-            .any(|m| m.author_id == fake.bot_user_id() && m.content.contains(text))
-    })
-}
-
 #[test]
 fn discord_repo_sessions_autocomplete_push_and_open_a_pull_request() {
     const ALICE: u64 = 111_111_111_111_111_111;
@@ -443,35 +440,20 @@ fn discord_repo_sessions_autocomplete_push_and_open_a_pull_request() {
     let forge = ForgeStandIn::start(TOKEN);
     let fake = FakeDiscord::start();
     fake.add_member(ALICE, "alice", &[]);
-    let gw_port = free_port("0.0.0.0");
-    let Some(env) = Env::with_sessions(
-        &format!(
-            r#"
-[gateway]
-listen = "0.0.0.0:{gw_port}"
-url = "http://firstmate:{gw_port}"
-
-[repos.demo]
-url = "{url}"
-token_file = "git-token"
-forge = "github"
-api_url = "{api}"
-
+    let discord = format!(
+        r#"
 [discord]
 token_env = "FIRSTMATE_TEST_DISCORD_TOKEN"
 guild_ids = [{guild}]
 allowed_users = [{ALICE}]
 api_base_url = "{base}"
 "#,
-            api = forge.url(),
-            guild = fake.guild_id(),
-            base = fake.base_url()
-        ),
-        "",
-    ) else {
+        guild = fake.guild_id(),
+        base = fake.base_url()
+    );
+    let Some(env) = repo_env_with(&url, "github", forge.url(), &discord) else {
         return;
     };
-    std::fs::write(env.path().join("git-token"), TOKEN).expect("token file");
     let mut c = env.command();
     c.arg("run")
         .env("FIRSTMATE_TEST_DISCORD_TOKEN", FakeDiscord::TOKEN)
@@ -513,22 +495,19 @@ api_base_url = "{base}"
         ],
     );
     if !fake.wait_for(wait, |f| {
-        discord_thread_with(f, "1 file changed, +1 −0 since the session began")
+        f.thread_with("1 file changed, +1 −0 since the session began")
     }) {
         panic!("no diffstat in the thread: {}", stop());
     }
     let thread = fake.threads()[0].id;
-    assert!(discord_thread_with(
-        &fake,
-        "workspace: demo on branch firstmate/"
-    ));
+    assert!(fake.thread_with("workspace: demo on branch firstmate/"));
     fake.slash_command(ALICE, thread, "agent", "pr", &[]);
-    if !fake.wait_for(wait, |f| discord_thread_with(f, "pull request opened: ")) {
+    if !fake.wait_for(wait, |f| f.thread_with("pull request opened: ")) {
         panic!("no pull request link: {}", stop());
     }
     let pulls = forge.pulls();
     assert_eq!(pulls.len(), 1, "{}", forge.log());
-    assert!(discord_thread_with(&fake, &pulls[0].html_url));
+    assert!(fake.thread_with(&pulls[0].html_url));
     let body = pulls[0].body.clone().unwrap_or_default();
     let link = format!("https://discord.com/channels/{}/{thread}", fake.guild_id());
     assert!(body.contains(&link), "{link} in {body}");

@@ -284,6 +284,15 @@ pub struct FakeDiscord {
 }
 
 impl FakeDiscord {
+    /// Whether a thread has a message of the bot containing `text`.
+    pub fn thread_with(&self, text: &str) -> bool {
+        self.threads().iter().any(|t| {
+            self.messages(t.id)
+                .iter()
+                .any(|m| m.author_id == self.bot_user_id() && m.content.contains(text))
+        })
+    }
+
     /// The only bot token accepted.
     pub const TOKEN: &'static str = "MTEwMDAwMDAwMDAwMDAwMDAwMg.FakeDs.fake-discord-test-token";
 
