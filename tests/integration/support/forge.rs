@@ -326,12 +326,42 @@ fn take_failure(shared: &Shared) -> Option<Answer> {
     st.failures.pop_front().map(|(s, b)| answer(s, b))
 }
 
-fn next_number(st: &State, forge: Forge, repo: &str) -> u64 {
-    st.pulls
+/// What a pull request is opened with.
+struct Opening<'a> {
+    forge: Forge,
+    repo: &'a str,
+    title: &'a str,
+    body: Option<&'a str>,
+    head: &'a str,
+    base: &'a str,
+    draft: bool,
+}
+
+/// Records a new pull request (numbered per forge and repository, its page made by
+/// `page` from the number) and returns it.
+fn open(st: &mut State, o: Opening<'_>, page: impl FnOnce(u64) -> String) -> PullRequest {
+    let number = st
+        .pulls
         .iter()
-        .filter(|p| p.forge == forge && p.repo == repo)
+        .filter(|p| p.forge == o.forge && p.repo == o.repo)
         .count() as u64
-        + 1
+        + 1;
+    let id = st.next_id;
+    st.next_id += 1;
+    let pr = PullRequest {
+        forge: o.forge,
+        repo: o.repo.to_string(),
+        id,
+        number,
+        title: o.title.to_string(),
+        body: o.body.map(str::to_string),
+        head: o.head.to_string(),
+        base: o.base.to_string(),
+        draft: o.draft,
+        html_url: page(number),
+    };
+    st.pulls.push(pr.clone());
+    pr
 }
 
 fn github(shared: &Shared, req: &Req) -> Answer {
@@ -422,23 +452,20 @@ fn github(shared: &Shared, req: &Req) -> Answer {
             }),
         );
     }
-    let number = next_number(&st, Forge::GitHub, &full);
-    let id = st.next_id;
-    st.next_id += 1;
-    let html_url = format!("{}/{full}/pull/{number}", shared.url());
-    let api_url = format!("{}/repos/{full}/pulls/{number}", shared.url());
-    st.pulls.push(PullRequest {
+    let opening = Opening {
         forge: Forge::GitHub,
-        repo: full.clone(),
-        id,
-        number,
-        title: title.to_string(),
-        body: text.map(str::to_string),
-        head: head.to_string(),
-        base: base.to_string(),
+        repo: &full,
+        title,
+        body: text,
+        head,
+        base,
         draft,
-        html_url: html_url.clone(),
+    };
+    let pr = open(&mut st, opening, |n| {
+        format!("{}/{full}/pull/{n}", shared.url())
     });
+    let (id, number, html_url) = (pr.id, pr.number, pr.html_url);
+    let api_url = format!("{}/repos/{full}/pulls/{number}", shared.url());
     let head_ref = head.rsplit(':').next().unwrap_or(head);
     Answer {
         status: 201,
@@ -517,22 +544,19 @@ fn forgejo(shared: &Shared, req: &Req) -> Answer {
             ),
         );
     }
-    let number = next_number(&st, Forge::Forgejo, &full);
-    let id = st.next_id;
-    st.next_id += 1;
-    let html_url = format!("{}/{full}/pulls/{number}", shared.url());
-    st.pulls.push(PullRequest {
+    let opening = Opening {
         forge: Forge::Forgejo,
-        repo: full.clone(),
-        id,
-        number,
-        title: title.to_string(),
-        body: text.map(str::to_string),
-        head: head.to_string(),
-        base: base.to_string(),
+        repo: &full,
+        title,
+        body: text,
+        head,
+        base,
         draft: false,
-        html_url: html_url.clone(),
+    };
+    let pr = open(&mut st, opening, |n| {
+        format!("{}/{full}/pulls/{n}", shared.url())
     });
+    let (id, number, html_url) = (pr.id, pr.number, pr.html_url);
     answer(
         201,
         json!({
@@ -628,22 +652,19 @@ fn gitlab(shared: &Shared, req: &Req) -> Answer {
         );
     }
     let project_id = project_id(&mut st, &project);
-    let iid = next_number(&st, Forge::GitLab, &project);
-    let id = st.next_id;
-    st.next_id += 1;
-    let web_url = format!("{}/{project}/-/merge_requests/{iid}", shared.url());
-    st.pulls.push(PullRequest {
+    let opening = Opening {
         forge: Forge::GitLab,
-        repo: project.clone(),
-        id,
-        number: iid,
-        title: title.to_string(),
-        body: description.map(str::to_string),
-        head: source.to_string(),
-        base: target.to_string(),
+        repo: &project,
+        title,
+        body: description,
+        head: source,
+        base: target,
         draft: false,
-        html_url: web_url.clone(),
+    };
+    let pr = open(&mut st, opening, |n| {
+        format!("{}/{project}/-/merge_requests/{n}", shared.url())
     });
+    let (id, iid, web_url) = (pr.id, pr.number, pr.html_url);
     answer(
         201,
         json!({
