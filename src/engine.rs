@@ -128,9 +128,11 @@ enum Msg {
     Stop {
         reason: String,
     },
-    /// Say this in the session's thread (from the gateway).
+    /// Say this in the session's thread (from the gateway, a repository command);
+    /// `done` is told once it is stored.
     Notice {
         text: String,
+        done: Option<tokio::sync::oneshot::Sender<()>>,
     },
     /// An approval was answered: send the answer to the agent.
     Answered,
@@ -223,7 +225,7 @@ impl Engine {
                     GatewayReport::Notice { session, text } => {
                         // The session's task writes its events; a session without one
                         // here has no live token of this gateway's.
-                        if !engine.send(&session, Msg::Notice { text }) {
+                        if !engine.send(&session, Msg::Notice { text, done: None }) {
                             info!(session = %session, "no task here for the gateway's notice");
                         }
                         continue;
@@ -1348,9 +1350,12 @@ impl SessionTask {
                     Some(Msg::Prompt) => self.next_prompt().await?,
                     Some(Msg::Interrupt) => self.interrupt().await?,
                     Some(Msg::Stop { reason }) => self.stop(reason).await?,
-                    Some(Msg::Notice { text }) => {
+                    Some(Msg::Notice { text, done }) => {
                         self.pending.push(EventBody::Notice { text });
                         self.commit().await?;
+                        if let Some(done) = done {
+                            let _ = done.send(());
+                        }
                     }
                     Some(Msg::Answered) => self.send_answers().await?,
                     None => return Ok(()),

@@ -179,7 +179,8 @@ impl Engine {
                 self.notice(
                     id,
                     format!("⬆ {branch} is pushed already, at {}", repo::short(&commit)),
-                );
+                )
+                .await;
             }
             return Ok(commit);
         }
@@ -187,7 +188,8 @@ impl Engine {
         self.notice(
             id,
             format!("⬆ pushed {branch} at {} to {label}", repo::short(&commit)),
-        );
+        )
+        .await;
         Ok(commit)
     }
 
@@ -210,7 +212,8 @@ impl Engine {
             )));
         };
         if let Some(url) = &s.pr_url {
-            self.notice(id, format!("🔀 pull request (opened earlier): {url}"));
+            self.notice(id, format!("🔀 pull request (opened earlier): {url}"))
+                .await;
             return Ok(url.clone());
         }
         match self.push_branch(id, true).await {
@@ -242,14 +245,30 @@ impl Engine {
         })?;
         self.inner.store.set_pr_url(id, &url).await?;
         info!(session = %id, %url, "pull request opened");
-        self.notice(id, format!("🔀 pull request opened: {url}"));
+        self.notice(id, format!("🔀 pull request opened: {url}"))
+            .await;
         Ok(url)
     }
 
-    /// Says `text` in the session's thread (its task writes it).
-    fn notice(&self, id: &str, text: String) {
-        if !self.send(id, Msg::Notice { text }) {
+    /// Says `text` in the session's thread (its task writes it), and returns once it
+    /// is stored: what a command says is in the thread before its answer.
+    async fn notice(&self, id: &str, text: String) {
+        let (done, stored) = tokio::sync::oneshot::channel();
+        if !self.send(
+            id,
+            Msg::Notice {
+                text,
+                done: Some(done),
+            },
+        ) {
             warn!(session = %id, "no task to say a repository notice");
+            return;
+        }
+        if tokio::time::timeout(Duration::from_secs(30), stored)
+            .await
+            .is_err()
+        {
+            warn!(session = %id, "a repository notice was not stored within 30 s");
         }
     }
 }
