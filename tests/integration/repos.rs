@@ -101,6 +101,7 @@ fn a_repo_session_clones_commits_pushes_and_opens_a_pull_request() {
          run echo more >> README.md && echo new > added.txt && git add -A && git commit -qm 'agent change' && echo committed\n\
          run git push origin HEAD:refs/heads/main 2>&1; echo exit=$?\n\
          run git push origin --delete other 2>&1; echo exit=$?\n\
+         run git ls-remote \"$(git remote get-url origin | sed 's#/git/.*#/git/0123456789#')\" 2>&1; echo exit=$?\n\
          diff\n\
          push\n\
          pr\n\
@@ -142,6 +143,11 @@ fn a_repo_session_clones_commits_pushes_and_opens_a_pull_request() {
     );
     assert!(has(&lines, "push refused: refs/heads/main"), "{all}");
     assert!(has(&lines, "push refused: refs/heads/other"), "{all}");
+    // Another session's repository, with this session's token: refused.
+    assert!(
+        has(&lines, "The requested URL returned error: 403"),
+        "{all}"
+    );
     let after = git.branches(REPO);
     assert_eq!(after.get("refs/heads/main"), before.get("refs/heads/main"));
     assert_eq!(
