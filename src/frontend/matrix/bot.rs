@@ -428,15 +428,52 @@ impl Bot {
         ) else {
             return;
         };
-        let store = self.inner.chat.engine().store();
-        let approval = match store.approval_for_message(FRONTEND, target).await {
-            Ok(Some(a)) => a,
-            Ok(None) => return,
+        if let Some(approval) = self.approval_of(inc, target).await {
+            return self.answer_reaction(inc, approval, answer).await;
+        }
+        // A reaction can come within milliseconds of the approval's message, before the
+        // delivery stored which message that was: look again for a few seconds, without
+        // holding up the sync.
+        let (bot, inc, target) = (self.clone(), inc.clone(), target.to_string());
+        tokio::spawn(async move {
+            for _ in 0..25 {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                if let Some(approval) = bot.approval_of(&inc, &target).await {
+                    return bot.answer_reaction(&inc, approval, answer).await;
+                }
+            }
+        });
+    }
+
+    /// The approval whose message is `target`, if it is one.
+    async fn approval_of(
+        &self,
+        inc: &Incoming,
+        target: &str,
+    ) -> Option<crate::store::ApprovalRecord> {
+        match self
+            .inner
+            .chat
+            .engine()
+            .store()
+            .approval_for_message(FRONTEND, target)
+            .await
+        {
+            Ok(found) => found,
             Err(e) => {
                 warn!(event = %inc.event_id, error = %e, "cannot look up an approval");
-                return;
+                None
             }
-        };
+        }
+    }
+
+    async fn answer_reaction(
+        &self,
+        inc: &Incoming,
+        approval: crate::store::ApprovalRecord,
+        answer: Answer,
+    ) {
+        let store = self.inner.chat.engine().store();
         let reply = self
             .inner
             .chat
