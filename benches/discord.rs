@@ -18,16 +18,11 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
+#[path = "common/mod.rs"]
+mod common;
 #[allow(dead_code)]
 #[path = "../tests/integration/support/discord.rs"]
 mod discord;
-// The fake's HTTP side reads bodies with the stand-ins' reader.
-#[allow(dead_code)]
-#[path = "../tests/integration/support/stub.rs"]
-mod stub;
-
-#[path = "common/mod.rs"]
-mod common;
 
 use discord::FakeDiscord;
 

@@ -21,10 +21,9 @@
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use tokio::net::tcp::OwnedWriteHalf;
 
 use super::stub::{
-    Api, BoxFuture, Ids, Request, Stub, end_chunked, send_json, send_sse_event, start_sse,
+    Api, BoxFuture, Ids, Request, Stub, Writer, end_chunked, send_json, send_sse_event, start_sse,
 };
 
 /// The model named in replies when a request names none.
@@ -207,7 +206,7 @@ impl Api for Anthropic {
     }
 
     fn answer<'a>(
-        w: &'a mut OwnedWriteHalf,
+        w: &'a mut Writer,
         req: &'a Request,
         answer: Answer,
         ids: &'a Ids,
@@ -227,7 +226,7 @@ impl Api for Anthropic {
 }
 
 async fn answer_with(
-    w: &mut OwnedWriteHalf,
+    w: &mut Writer,
     req: &Request,
     answer: Answer,
     ids: &Ids,
@@ -264,7 +263,7 @@ fn error_body(kind: &str, message: &str) -> Value {
 
 /// A JSON answer; an error body carries the request id, as Anthropic's do.
 async fn send_api_json(
-    w: &mut OwnedWriteHalf,
+    w: &mut Writer,
     status: u16,
     body: &Value,
     request_id: &str,
@@ -288,7 +287,7 @@ fn usage_json(u: &Usage, output_tokens: u64) -> Value {
 }
 
 async fn send_message(
-    w: &mut OwnedWriteHalf,
+    w: &mut Writer,
     model: &str,
     stream: bool,
     reply: &Reply,

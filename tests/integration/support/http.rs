@@ -62,8 +62,13 @@ impl TestServer {
 
     /// Like [`TestServer::start`], with the handler already boxed.
     pub fn start_boxed(handler: Handler) -> TestServer {
-        let std_listener =
-            std::net::TcpListener::bind("127.0.0.1:0").expect("bind the test server");
+        TestServer::start_on("127.0.0.1:0", handler)
+    }
+
+    /// Like [`TestServer::start_boxed`], listening on `bind` (a Docker network's gateway
+    /// address, for containers).
+    pub fn start_on(bind: &str, handler: Handler) -> TestServer {
+        let std_listener = std::net::TcpListener::bind(bind).expect("bind the test server");
         std_listener.set_nonblocking(true).expect("nonblocking");
         let addr = std_listener.local_addr().expect("local addr");
         let (stop_tx, mut stop_rx) = tokio::sync::oneshot::channel::<()>();

@@ -20,10 +20,9 @@
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use tokio::net::tcp::OwnedWriteHalf;
 
 use super::stub::{
-    Api, BoxFuture, Ids, Request, Stub, end_chunked, send_json, send_sse_event, start_sse,
+    Api, BoxFuture, Ids, Request, Stub, Writer, end_chunked, send_json, send_sse_event, start_sse,
 };
 
 /// The model named in replies when a request names none.
@@ -155,7 +154,7 @@ impl Api for OpenAi {
     }
 
     fn answer<'a>(
-        w: &'a mut OwnedWriteHalf,
+        w: &'a mut Writer,
         req: &'a Request,
         answer: Answer,
         ids: &'a Ids,
@@ -220,7 +219,7 @@ fn error_body(kind: &str, message: &str) -> Value {
 }
 
 async fn answer_with(
-    w: &mut OwnedWriteHalf,
+    w: &mut Writer,
     req: &Request,
     answer: Answer,
     ids: &Ids,
@@ -283,7 +282,7 @@ fn shell_item(request: &Value, command: &str, ids: &Ids) -> Value {
 }
 
 async fn send_response(
-    w: &mut OwnedWriteHalf,
+    w: &mut Writer,
     model: &str,
     stream: bool,
     reply: &Reply,

@@ -1,31 +1,29 @@
-//! The HTTP side of the scripted API stand-ins (`anthropic`, `openai`): a small
-//! HTTP/1.1 server on its own thread and tokio runtime (so sync tests can use it) that
-//! records every request (method, path, headers, body) and hands the agent turns the
-//! next reply of a script. What a request is and how it is answered is the API's
-//! ([`Api`]); the rest is here.
+//! The HTTP side of the scripted API stand-ins (`anthropic`, `openai`), on the shared
+//! hyper test server ([`super::http`]): it records every request (method, path,
+//! headers, body) and hands the agent turns the next reply of a script. What a request
+//! is and how it is answered is the API's ([`Api`]); the rest is here.
 //!
-//! Request bodies may come with `Content-Length` or chunked. Responses with a body are
-//! sent with `Content-Length`; streams are chunked, one server-sent event a chunk,
-//! flushed one by one ([`send_sse_event`]).
+//! An answer is written through a [`Writer`]: a JSON body whole ([`send_json`]), or a
+//! `text/event-stream` ([`start_sse`]) whose events go out one by one as they are sent
+//! ([`send_sse_event`]), each its own chunk.
 
 use std::collections::VecDeque;
-use std::future::Future;
-use std::net::SocketAddr;
-use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
+use futures_util::StreamExt;
+use http_body_util::{BodyExt, StreamBody};
+use hyper::body::Frame;
 use serde_json::Value;
-use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
-use tokio::net::tcp::OwnedWriteHalf;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, oneshot};
 
-/// The largest request head or body accepted.
+pub use super::http::BoxFuture;
+use super::http::{Body, TestServer, full};
+
+/// The largest request body accepted.
 const MAX_BODY: usize = 64 * 1024 * 1024;
-const MAX_HEAD: usize = 256 * 1024;
-
-pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 /// One scripted API: which requests are agent turns, and how each is answered.
 pub trait Api: Send + Sync + 'static {
@@ -36,13 +34,31 @@ pub trait Api: Send + Sync + 'static {
     /// (`None` when the script is used up).
     fn route(req: &mut Request, next: &mut dyn FnMut() -> Option<Self::Reply>) -> Self::Answer;
     fn answer<'a>(
-        w: &'a mut OwnedWriteHalf,
+        w: &'a mut Writer,
         req: &'a Request,
         answer: Self::Answer,
         ids: &'a Ids,
     ) -> BoxFuture<'a, std::io::Result<()>>;
     /// A few words on a request body, for [`Stub::log`].
     fn describe(body: &Value) -> String;
+}
+
+/// Where an answer goes: its head (with a whole body, or the start of a stream), then
+/// the stream's chunks.
+pub struct Writer {
+    head: Option<oneshot::Sender<hyper::Response<Body>>>,
+    stream: Option<mpsc::Sender<Bytes>>,
+}
+
+impl Writer {
+    fn respond(&mut self, resp: hyper::Response<Body>) -> std::io::Result<()> {
+        let head = self
+            .head
+            .take()
+            .ok_or_else(|| std::io::Error::other("answered already"))?;
+        head.send(resp)
+            .map_err(|_| std::io::Error::other("the client left"))
+    }
 }
 
 /// Fresh ids for messages, calls and requests.
@@ -101,19 +117,14 @@ struct Shared<R> {
 
 /// A running stand-in of the API `A`; stops when dropped.
 pub struct Stub<A: Api> {
-    addr: SocketAddr,
+    server: TestServer,
     shared: Arc<Shared<A::Reply>>,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    thread: Option<std::thread::JoinHandle<()>>,
 }
 
 impl<A: Api> Stub<A> {
     /// Starts a stand-in listening on `bind` (`"127.0.0.1:0"`, or a Docker network's
     /// gateway address for containers), following `script`.
     pub fn start(bind: &str, script: Vec<A::Reply>) -> Stub<A> {
-        let std_listener = std::net::TcpListener::bind(bind).expect("bind the API stand-in");
-        std_listener.set_nonblocking(true).expect("nonblocking");
-        let addr = std_listener.local_addr().expect("local addr");
         let shared = Arc::new(Shared {
             state: Mutex::new(State {
                 script: script.into(),
@@ -122,37 +133,16 @@ impl<A: Api> Stub<A> {
             changed: Condvar::new(),
             ids: Ids::default(),
         });
-        let (stop_tx, mut stop_rx) = tokio::sync::oneshot::channel::<()>();
         let sh = shared.clone();
-        let thread = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("tokio runtime");
-            rt.block_on(async move {
-                let listener = TcpListener::from_std(std_listener).expect("tokio listener");
-                loop {
-                    tokio::select! {
-                        _ = &mut stop_rx => break,
-                        accepted = listener.accept() => {
-                            if let Ok((stream, _)) = accepted {
-                                tokio::spawn(serve::<A>(stream, sh.clone()));
-                            }
-                        }
-                    }
-                }
-            });
-        });
-        Stub {
-            addr,
-            shared,
-            stop: Some(stop_tx),
-            thread: Some(thread),
-        }
+        let server = TestServer::start_on(
+            bind,
+            Arc::new(move |req| Box::pin(serve::<A>(req, sh.clone()))),
+        );
+        Stub { server, shared }
     }
 
     pub fn port(&self) -> u16 {
-        self.addr.port()
+        self.server.port()
     }
 
     /// Appends replies to the script.
@@ -221,142 +211,55 @@ impl<A: Api> Stub<A> {
     }
 }
 
-impl<A: Api> Drop for Stub<A> {
-    fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
-
-async fn serve<A: Api>(stream: TcpStream, shared: Arc<Shared<A::Reply>>) {
-    let (read, mut write) = stream.into_split();
-    let mut reader = BufReader::new(read);
-    // Keep-alive: requests one after another until the client closes.
-    while let Ok(Some(mut req)) = read_request(&mut reader, &mut write).await {
-        let keep_alive = !req
-            .header("connection")
-            .is_some_and(|c| c.eq_ignore_ascii_case("close"));
-        let answer = A::route(&mut req, &mut || {
-            shared.state.lock().expect("lock").script.pop_front()
-        });
-        {
-            let mut st = shared.state.lock().expect("lock");
-            st.requests.push(req.clone());
-            shared.changed.notify_all();
-        }
-        if A::answer(&mut write, &req, answer, &shared.ids)
-            .await
-            .is_err()
-            || !keep_alive
-        {
-            break;
-        }
-    }
-}
-
-/// Reads a request body: chunked (trailers skipped), or of `content_length` bytes, or
-/// none; at most 64 MiB.
-pub async fn read_body<R: AsyncBufRead + Unpin>(
-    reader: &mut R,
-    chunked: bool,
-    content_length: Option<&str>,
-) -> std::io::Result<Vec<u8>> {
-    let bad = |m: &str| std::io::Error::new(std::io::ErrorKind::InvalidData, m.to_string());
-    let mut body = Vec::new();
-    let mut line = String::new();
-    if chunked {
-        loop {
-            line.clear();
-            reader.read_line(&mut line).await?;
-            let size = line.trim().split(';').next().unwrap_or_default();
-            let size = usize::from_str_radix(size, 16).map_err(|_| bad("bad chunk size"))?;
-            if body.len() + size > MAX_BODY {
-                return Err(bad("body too large"));
-            }
-            if size == 0 {
-                // Trailers, up to the empty line.
-                loop {
-                    line.clear();
-                    if reader.read_line(&mut line).await? == 0 || line.trim().is_empty() {
-                        break;
-                    }
-                }
-                break;
-            }
-            let start = body.len();
-            body.resize(start + size, 0);
-            reader.read_exact(&mut body[start..]).await?;
-            line.clear();
-            reader.read_line(&mut line).await?; // the CRLF after the chunk
-        }
-    } else if let Some(len) = content_length {
-        let len: usize = len.trim().parse().map_err(|_| bad("bad content-length"))?;
-        if len > MAX_BODY {
-            return Err(bad("body too large"));
-        }
-        body.resize(len, 0);
-        reader.read_exact(&mut body).await?;
-    }
-    Ok(body)
-}
-
-/// Reads one request; `None` at a clean end of the connection.
-async fn read_request(
-    reader: &mut BufReader<tokio::net::tcp::OwnedReadHalf>,
-    write: &mut OwnedWriteHalf,
-) -> std::io::Result<Option<Request>> {
-    let bad = |m: &str| std::io::Error::new(std::io::ErrorKind::InvalidData, m.to_string());
-    let mut line = String::new();
-    if reader.read_line(&mut line).await? == 0 {
-        return Ok(None);
-    }
-    let mut parts = line.split_whitespace();
-    let (Some(method), Some(path)) = (parts.next(), parts.next()) else {
-        return Err(bad("bad request line"));
+/// One request: read whole, routed, recorded, answered by a task of its own (a stream
+/// goes on after the head is returned).
+async fn serve<A: Api>(
+    req: hyper::Request<hyper::body::Incoming>,
+    shared: Arc<Shared<A::Reply>>,
+) -> hyper::Response<Body> {
+    let (parts, body) = req.into_parts();
+    let body = match super::http::read_body(body, MAX_BODY).await {
+        Ok(b) => b.to_vec(),
+        Err(e) => return super::http::response(400, "text/plain", format!("stand-in: {e}")),
     };
-    let (method, path) = (method.to_string(), path.to_string());
-    let mut headers = Vec::new();
-    let mut head_len = line.len();
-    loop {
-        line.clear();
-        if reader.read_line(&mut line).await? == 0 {
-            return Err(bad("end of stream in the headers"));
-        }
-        head_len += line.len();
-        if head_len > MAX_HEAD {
-            return Err(bad("headers too large"));
-        }
-        let l = line.trim_end_matches(['\r', '\n']);
-        if l.is_empty() {
-            break;
-        }
-        if let Some((k, v)) = l.split_once(':') {
-            headers.push((k.trim().to_ascii_lowercase(), v.trim().to_string()));
-        }
-    }
     let mut req = Request {
-        method,
-        path,
-        headers,
-        body: Vec::new(),
+        method: parts.method.to_string(),
+        path: parts
+            .uri
+            .path_and_query()
+            .map_or_else(|| "/".to_string(), |p| p.as_str().to_string()),
+        headers: parts
+            .headers
+            .iter()
+            .map(|(k, v)| {
+                (
+                    k.as_str().to_string(),
+                    String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                )
+            })
+            .collect(),
+        body,
         scripted: false,
     };
-    if req
-        .header("expect")
-        .is_some_and(|e| e.eq_ignore_ascii_case("100-continue"))
+    let answer = A::route(&mut req, &mut || {
+        shared.state.lock().expect("lock").script.pop_front()
+    });
     {
-        write.write_all(b"HTTP/1.1 100 Continue\r\n\r\n").await?;
+        let mut st = shared.state.lock().expect("lock");
+        st.requests.push(req.clone());
+        shared.changed.notify_all();
     }
-    let chunked = req
-        .header("transfer-encoding")
-        .is_some_and(|t| t.to_ascii_lowercase().contains("chunked"));
-    let length = req.header("content-length").map(str::to_string);
-    req.body = read_body(reader, chunked, length.as_deref()).await?;
-    Ok(Some(req))
+    let (head, answered) = oneshot::channel();
+    tokio::spawn(async move {
+        let mut w = Writer {
+            head: Some(head),
+            stream: None,
+        };
+        let _ = A::answer(&mut w, &req, answer, &shared.ids).await;
+    });
+    answered
+        .await
+        .unwrap_or_else(|_| super::http::response(500, "text/plain", "stand-in: no answer"))
 }
 
 pub fn reason(status: u16) -> &'static str {
@@ -373,54 +276,76 @@ pub fn reason(status: u16) -> &'static str {
     }
 }
 
-/// Sends a JSON body with `Content-Length`, and `extra` headers.
+/// Sends a JSON body whole, with `extra` headers.
 pub async fn send_json(
-    w: &mut OwnedWriteHalf,
+    w: &mut Writer,
     status: u16,
     body: &Value,
     extra: &[(&str, &str)],
 ) -> std::io::Result<()> {
-    let text = body.to_string();
-    let mut head = format!(
-        "HTTP/1.1 {status} {}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n",
-        reason(status),
-        text.len()
+    let mut resp = hyper::Response::new(full(body.to_string()));
+    *resp.status_mut() = hyper::StatusCode::from_u16(status).map_err(std::io::Error::other)?;
+    let headers = resp.headers_mut();
+    headers.insert(
+        "content-type",
+        hyper::header::HeaderValue::from_static("application/json"),
     );
     for (k, v) in extra {
-        head.push_str(&format!("{k}: {v}\r\n"));
+        let name =
+            hyper::header::HeaderName::from_bytes(k.as_bytes()).map_err(std::io::Error::other)?;
+        headers.insert(
+            name,
+            hyper::header::HeaderValue::from_str(v).map_err(std::io::Error::other)?,
+        );
     }
-    head.push_str("\r\n");
-    w.write_all(head.as_bytes()).await?;
-    w.write_all(text.as_bytes()).await?;
-    w.flush().await
+    w.respond(resp)
 }
 
-/// Starts a chunked `text/event-stream` answer.
-pub async fn start_sse(w: &mut OwnedWriteHalf, extra: &[(&str, &str)]) -> std::io::Result<()> {
-    let mut head = "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream; charset=utf-8\r\ncache-control: no-cache\r\ntransfer-encoding: chunked\r\n".to_string();
+/// Starts a `text/event-stream` answer (chunked).
+pub async fn start_sse(w: &mut Writer, extra: &[(&str, &str)]) -> std::io::Result<()> {
+    let (tx, rx) = mpsc::channel::<Bytes>(64);
+    let stream = tokio_stream_of(rx).map(|b| Ok::<_, std::io::Error>(Frame::data(b)));
+    let mut resp = hyper::Response::new(BodyExt::boxed(StreamBody::new(stream)));
+    let headers = resp.headers_mut();
+    headers.insert(
+        "content-type",
+        hyper::header::HeaderValue::from_static("text/event-stream; charset=utf-8"),
+    );
+    headers.insert(
+        "cache-control",
+        hyper::header::HeaderValue::from_static("no-cache"),
+    );
     for (k, v) in extra {
-        head.push_str(&format!("{k}: {v}\r\n"));
+        let name =
+            hyper::header::HeaderName::from_bytes(k.as_bytes()).map_err(std::io::Error::other)?;
+        headers.insert(
+            name,
+            hyper::header::HeaderValue::from_str(v).map_err(std::io::Error::other)?,
+        );
     }
-    head.push_str("\r\n");
-    w.write_all(head.as_bytes()).await
+    w.stream = Some(tx);
+    w.respond(resp)
 }
 
-/// Sends one server-sent event as its own chunk, and flushes it.
-pub async fn send_sse_event(
-    w: &mut OwnedWriteHalf,
-    name: &str,
-    data: &Value,
-) -> std::io::Result<()> {
-    let data = format!("event: {name}\ndata: {data}\n\n");
-    w.write_all(format!("{:x}\r\n{data}\r\n", data.len()).as_bytes())
-        .await?;
-    w.flush().await
+fn tokio_stream_of(rx: mpsc::Receiver<Bytes>) -> impl futures_util::Stream<Item = Bytes> {
+    futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|b| (b, rx)) })
 }
 
-/// Ends a chunked answer.
-pub async fn end_chunked(w: &mut OwnedWriteHalf) -> std::io::Result<()> {
-    w.write_all(b"0\r\n\r\n").await?;
-    w.flush().await
+/// Sends one server-sent event (its own chunk: hyper writes each frame as it comes).
+pub async fn send_sse_event(w: &mut Writer, name: &str, data: &Value) -> std::io::Result<()> {
+    let tx = w
+        .stream
+        .as_ref()
+        .ok_or_else(|| std::io::Error::other("no stream started"))?;
+    tx.send(Bytes::from(format!("event: {name}\ndata: {data}\n\n")))
+        .await
+        .map_err(|_| std::io::Error::other("the client left"))
+}
+
+/// Ends a streamed answer.
+pub async fn end_chunked(w: &mut Writer) -> std::io::Result<()> {
+    w.stream = None;
+    Ok(())
 }
 
 #[cfg(test)]
