@@ -634,13 +634,11 @@ fn real_claude_spending_limit_stops_the_session_and_dead_tokens_get_401() {
                 .map(str::to_string)
         })
         .expect("token");
-    let mut run = env.command();
-    run.arg("run")
-        .env("FIRSTMATE_TEST_REAL_KEY", REAL_KEY)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
-    let mut child = run.spawn().expect("firstmate run");
+    let service = crate::support::service::Service::spawn(
+        &env,
+        "info",
+        &[("FIRSTMATE_TEST_REAL_KEY", REAL_KEY)],
+    );
     let calls_before = stub.requests().len();
     let host = gw_url.trim_start_matches("http://").to_string();
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -666,8 +664,7 @@ fn real_claude_spending_limit_stops_the_session_and_dead_tokens_get_401() {
         std::thread::sleep(Duration::from_millis(200));
     }
     let made_up = status_of("fm-0000");
-    let _ = child.kill();
-    let _ = child.wait();
+    drop(service);
     assert_eq!(got, Some(401), "the stopped session's token");
     assert_eq!(made_up, Some(401), "an unknown token");
     assert_eq!(

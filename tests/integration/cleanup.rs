@@ -240,25 +240,14 @@ fn keep_stopped_prunes_ended_sessions_automatically() {
         return;
     };
     let id = stopped_session(&env, "bye");
-    let log_path = env.path().join("run.log");
-    let log = std::fs::File::create(&log_path).expect("run.log");
-    let mut run = env.command();
-    run.arg("run")
-        .env("FIRSTMATE_LOG", "info")
-        .env("NO_COLOR", "1")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(log);
-    let mut child = run.spawn().expect("firstmate run");
+    let service = crate::support::service::Service::spawn(&env, "info", &[]);
     let deadline = Instant::now() + Duration::from_secs(60);
     while container_exists(&id) && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(250));
     }
     // The log line comes right after the removal.
     std::thread::sleep(Duration::from_millis(500));
-    let _ = child.kill();
-    let _ = child.wait();
-    let logged = std::fs::read_to_string(&log_path).unwrap_or_default();
+    let logged = service.kill();
     assert!(
         !container_exists(&id),
         "keep_stopped did not remove the container:\n{logged}"

@@ -247,15 +247,9 @@ fn a_waiting_session_is_stopped_after_its_idle_timeout() {
     assert!(out.status.success(), "{}", text(&out));
     let id = only_session(&stdout(&out));
     // The console left; `firstmate run` picks the session up and enforces the timeout.
-    let mut run = env.command();
-    run.arg("run")
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null());
-    let mut child = run.spawn().expect("firstmate run");
+    let service = crate::support::service::Service::spawn(&env, "info", &[]);
     let s = env.wait_session(&id, Duration::from_secs(60), |s| s["state"] != "waiting");
-    let _ = child.kill();
-    let _ = child.wait();
+    drop(service);
     assert_eq!(s["state"], "stopped", "{s:#}");
     assert!(
         s["detail"].as_str().unwrap_or("").contains("idle"),

@@ -4,13 +4,13 @@
 //! thread commands and buttons act on the session, strangers are refused, and the rate
 //! limits are honoured.
 
-use std::process::{Child, Stdio};
 use std::time::Duration;
 
 use serde_json::json;
 
+use crate::support::Env;
 use crate::support::discord::{EPHEMERAL, FakeDiscord, Limits, Message, Rate};
-use crate::support::{Env, wait_child};
+use crate::support::service::Service;
 
 const ALICE: u64 = 111_111_111_111_111_111;
 const BOB: u64 = 222_222_222_222_222_222;
@@ -18,16 +18,7 @@ const WAIT: Duration = Duration::from_secs(60);
 
 struct Bot {
     env: Env,
-    child: Option<Child>,
-}
-
-impl Drop for Bot {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
+    service: Option<Service>,
 }
 
 impl Bot {
@@ -54,31 +45,22 @@ api_base_url = "{base}"
             base = fake.base_url()
         );
         let env = Env::with_sessions(&extra, sessions)?;
-        let mut bot = Bot { env, child: None };
+        let mut bot = Bot { env, service: None };
         bot.spawn();
         Some(bot)
     }
 
     fn spawn(&mut self) {
-        let mut c = self.env.command();
-        c.arg("run")
-            .env("FIRSTMATE_TEST_DISCORD_TOKEN", FakeDiscord::TOKEN)
-            .env("FIRSTMATE_LOG", "firstmate=debug,info")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        self.child = Some(c.spawn().expect("firstmate run"));
+        self.service = Some(Service::spawn(
+            &self.env,
+            "firstmate=debug,info",
+            &[("FIRSTMATE_TEST_DISCORD_TOKEN", FakeDiscord::TOKEN)],
+        ));
     }
 
-    /// Stops the bot; its output, for assertion messages.
+    /// Stops the bot; its log, for assertion messages.
     fn stop(&mut self) -> String {
-        match self.child.take() {
-            Some(mut c) => {
-                let _ = c.kill();
-                crate::support::text(&wait_child(c, Duration::from_secs(10)))
-            }
-            None => String::new(),
-        }
+        self.service.take().map(Service::kill).unwrap_or_default()
     }
 }
 
@@ -395,7 +377,7 @@ api_base_url = "{base}"
     let Some(env) = Env::with_sessions(&extra, "max_running = 10\nmax_running_per_user = 2") else {
         return;
     };
-    let mut bot = Bot { env, child: None };
+    let mut bot = Bot { env, service: None };
     bot.spawn();
     assert!(
         fake.wait_for(WAIT, |f| f.identified()

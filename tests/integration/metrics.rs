@@ -2,7 +2,6 @@
 //! truth about the sessions in the database.
 
 use std::io::{Read, Write};
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use crate::support::worker::free_port;
@@ -36,12 +35,7 @@ fn metrics_and_health_of_a_running_bot() {
     let ids = session_ids(&stdout(&out));
     assert_eq!(ids.len(), 2, "{}", text(&out));
 
-    let mut run = env.command();
-    run.arg("run")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
-    let mut child = run.spawn().expect("firstmate run");
+    let service = crate::support::service::Service::spawn(&env, "info", &[]);
     let deadline = Instant::now() + Duration::from_secs(60);
     let health = loop {
         if let Some(h) = get(port, "/healthz") {
@@ -54,9 +48,7 @@ fn metrics_and_health_of_a_running_bot() {
     };
     let metrics = get(port, "/metrics");
     let other = get(port, "/nothing");
-    let _ = child.kill();
-    let out = child.wait_with_output().expect("wait");
-    let log = String::from_utf8_lossy(&out.stderr);
+    let log = service.kill();
 
     assert_eq!(health, Some((200, "ok\n".to_string())), "{log}");
     let (status, body) = metrics.expect("no answer on /metrics");

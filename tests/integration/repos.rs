@@ -28,9 +28,7 @@ use crate::support::worker::free_port;
 use serde_json::json;
 
 use crate::support::discord::FakeDiscord;
-use crate::support::{
-    Env, inspect, lines_of, run_with_timeout, session_ids, stdout, text, wait_child,
-};
+use crate::support::{Env, inspect, lines_of, run_with_timeout, session_ids, stdout, text};
 
 const TOKEN: &str = "glpat-firstmate-TEST-git-token-9d41";
 const REPO: &str = "team/demo.git";
@@ -460,21 +458,12 @@ api_base_url = "{base}"
     let Some(env) = repo_env_with(&url, "github", forge.url(), &discord) else {
         return;
     };
-    let mut c = env.command();
-    c.arg("run")
-        .env("FIRSTMATE_TEST_DISCORD_TOKEN", FakeDiscord::TOKEN)
-        .env("FIRSTMATE_LOG", "firstmate=debug,info")
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped());
-    let mut child = Some(c.spawn().expect("firstmate run"));
-    let mut stop = move || match child.take() {
-        Some(mut c) => {
-            let _ = c.kill();
-            text(&wait_child(c, Duration::from_secs(10)))
-        }
-        None => String::new(),
-    };
+    let mut service = Some(Service::spawn(
+        &env,
+        "firstmate=debug,info",
+        &[("FIRSTMATE_TEST_DISCORD_TOKEN", FakeDiscord::TOKEN)],
+    ));
+    let mut stop = move || service.take().map(Service::kill).unwrap_or_default();
     assert!(fake.wait_for(wait, |f| f.identified()
         && !f.registered_commands().is_empty()));
 

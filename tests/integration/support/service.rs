@@ -1,4 +1,5 @@
-//! A `firstmate run` of a test environment (the admin and egress tests).
+//! A `firstmate run` of a test environment: how every test runs the bot (`spawn`), or
+//! runs it and waits for its admin socket (`start`).
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Stdio};
@@ -21,10 +22,20 @@ impl Service {
 
     /// Like `start`, logging at `filter` (FIRSTMATE_LOG).
     pub fn start_logging(env: &Env, filter: &str) -> Service {
+        let service = Service::spawn(env, filter, &[]);
+        service.wait_log("admin socket listening", Duration::from_secs(60));
+        service
+    }
+
+    /// Starts `firstmate run` logging at `filter`, with the environment variables
+    /// `vars` (a front end's secret), without waiting for anything: the one way the
+    /// tests run the bot.
+    pub fn spawn(env: &Env, filter: &str, vars: &[(&str, &str)]) -> Service {
         let mut run = env.command();
         run.arg("run")
             .env("FIRSTMATE_LOG", filter)
             .env("NO_COLOR", "1")
+            .envs(vars.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
@@ -40,9 +51,16 @@ impl Service {
                 }
             }
         });
-        let service = Service { child, log };
-        service.wait_log("admin socket listening", Duration::from_secs(60));
-        service
+        Service { child, log }
+    }
+
+    /// SIGKILL, as a crash would; the log, for assertion messages.
+    pub fn kill(mut self) -> String {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        // The reader has the last lines once the pipe closes.
+        std::thread::sleep(Duration::from_millis(100));
+        self.log()
     }
 
     pub fn log(&self) -> String {
