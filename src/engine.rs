@@ -153,6 +153,9 @@ struct Inner {
     /// Sessions re-attached to a container that is no longer running: their task is
     /// taking the rest of its log and recording the end.
     settling: DashMap<String, ()>,
+    /// One repository command (`push`, `pr`) at a time per session: a burst of `pr`
+    /// opens one pull request, and the rest are given its link.
+    repo_locks: DashMap<String, Arc<Mutex<()>>>,
 }
 
 /// The engine. Cheap to clone.
@@ -199,6 +202,7 @@ impl Engine {
                 gateway,
                 published: AtomicU64::new(0),
                 settling: DashMap::new(),
+                repo_locks: DashMap::new(),
             }),
         }
     }

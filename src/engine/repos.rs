@@ -144,7 +144,18 @@ impl Engine {
     /// `push`: commits what is not committed, pushes the session's branch, records the
     /// commit and says so in the thread. The commit pushed.
     pub async fn push(&self, id: &str) -> Result<String> {
+        let lock = self.repo_lock(id);
+        let _one_at_a_time = lock.lock().await;
         self.push_branch(id, false).await
+    }
+
+    /// The session's lock for repository commands.
+    fn repo_lock(&self, id: &str) -> std::sync::Arc<tokio::sync::Mutex<()>> {
+        self.inner
+            .repo_locks
+            .entry(id.to_string())
+            .or_default()
+            .clone()
     }
 
     /// Pushes; `quiet`: says nothing when the branch was pushed already.
@@ -196,6 +207,8 @@ impl Engine {
     /// `pr`: pushes, then opens a pull (merge) request from the session's branch on the
     /// forge and posts its link. A session that has one already gets its link again.
     pub async fn pr(&self, id: &str, thread_link: Option<String>) -> Result<String> {
+        let lock = self.repo_lock(id);
+        let _one_at_a_time = lock.lock().await;
         let s = self.session(id).await?;
         let label = s.repo.clone().ok_or_else(|| no_repo(id))?;
         let cfg = self.config();

@@ -33,17 +33,7 @@ impl Bot {
 
     /// With extra keys inside `[sessions]` and the test agent's `[agents.scripted]`.
     fn start_agent(fake: &FakeDiscord, sessions: &str, agent: &str) -> Option<Bot> {
-        let extra = format!(
-            r#"{agent}
-[discord]
-token_env = "FIRSTMATE_TEST_DISCORD_TOKEN"
-guild_ids = [{guild}]
-allowed_users = [{ALICE}]
-api_base_url = "{base}"
-"#,
-            guild = fake.guild_id(),
-            base = fake.base_url()
-        );
+        let extra = format!("{agent}{}", fake.config(&[ALICE]));
         let env = Env::with_sessions(&extra, sessions)?;
         let mut bot = Bot { env, service: None };
         bot.spawn();
@@ -358,22 +348,7 @@ fn discord_a_burst_of_fifty_new_from_five_people() {
     for (k, p) in people.iter().enumerate() {
         fake.add_member(*p, &format!("person{k}"), &[]);
     }
-    let extra = format!(
-        r#"
-[discord]
-token_env = "FIRSTMATE_TEST_DISCORD_TOKEN"
-guild_ids = [{guild}]
-allowed_users = [{users}]
-api_base_url = "{base}"
-"#,
-        guild = fake.guild_id(),
-        base = fake.base_url(),
-        users = people
-            .iter()
-            .map(u64::to_string)
-            .collect::<Vec<_>>()
-            .join(", ")
-    );
+    let extra = fake.config(&people);
     let Some(env) = Env::with_sessions(&extra, "max_running = 10\nmax_running_per_user = 2") else {
         return;
     };

@@ -16,7 +16,8 @@
 //! - `pr` against the Forgejo and GitLab stand-ins; the agent pushing its own branch; a
 //!   resumed session keeps its workspace.
 //! - On the fake Discord: `repo` autocompletes from the aliases, the diffstat reaches the
-//!   thread, `/agent pr` opens a pull request that links back to the thread.
+//!   thread, five `/agent pr` at once open one pull request that links back to the
+//!   thread (the other four are given its link).
 
 use std::process::Command;
 use std::time::Duration;
@@ -444,17 +445,7 @@ fn discord_repo_sessions_autocomplete_push_and_open_a_pull_request() {
     let forge = ForgeStandIn::start(TOKEN);
     let fake = FakeDiscord::start();
     fake.add_member(ALICE, "alice", &[]);
-    let discord = format!(
-        r#"
-[discord]
-token_env = "FIRSTMATE_TEST_DISCORD_TOKEN"
-guild_ids = [{guild}]
-allowed_users = [{ALICE}]
-api_base_url = "{base}"
-"#,
-        guild = fake.guild_id(),
-        base = fake.base_url()
-    );
+    let discord = fake.config(&[ALICE]);
     let Some(env) = repo_env_with(&url, "github", forge.url(), &discord) else {
         return;
     };
@@ -496,8 +487,19 @@ api_base_url = "{base}"
     }
     let thread = fake.threads()[0].id;
     assert!(fake.thread_with("workspace: demo on branch firstmate/"));
-    fake.slash_command(ALICE, thread, "agent", "pr", &[]);
-    if !fake.wait_for(wait, |f| f.thread_with("pull request opened: ")) {
+    // Five presses of `/agent pr` at once: one pull request, the others get its link.
+    for _ in 0..5 {
+        fake.slash_command(ALICE, thread, "agent", "pr", &[]);
+    }
+    let opened_earlier = |f: &FakeDiscord| {
+        f.messages(thread)
+            .iter()
+            .map(|m| m.content.matches("pull request (opened earlier): ").count())
+            .sum::<usize>()
+    };
+    if !fake.wait_for(wait, |f| {
+        f.thread_with("pull request opened: ") && opened_earlier(f) == 4
+    }) {
         panic!("no pull request link: {}", stop());
     }
     let pulls = forge.pulls();

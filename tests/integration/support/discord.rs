@@ -284,6 +284,18 @@ pub struct FakeDiscord {
 }
 
 impl FakeDiscord {
+    /// The `[discord]` table of a bot that talks to this fake and lets `allowed` in; its
+    /// token comes from FIRSTMATE_TEST_DISCORD_TOKEN ([`FakeDiscord::TOKEN`]).
+    pub fn config(&self, allowed: &[u64]) -> String {
+        let users: Vec<String> = allowed.iter().map(u64::to_string).collect();
+        format!(
+            "\n[discord]\ntoken_env = \"FIRSTMATE_TEST_DISCORD_TOKEN\"\nguild_ids = [{}]\nallowed_users = [{}]\napi_base_url = \"{}\"\n",
+            self.guild_id(),
+            users.join(", "),
+            self.base_url()
+        )
+    }
+
     /// Whether a thread has a message of the bot containing `text`.
     pub fn thread_with(&self, text: &str) -> bool {
         self.threads().iter().any(|t| {
