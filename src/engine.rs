@@ -936,6 +936,7 @@ impl Engine {
                 task.fail(format!("{e}")).await;
             }
             engine.inner.settling.remove(&id);
+            engine.inner.repo_locks.remove(&id);
             engine.inner.live.remove_if(&id, |_, v| v.same_channel(&tx));
             if let Err(e) = engine.schedule().await {
                 warn!(error = %e, "scheduling after a session ended failed");
