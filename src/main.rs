@@ -12,7 +12,7 @@ use firstmate::engine::Engine;
 use firstmate::event::SessionState;
 use firstmate::frontend::{admin, console, discord, matrix, render};
 use firstmate::proxy;
-use firstmate::runtime::{DockerRuntime, container_name};
+use firstmate::runtime::{DockerRuntime, Runtime, container_name};
 use firstmate::store::{SessionRecord, Store};
 
 #[derive(Parser)]

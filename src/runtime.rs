@@ -11,6 +11,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
 
+use async_trait::async_trait;
 use bollard::Docker;
 use bollard::container::LogOutput;
 use bollard::exec::{CreateExecOptions, StartExecOptions};
@@ -24,7 +25,7 @@ use bollard::query_parameters::{
     RemoveContainerOptionsBuilder, RemoveVolumeOptions, StopContainerOptionsBuilder,
 };
 use futures_util::StreamExt;
-use tokio::io::AsyncWrite;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::mpsc;
 
 pub const LABEL_MANAGED: &str = "firstmate.managed";
@@ -177,6 +178,71 @@ pub struct Relay {
     pub target: String,
 }
 
+/// What the engine needs of a container runtime: a session's container, its log and
+/// stdin, commands run in it, its network, and the clock its deadlines are measured
+/// on. [`DockerRuntime`] is the one firstmate runs on; the session task's unit tests
+/// drive a scripted one on tokio's paused clock.
+#[async_trait]
+pub trait Runtime: Send + Sync + 'static {
+    /// Whether the daemon answers.
+    async fn ping(&self) -> Result<()>;
+    /// The image's HOME, when the image exists; `NoImage` when it does not.
+    async fn image_home(&self, image: &str) -> Result<Option<String>>;
+    /// Creates the session's worker container (and its volumes and network); its id.
+    async fn create(&self, spec: &WorkerSpec) -> Result<String>;
+    async fn start(&self, session_id: &str, container: &str) -> Result<()>;
+    /// A writer to the container's stdin.
+    async fn attach_stdin(&self, session_id: &str, container: &str) -> Result<StdinWriter>;
+    /// The container's output as lines from `since_ns`; the channel closes when the
+    /// container stops, or after an `Err` when the log breaks.
+    fn follow_logs(
+        &self,
+        container: &str,
+        since_ns: i64,
+    ) -> mpsc::Receiver<Result<LogLine, String>>;
+    /// None when there is no such container.
+    async fn inspect(&self, container: &str) -> Result<Option<ContainerStatus>>;
+    /// Runs `cmd` in the running container, nothing attached.
+    async fn exec_detached(
+        &self,
+        session_id: &str,
+        container: &str,
+        cmd: Vec<String>,
+    ) -> Result<()>;
+    /// Runs `cmd` in the running container with `stdin` fed to it and its standard
+    /// output handed to `stdout` as it comes.
+    async fn exec_io(
+        &self,
+        session_id: &str,
+        container: &str,
+        cmd: Vec<String>,
+        stdin: Option<&mut (dyn AsyncRead + Unpin + Send)>,
+        stdout: &mut (dyn for<'b> FnMut(&'b [u8]) -> std::io::Result<()> + Send),
+    ) -> Result<ExecEnd>;
+    /// Stops the container: SIGTERM, then SIGKILL after `grace`.
+    async fn stop(&self, session_id: &str, container: &str, grace: Duration) -> Result<()>;
+    /// After a restart: the session's running container gets its gateway route back.
+    async fn rejoin(&self, sid: &str) -> Result<()>;
+    /// An ended session's network goes (its address range is freed).
+    async fn release_network(&self, sid: &str) -> Result<()>;
+    /// Removes the session's container, volumes and network.
+    async fn remove_session(&self, session_id: &str) -> Result<RemovedObjects>;
+    /// Removes the gateway relay this process made.
+    async fn remove_relay(&self) -> Result<()>;
+    /// Now, in ms since the epoch: what the session task's deadlines (idle, lifetime,
+    /// approvals) are measured against.
+    fn now_ms(&self) -> i64 {
+        std::time::SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as i64)
+    }
+    /// Returns once [`Runtime::now_ms`] reaches `at_ms`.
+    async fn sleep_until_ms(&self, at_ms: i64) {
+        let wait = (at_ms - self.now_ms()).max(0) as u64;
+        tokio::time::sleep(Duration::from_millis(wait)).await
+    }
+}
+
 #[derive(Clone)]
 pub struct DockerRuntime {
     docker: Docker,
@@ -257,18 +323,6 @@ impl DockerRuntime {
         self.network.is_none()
     }
 
-    /// Whether the Docker daemon (or the socket proxy) answers.
-    pub async fn ping(&self) -> Result<()> {
-        self.docker
-            .ping()
-            .await
-            .map(|_| ())
-            .map_err(|source| RuntimeError::Connect {
-                host: self.host.clone(),
-                source,
-            })
-    }
-
     pub fn host(&self) -> &str {
         &self.host
     }
@@ -283,28 +337,6 @@ impl DockerRuntime {
             (LABEL_SESSION.to_string(), session_id.to_string()),
             (LABEL_INSTANCE.to_string(), self.instance.clone()),
         ])
-    }
-
-    /// The image's HOME, when the image exists; `NoImage` when it does not.
-    pub async fn image_home(&self, image: &str) -> Result<Option<String>> {
-        match self.docker.inspect_image(image).await {
-            Ok(info) => Ok(info
-                .config
-                .and_then(|c| c.env)
-                .unwrap_or_default()
-                .iter()
-                .find_map(|e| e.strip_prefix("HOME=").map(str::to_string))),
-            Err(bollard::errors::Error::DockerResponseServerError {
-                status_code: 404, ..
-            }) => Err(RuntimeError::NoImage {
-                image: image.to_string(),
-            }),
-            Err(source) => Err(RuntimeError::Docker {
-                action: "inspect the image",
-                session: String::new(),
-                source,
-            }),
-        }
     }
 
     async fn ensure_volume(&self, name: &str, session_id: &str) -> Result<()> {
@@ -526,9 +558,124 @@ impl DockerRuntime {
             .collect())
     }
 
+    /// Creates an exec of `cmd` in `/workspace`, as the container's own user, with its
+    /// output (and stdin) attached or not; its id.
+    async fn create_exec(
+        &self,
+        session_id: &str,
+        container: &str,
+        cmd: Vec<String>,
+        output: bool,
+        stdin: bool,
+    ) -> Result<String> {
+        let opts = CreateExecOptions {
+            attach_stdin: Some(stdin),
+            attach_stdout: Some(output),
+            attach_stderr: Some(output),
+            tty: Some(false),
+            cmd: Some(cmd),
+            working_dir: Some(WORKSPACE.to_string()),
+            ..Default::default()
+        };
+        let exec = self
+            .docker
+            .create_exec(container, opts)
+            .await
+            .map_err(docker_error("create an exec", session_id))?;
+        Ok(exec.id)
+    }
+
+    /// Removes a container (forcefully) if it exists; volumes stay.
+    pub async fn remove(&self, session_id: &str, container: &str) -> Result<()> {
+        let opts = RemoveContainerOptionsBuilder::default().force(true).build();
+        match self.docker.remove_container(container, Some(opts)).await {
+            Ok(()) => Ok(()),
+            Err(bollard::errors::Error::DockerResponseServerError {
+                status_code: 404, ..
+            }) => Ok(()),
+            Err(source) => Err(RuntimeError::Docker {
+                action: "remove the container",
+                session: session_id.to_string(),
+                source,
+            }),
+        }
+    }
+
+    /// The containers of this instance.
+    pub async fn list_managed(&self) -> Result<Vec<ManagedContainer>> {
+        let filters = HashMap::from([(
+            "label".to_string(),
+            vec![
+                format!("{LABEL_MANAGED}=true"),
+                format!("{LABEL_INSTANCE}={}", self.instance),
+            ],
+        )]);
+        let opts = ListContainersOptionsBuilder::default()
+            .all(true)
+            .filters(&filters)
+            .build();
+        let list = self
+            .docker
+            .list_containers(Some(opts))
+            .await
+            .map_err(|source| RuntimeError::Docker {
+                action: "list containers",
+                session: String::new(),
+                source,
+            })?;
+        Ok(list
+            .into_iter()
+            .filter_map(|c| {
+                let session_id = c.labels.as_ref()?.get(LABEL_SESSION)?.clone();
+                Some(ManagedContainer {
+                    id: c.id?,
+                    session_id,
+                    running: c.state.map(|s| s.to_string() == "running").unwrap_or(false),
+                })
+            })
+            .collect())
+    }
+}
+
+#[async_trait]
+impl Runtime for DockerRuntime {
+    /// Whether the Docker daemon (or the socket proxy) answers.
+    async fn ping(&self) -> Result<()> {
+        self.docker
+            .ping()
+            .await
+            .map(|_| ())
+            .map_err(|source| RuntimeError::Connect {
+                host: self.host.clone(),
+                source,
+            })
+    }
+
+    /// The image's HOME, when the image exists; `NoImage` when it does not.
+    async fn image_home(&self, image: &str) -> Result<Option<String>> {
+        match self.docker.inspect_image(image).await {
+            Ok(info) => Ok(info
+                .config
+                .and_then(|c| c.env)
+                .unwrap_or_default()
+                .iter()
+                .find_map(|e| e.strip_prefix("HOME=").map(str::to_string))),
+            Err(bollard::errors::Error::DockerResponseServerError {
+                status_code: 404, ..
+            }) => Err(RuntimeError::NoImage {
+                image: image.to_string(),
+            }),
+            Err(source) => Err(RuntimeError::Docker {
+                action: "inspect the image",
+                session: String::new(),
+                source,
+            }),
+        }
+    }
+
     /// Makes sure a re-attached session's network has the relay on it (after a restart of
     /// firstmate the relay is a new one).
-    pub async fn rejoin(&self, sid: &str) -> Result<()> {
+    async fn rejoin(&self, sid: &str) -> Result<()> {
         if self.isolated() && self.relay.is_some() {
             let relay = self.ensure_relay(sid).await?;
             self.join_relay(&relay, &network_name(sid), sid).await?;
@@ -539,7 +686,7 @@ impl DockerRuntime {
     /// Removes this instance's gateway relay (the service is going away: a relay left on
     /// a network would keep `docker compose down` from removing it). The next engine
     /// makes a new one and joins it to the networks of the sessions it picks up.
-    pub async fn remove_relay(&self) -> Result<()> {
+    async fn remove_relay(&self) -> Result<()> {
         if self.relay.is_none() {
             return Ok(());
         }
@@ -566,7 +713,7 @@ impl DockerRuntime {
 
     /// Removes a session's network (its container has stopped): the relay leaves it
     /// first. A network already gone is fine.
-    pub async fn release_network(&self, sid: &str) -> Result<()> {
+    async fn release_network(&self, sid: &str) -> Result<()> {
         if !self.isolated() {
             return Ok(());
         }
@@ -598,7 +745,7 @@ impl DockerRuntime {
     /// the home (volumes, kept across `resume`) or to `/tmp` (a tmpfs, as large as the
     /// memory limit it counts against, gone with the container). An init (Docker's
     /// `Init`) is PID 1, so orphans the agent leaves behind are reaped.
-    pub async fn create(&self, spec: &WorkerSpec) -> Result<String> {
+    async fn create(&self, spec: &WorkerSpec) -> Result<String> {
         let sid = &spec.session_id;
         let home = self.image_home(&spec.image).await?;
         let name = container_name(sid);
@@ -676,7 +823,7 @@ impl DockerRuntime {
         Ok(created.id)
     }
 
-    pub async fn start(&self, session_id: &str, container: &str) -> Result<()> {
+    async fn start(&self, session_id: &str, container: &str) -> Result<()> {
         self.docker
             .start_container(container, None)
             .await
@@ -687,36 +834,9 @@ impl DockerRuntime {
             })
     }
 
-    /// Creates an exec of `cmd` in `/workspace`, as the container's own user, with its
-    /// output (and stdin) attached or not; its id.
-    async fn create_exec(
-        &self,
-        session_id: &str,
-        container: &str,
-        cmd: Vec<String>,
-        output: bool,
-        stdin: bool,
-    ) -> Result<String> {
-        let opts = CreateExecOptions {
-            attach_stdin: Some(stdin),
-            attach_stdout: Some(output),
-            attach_stderr: Some(output),
-            tty: Some(false),
-            cmd: Some(cmd),
-            working_dir: Some(WORKSPACE.to_string()),
-            ..Default::default()
-        };
-        let exec = self
-            .docker
-            .create_exec(container, opts)
-            .await
-            .map_err(docker_error("create an exec", session_id))?;
-        Ok(exec.id)
-    }
-
     /// Runs `cmd` in the (running) container in the background, with stdin, stdout
     /// and stderr not attached: what it prints must go where the caller sends it.
-    pub async fn exec_detached(
+    async fn exec_detached(
         &self,
         session_id: &str,
         container: &str,
@@ -745,17 +865,14 @@ impl DockerRuntime {
     /// output handed to `stdout` chunk by chunk as it comes, never held whole. An error
     /// from `stdout` (the caller's limit, a full disk) ends the exec early with that
     /// error. Returns the exit code and the first 4 KiB of standard error.
-    pub async fn exec_io<R>(
+    async fn exec_io(
         &self,
         session_id: &str,
         container: &str,
         cmd: Vec<String>,
-        stdin: Option<R>,
-        stdout: &mut (dyn FnMut(&[u8]) -> std::io::Result<()> + Send),
-    ) -> Result<ExecEnd>
-    where
-        R: tokio::io::AsyncRead + Unpin + Send,
-    {
+        stdin: Option<&mut (dyn AsyncRead + Unpin + Send)>,
+        stdout: &mut (dyn for<'b> FnMut(&'b [u8]) -> std::io::Result<()> + Send),
+    ) -> Result<ExecEnd> {
         use tokio::io::AsyncWriteExt;
         let err = |action| docker_error(action, session_id);
         let io_err = |action| {
@@ -781,8 +898,8 @@ impl DockerRuntime {
             return Ok(ExecEnd::default());
         };
         let feed = async {
-            if let Some(mut r) = stdin {
-                tokio::io::copy(&mut r, &mut input)
+            if let Some(r) = stdin {
+                tokio::io::copy(r, &mut input)
                     .await
                     .map_err(io_err("copy a file into the container"))?;
             }
@@ -818,7 +935,7 @@ impl DockerRuntime {
     }
 
     /// An attach that carries stdin only; what is written reaches the agent's stdin.
-    pub async fn attach_stdin(&self, session_id: &str, container: &str) -> Result<StdinWriter> {
+    async fn attach_stdin(&self, session_id: &str, container: &str) -> Result<StdinWriter> {
         let opts = AttachContainerOptionsBuilder::default()
             .stdin(true)
             .stdout(false)
@@ -845,7 +962,7 @@ impl DockerRuntime {
     /// Follows the container's output from `since_ns` (whole seconds are what Docker
     /// takes, so lines of that second come again: the caller skips what it has). The
     /// channel closes when the container stops or the log breaks (`Err`).
-    pub fn follow_logs(
+    fn follow_logs(
         &self,
         container: &str,
         since_ns: i64,
@@ -886,7 +1003,7 @@ impl DockerRuntime {
         rx
     }
 
-    pub async fn inspect(&self, container: &str) -> Result<Option<ContainerStatus>> {
+    async fn inspect(&self, container: &str) -> Result<Option<ContainerStatus>> {
         match self
             .docker
             .inspect_container(container, None::<InspectContainerOptions>)
@@ -913,7 +1030,7 @@ impl DockerRuntime {
     }
 
     /// Stops the container: SIGTERM, then SIGKILL after `grace`.
-    pub async fn stop(&self, session_id: &str, container: &str, grace: Duration) -> Result<()> {
+    async fn stop(&self, session_id: &str, container: &str, grace: Duration) -> Result<()> {
         let opts = StopContainerOptionsBuilder::default()
             .t(grace.as_secs().min(i32::MAX as u64) as i32)
             .build();
@@ -932,26 +1049,10 @@ impl DockerRuntime {
         }
     }
 
-    /// Removes a container (forcefully) if it exists; volumes stay.
-    pub async fn remove(&self, session_id: &str, container: &str) -> Result<()> {
-        let opts = RemoveContainerOptionsBuilder::default().force(true).build();
-        match self.docker.remove_container(container, Some(opts)).await {
-            Ok(()) => Ok(()),
-            Err(bollard::errors::Error::DockerResponseServerError {
-                status_code: 404, ..
-            }) => Ok(()),
-            Err(source) => Err(RuntimeError::Docker {
-                action: "remove the container",
-                session: session_id.to_string(),
-                source,
-            }),
-        }
-    }
-
     /// Removes a session's container (forcefully) and every volume of this instance
     /// labelled with the session; what was not there is skipped. The caller makes sure
     /// the session has ended.
-    pub async fn remove_session(&self, session_id: &str) -> Result<RemovedObjects> {
+    async fn remove_session(&self, session_id: &str) -> Result<RemovedObjects> {
         let err = |action| docker_error(action, session_id);
         let name = container_name(session_id);
         let opts = RemoveContainerOptionsBuilder::default().force(true).build();
@@ -1001,41 +1102,6 @@ impl DockerRuntime {
             }
         }
         Ok(RemovedObjects { container, volumes })
-    }
-
-    /// The containers of this instance.
-    pub async fn list_managed(&self) -> Result<Vec<ManagedContainer>> {
-        let filters = HashMap::from([(
-            "label".to_string(),
-            vec![
-                format!("{LABEL_MANAGED}=true"),
-                format!("{LABEL_INSTANCE}={}", self.instance),
-            ],
-        )]);
-        let opts = ListContainersOptionsBuilder::default()
-            .all(true)
-            .filters(&filters)
-            .build();
-        let list = self
-            .docker
-            .list_containers(Some(opts))
-            .await
-            .map_err(|source| RuntimeError::Docker {
-                action: "list containers",
-                session: String::new(),
-                source,
-            })?;
-        Ok(list
-            .into_iter()
-            .filter_map(|c| {
-                let session_id = c.labels.as_ref()?.get(LABEL_SESSION)?.clone();
-                Some(ManagedContainer {
-                    id: c.id?,
-                    session_id,
-                    running: c.state.map(|s| s.to_string() == "running").unwrap_or(false),
-                })
-            })
-            .collect())
     }
 }
 

@@ -74,22 +74,16 @@ impl Engine {
         let end = self
             .inner
             .runtime
-            .exec_io(
-                id,
-                container,
-                argv,
-                None::<tokio::io::Empty>,
-                &mut |chunk: &[u8]| {
-                    if out.len() as u64 + chunk.len() as u64 > limit {
-                        return Err(std::io::Error::other(format!(
-                            "more than {}",
-                            crate::files::human_size(limit)
-                        )));
-                    }
-                    out.extend_from_slice(chunk);
-                    Ok(())
-                },
-            )
+            .exec_io(id, container, argv, None, &mut |chunk: &[u8]| {
+                if out.len() as u64 + chunk.len() as u64 > limit {
+                    return Err(std::io::Error::other(format!(
+                        "more than {}",
+                        crate::files::human_size(limit)
+                    )));
+                }
+                out.extend_from_slice(chunk);
+                Ok(())
+            })
             .await?;
         Ok((end, out))
     }
