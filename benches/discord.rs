@@ -1,5 +1,5 @@
 //! The Discord front end end to end (see benches/README.md): the real `firstmate run` as
-//! the bot, the fake Discord of the tests (`tests/integration/support/discord.rs`, with
+//! the bot, the fake Discord of the tests (`tests/integration/support/discord/`, with
 //! Discord's documented rate limits: 5 message writes per 5 s per channel), the real
 //! Docker daemon and the test agent.
 //!
@@ -21,8 +21,11 @@ use serde_json::json;
 #[path = "common/mod.rs"]
 mod common;
 #[allow(dead_code)]
-#[path = "../tests/integration/support/discord.rs"]
+#[path = "../tests/integration/support/discord/mod.rs"]
 mod discord;
+#[allow(dead_code)]
+#[path = "../tests/integration/support/http.rs"]
+mod http;
 
 use discord::FakeDiscord;
 

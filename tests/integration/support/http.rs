@@ -1,11 +1,13 @@
-//! A small hyper test HTTP server for the stand-ins ([`super::git`], [`super::forge`]):
-//! HTTP/1.1 on a free port of 127.0.0.1, on its own thread with its own tokio runtime
-//! (two workers), so sync tests can use it; every request goes to one handler. It stops
-//! when dropped.
+//! A small hyper test HTTP server for the stand-ins ([`super::git`], [`super::forge`], ...)
+//! and the fake Discord's REST side: HTTP/1.1 on a free port of 127.0.0.1, on its own
+//! thread with its own tokio runtime (two workers), so sync tests can use it; every
+//! request goes to one handler. It stops when dropped.
 //!
 //! The handler gets the request as hyper gives it (its body streamed) with the peer's
 //! address in its extensions ([`RemoteAddr`]), and answers with a boxed body ([`Body`]),
 //! which may be streamed too. [`full`], [`json`] and [`read_body`] cover the usual cases.
+//! A handler may take the connection over with `hyper::upgrade::on` (a CONNECT tunnel),
+//! and [`serve`] HTTP on what it makes of it.
 //!
 //! ```ignore
 //! let server = TestServer::start(|req| async move {
@@ -26,6 +28,7 @@ use http_body_util::{BodyExt, Empty, Full, Limited, combinators::BoxBody};
 use hyper::body::Incoming;
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncWrite};
 
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
@@ -45,6 +48,7 @@ pub struct TestServer {
     /// `http://127.0.0.1:PORT`, without a trailing slash.
     pub url: String,
     pub addr: SocketAddr,
+    runtime: tokio::runtime::Handle,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
@@ -72,14 +76,15 @@ impl TestServer {
         std_listener.set_nonblocking(true).expect("nonblocking");
         let addr = std_listener.local_addr().expect("local addr");
         let (stop_tx, mut stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("tokio runtime");
+        let runtime = rt.handle().clone();
         let thread = std::thread::Builder::new()
             .name(format!("test-server-{}", addr.port()))
             .spawn(move || {
-                let rt = tokio::runtime::Builder::new_multi_thread()
-                    .worker_threads(2)
-                    .enable_all()
-                    .build()
-                    .expect("tokio runtime");
                 rt.block_on(async move {
                     let listener =
                         tokio::net::TcpListener::from_std(std_listener).expect("tokio listener");
@@ -101,6 +106,7 @@ impl TestServer {
         TestServer {
             url: format!("http://{addr}"),
             addr,
+            runtime,
             stop: Some(stop_tx),
             thread: Some(thread),
         }
@@ -108,6 +114,12 @@ impl TestServer {
 
     pub fn port(&self) -> u16 {
         self.addr.port()
+    }
+
+    /// Runs `task` on the server's runtime until the server stops (another listener of
+    /// the same stand-in, say).
+    pub fn spawn(&self, task: impl Future<Output = ()> + Send + 'static) {
+        self.runtime.spawn(task);
     }
 }
 
@@ -122,14 +134,20 @@ impl Drop for TestServer {
     }
 }
 
-async fn serve(stream: tokio::net::TcpStream, peer: SocketAddr, handler: Handler) {
+/// Serves HTTP/1.1 on one connection from `peer` (a TCP stream, or a tunnel a handler
+/// took over) until it closes.
+pub async fn serve<I>(io: I, peer: SocketAddr, handler: Handler)
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let service = hyper::service::service_fn(move |mut req: Request<Incoming>| {
         req.extensions_mut().insert(RemoteAddr(peer));
         let answer = handler(req);
         async move { Ok::<_, Infallible>(answer.await) }
     });
     let _ = hyper::server::conn::http1::Builder::new()
-        .serve_connection(TokioIo::new(stream), service)
+        .serve_connection(TokioIo::new(io), service)
+        .with_upgrades()
         .await;
 }
 
