@@ -23,7 +23,6 @@ use firstmate::engine::{Engine, NewSession};
 use firstmate::runtime::DockerRuntime;
 use firstmate::store::Store;
 
-const IMAGE: &str = "firstmate-test-agent:latest";
 const SESSIONS: usize = 200;
 
 fn main() {
@@ -76,13 +75,13 @@ async fn case(db: &str, pg: Option<&str>, requesters: usize, total: usize) -> Ca
             let (prefix, _) = base.rsplit_once('/').expect("a URL ending in /DATABASE");
             format!("{prefix}/{name}")
         }
-        _ => format!("sqlite://{}", dir.path().join("bench.db").display()),
+        _ => common::sqlite_url(dir.path()),
     };
-    let text = format!(
-        "[database]\nurl = \"{url}\"\n\n[docker]\ninstance = \"{instance}\"\n\n\
-         [sessions]\ndefault_agent = \"scripted\"\nmax_running = 1\nmax_running_per_user = 1\n\n\
-         [agents.scripted]\nimage = \"{IMAGE}\"\nprotocol = \"claude\"\nmemory = \"256m\"\n"
-    );
+    let tables = common::Tables {
+        sessions: "max_running = 1\nmax_running_per_user = 1\n",
+        ..Default::default()
+    };
+    let text = common::config_text(&url, &instance, tables);
     let cfg = Config::from_str(&text, "bench.toml", dir.path(), &|_| None).expect("config");
     let store = Store::open(&cfg.database_url).await.expect("database");
     store.migrate().await.expect("migrations");

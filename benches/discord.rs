@@ -20,6 +20,7 @@ use serde_json::json;
 
 #[path = "common/mod.rs"]
 mod common;
+use common::IMAGE;
 #[allow(dead_code)]
 #[path = "../tests/integration/support/discord/mod.rs"]
 mod discord;
@@ -29,7 +30,6 @@ mod http;
 
 use discord::FakeDiscord;
 
-const IMAGE: &str = "firstmate-test-agent:latest";
 const USER: u64 = 111_111_111_111_111_111;
 
 fn main() {
@@ -50,39 +50,22 @@ fn main() {
     let fake = FakeDiscord::start();
     fake.add_member(USER, "bench", &[]);
     let dir = tempfile::tempdir().expect("tempdir");
-    let instance = format!("bench-discord-{}", std::process::id());
+    let instance = common::new_instance();
     let config = dir.path().join("bot.toml");
-    std::fs::write(
-        &config,
-        format!(
-            r#"[database]
-url = "sqlite://{db}"
-
-[docker]
-instance = "{instance}"
-
-[sessions]
-max_running = 100
-max_running_per_user = 100
-
-[agents.scripted]
-image = "{IMAGE}"
-protocol = "claude"
-memory = "256m"
-permission_mode = "ask"
-
-[discord]
-token_env = "FIRSTMATE_BENCH_DISCORD_TOKEN"
-guild_ids = [{guild}]
-allowed_users = [{USER}]
-api_base_url = "{base}"
-"#,
-            db = dir.path().join("firstmate.db").display(),
-            guild = fake.guild_id(),
-            base = fake.base_url()
-        ),
-    )
-    .expect("config");
+    let discord = format!(
+        "[discord]\ntoken_env = \"FIRSTMATE_BENCH_DISCORD_TOKEN\"\nguild_ids = [{}]\n\
+         allowed_users = [{USER}]\napi_base_url = \"{}\"\n",
+        fake.guild_id(),
+        fake.base_url()
+    );
+    let tables = common::Tables {
+        sessions: "max_running = 100\nmax_running_per_user = 100\n",
+        agent: "permission_mode = \"ask\"\n",
+        rest: &discord,
+        ..Default::default()
+    };
+    let text = common::config_text(&common::sqlite_url(dir.path()), &instance, tables);
+    std::fs::write(&config, text).expect("config");
     let mut bot = Command::new(env!("CARGO_BIN_EXE_firstmate"))
         .args(["run", "--config"])
         .arg(&config)

@@ -14,8 +14,6 @@ use std::time::Instant;
 
 mod common;
 
-const IMAGE: &str = "firstmate-test-agent:latest";
-
 fn main() {
     if std::env::args().any(|a| a == "--list" || a == "--test") {
         return; // `cargo test --benches` probes; nothing to list.
@@ -26,19 +24,15 @@ fn main() {
         .unwrap_or(100);
     let exe = env!("CARGO_BIN_EXE_firstmate");
     let dir = tempfile::tempdir().expect("tempdir");
-    let instance = format!("bench-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
+    let instance = common::new_instance();
     let config = dir.path().join("bot.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[database]\nurl = \"sqlite://{}\"\n\n[docker]\ninstance = \"{instance}\"\n\n\
-             [sessions]\ndefault_agent = \"scripted\"\nmax_attachment_size = \"{}MB\"\n\n\
-             [agents.scripted]\nimage = \"{IMAGE}\"\nprotocol = \"claude\"\nmemory = \"256m\"\n",
-            dir.path().join("bench.db").display(),
-            mb + 1
-        ),
-    )
-    .expect("config");
+    let sessions = format!("max_attachment_size = \"{}MB\"\n", mb + 1);
+    let tables = common::Tables {
+        sessions: &sessions,
+        ..Default::default()
+    };
+    let text = common::config_text(&common::sqlite_url(dir.path()), &instance, tables);
+    std::fs::write(&config, text).expect("config");
     // Incompressible content, so nothing along the way gets it cheaper than it is.
     let size = mb * 1_000_000;
     let mut data = vec![0u8; size as usize];
@@ -83,20 +77,20 @@ fn main() {
     send("new --agent scripted say ready");
     wait_for("] ready");
     std::thread::sleep(std::time::Duration::from_secs(1));
-    let idle = status_kib(pid, "VmRSS:");
+    let idle = common::status_kib(pid, "VmRSS:");
 
     let t = Instant::now();
     send("put big.bin");
     let put_line = wait_for("copied");
     let put = t.elapsed();
-    let peak_put = status_kib(pid, "VmHWM:");
+    let peak_put = common::status_kib(pid, "VmHWM:");
     assert!(put_line.contains("/workspace/inbox/big.bin"), "{put_line}");
 
     let t = Instant::now();
     send("get inbox/big.bin");
     wait_for("written to");
     let get = t.elapsed();
-    let peak_get = status_kib(pid, "VmHWM:");
+    let peak_get = common::status_kib(pid, "VmHWM:");
     let back = std::fs::metadata(dir.path().join("1-big.bin"))
         .map(|m| m.len())
         .unwrap_or(0);
@@ -125,13 +119,4 @@ fn main() {
         mib(peak_get),
         mib(peak_get.saturating_sub(idle))
     );
-}
-
-fn status_kib(pid: u32, key: &str) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix(key))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .unwrap_or(0)
 }

@@ -35,8 +35,6 @@ use matrix_sdk::ruma::{OwnedRoomId, OwnedUserId};
 use matrix_sdk::{Client, RoomMemberships};
 use serde_json::{Value, json};
 
-const IMAGE: &str = "firstmate-test-agent:latest";
-
 /// One event the person's client got.
 #[derive(Clone)]
 struct Got {
@@ -89,20 +87,20 @@ async fn bench() {
     let (person_id, person_pw) = register(&url, &secret, "benchperson").await;
 
     let dir = tempfile::tempdir().expect("tempdir");
-    let instance = format!("bench-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
+    let instance = common::new_instance();
     let config = dir.path().join("bot.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[database]\nurl = \"sqlite://{}\"\n\n[docker]\ninstance = \"{instance}\"\n\n\
-             [sessions]\ndefault_agent = \"scripted\"\nmax_running = 1000\nmax_running_per_user = 1000\n\n\
-             [agents.scripted]\nimage = \"{IMAGE}\"\nprotocol = \"claude\"\nmemory = \"256m\"\npermission_mode = \"ask\"\n\n\
-             [matrix]\nhomeserver_url = \"{url}\"\nuser_id = \"{bot_id}\"\npassword_env = \"BENCH_MATRIX_PASSWORD\"\n\
-             store_path = \"matrix-store\"\ncommand_prefix = \"!fm\"\nallowed_users = [\"{person_id}\"]\n",
-            dir.path().join("bench.db").display()
-        ),
-    )
-    .expect("config");
+    let matrix = format!(
+        "[matrix]\nhomeserver_url = \"{url}\"\nuser_id = \"{bot_id}\"\npassword_env = \"BENCH_MATRIX_PASSWORD\"\n\
+         store_path = \"matrix-store\"\ncommand_prefix = \"!fm\"\nallowed_users = [\"{person_id}\"]\n"
+    );
+    let tables = common::Tables {
+        sessions: "max_running = 1000\nmax_running_per_user = 1000\n",
+        agent: "permission_mode = \"ask\"\n",
+        rest: &matrix,
+        ..Default::default()
+    };
+    let text = common::config_text(&common::sqlite_url(dir.path()), &instance, tables);
+    std::fs::write(&config, text).expect("config");
     let log = std::fs::File::create(dir.path().join("bot.log")).expect("log");
     let mut bot = Command::new(env!("CARGO_BIN_EXE_firstmate"))
         .arg("run")

@@ -31,7 +31,6 @@ mod git;
 #[path = "../tests/integration/support/http.rs"]
 mod http;
 
-const IMAGE: &str = "firstmate-test-agent:latest";
 const TOKEN: &str = "bench-git-token";
 
 fn main() {
@@ -55,7 +54,7 @@ fn main() {
     let pack_mb = dir_size(&server.repo_path("team/large.git")) as f64 / 1e6;
 
     let dir = tempfile::tempdir().expect("tempdir");
-    let instance = format!("bench-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
+    let instance = common::new_instance();
     // Workers reach the gateway on their network's gateway address (the host).
     let net = format!("fm-bench-repos-{}", &instance[6..]);
     let made_net = Command::new("docker")
@@ -79,15 +78,20 @@ fn main() {
         .map(|a| a.port())
         .expect("a free port");
     std::fs::write(dir.path().join("git-token"), TOKEN).expect("token");
-    let text = format!(
-        "[database]\nurl = \"sqlite://{}\"\n\n[docker]\ninstance = \"{instance}\"\nnetwork = \"{net}\"\n\n\
-         [sessions]\ndefault_agent = \"scripted\"\nmax_running = 1000\nmax_running_per_user = 1000\n\n\
-         [agents.scripted]\nimage = \"{IMAGE}\"\nprotocol = \"claude\"\nmemory = \"512m\"\n\n\
-         [gateway]\nlisten = \"{gw_ip}:{gw_port}\"\nurl = \"http://{gw_ip}:{gw_port}\"\n\n\
+    let docker = format!("network = \"{net}\"\n");
+    let rest = format!(
+        "[gateway]\nlisten = \"{gw_ip}:{gw_port}\"\nurl = \"http://{gw_ip}:{gw_port}\"\n\n\
          [repos.small]\nurl = \"{small}\"\ntoken_file = \"git-token\"\n\n\
-         [repos.large]\nurl = \"{large}\"\ntoken_file = \"git-token\"\n",
-        dir.path().join("bench.db").display()
+         [repos.large]\nurl = \"{large}\"\ntoken_file = \"git-token\"\n"
     );
+    let tables = common::Tables {
+        docker: &docker,
+        sessions: "max_running = 1000\nmax_running_per_user = 1000\n",
+        memory: "512m",
+        rest: &rest,
+        ..Default::default()
+    };
+    let text = common::config_text(&common::sqlite_url(dir.path()), &instance, tables);
     let cfg = Config::from_str(&text, "bench.toml", dir.path(), &|_| None).expect("config");
 
     let rt = tokio::runtime::Runtime::new().expect("tokio");

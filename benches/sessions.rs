@@ -11,9 +11,11 @@
 
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-const IMAGE: &str = "firstmate-test-agent:latest";
+#[path = "common/mod.rs"]
+mod common;
+use common::IMAGE;
 
 fn main() {
     if std::env::args().any(|a| a == "--list" || a == "--test") {
@@ -29,18 +31,14 @@ fn main() {
         .unwrap_or(10_000);
     let exe = env!("CARGO_BIN_EXE_firstmate");
     let dir = tempfile::tempdir().expect("tempdir");
-    let instance = format!("bench-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
+    let instance = common::new_instance();
     let config = dir.path().join("bot.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[database]\nurl = \"sqlite://{}\"\n\n[docker]\ninstance = \"{instance}\"\n\n\
-             [sessions]\ndefault_agent = \"scripted\"\nmax_running = 1000\nmax_running_per_user = 1000\n\n\
-             [agents.scripted]\nimage = \"{IMAGE}\"\nprotocol = \"claude\"\nmemory = \"256m\"\n",
-            dir.path().join("bench.db").display()
-        ),
-    )
-    .expect("config");
+    let tables = common::Tables {
+        sessions: "max_running = 1000\nmax_running_per_user = 1000\n",
+        ..Default::default()
+    };
+    let text = common::config_text(&common::sqlite_url(dir.path()), &instance, tables);
+    std::fs::write(&config, text).expect("config");
 
     // --- floor: plain docker run -------------------------------------------------
     let mut floor = Vec::new();
@@ -120,67 +118,22 @@ fn main() {
     wait_for(&format!("line {flood}/{flood}"));
     let flood_time = t.elapsed();
     let cpu = cpu_seconds(pid) - cpu_before;
-    let rss = peak_rss_kib(pid);
+    let rss = common::status_kib(pid, "VmHWM:");
     drop(stdin);
     let _ = child.wait();
 
-    // --- cleanup -------------------------------------------------------------------
-    let ids = Command::new("docker")
-        .args([
-            "ps",
-            "-aq",
-            "--filter",
-            &format!("label=firstmate.instance={instance}"),
-        ])
-        .output()
-        .map(|o| {
-            String::from_utf8_lossy(&o.stdout)
-                .split_whitespace()
-                .map(str::to_string)
-                .collect::<Vec<_>>()
-        })
-        .unwrap_or_default();
-    if !ids.is_empty() {
-        let _ = Command::new("docker")
-            .args(["rm", "-f"])
-            .args(&ids)
-            .stdout(Stdio::null())
-            .status();
-    }
-    let vols = Command::new("docker")
-        .args([
-            "volume",
-            "ls",
-            "-q",
-            "--filter",
-            &format!("label=firstmate.instance={instance}"),
-        ])
-        .output()
-        .map(|o| {
-            String::from_utf8_lossy(&o.stdout)
-                .split_whitespace()
-                .map(str::to_string)
-                .collect::<Vec<_>>()
-        })
-        .unwrap_or_default();
-    if !vols.is_empty() {
-        let _ = Command::new("docker")
-            .args(["volume", "rm", "-f"])
-            .args(&vols)
-            .stdout(Stdio::null())
-            .status();
-    }
+    common::cleanup_docker(&instance);
 
     println!("sessions: {n}");
     println!(
         "command to first output, firstmate console: median {:.0} ms, p95 {:.0} ms",
-        ms(percentile(&mut first, 50)),
-        ms(percentile(&mut first, 95))
+        common::ms(common::percentile(&mut first, 50)),
+        common::ms(common::percentile(&mut first, 95))
     );
     println!(
         "floor, docker run of the same image:        median {:.0} ms, p95 {:.0} ms",
-        ms(percentile(&mut floor, 50)),
-        ms(percentile(&mut floor, 95))
+        common::ms(common::percentile(&mut floor, 50)),
+        common::ms(common::percentile(&mut floor, 95))
     );
     println!(
         "flood {flood}: {:.2} s end to end, {:.0} lines/s, engine CPU {:.2} s, engine peak RSS {:.1} MiB",
@@ -191,19 +144,6 @@ fn main() {
     );
 }
 
-fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1000.0
-}
-
-fn percentile(v: &mut [Duration], p: usize) -> Duration {
-    v.sort();
-    let idx = ((v.len() * p).div_ceil(100))
-        .saturating_sub(1)
-        .min(v.len() - 1);
-    v[idx]
-}
-
-/// utime + stime of a process, in seconds.
 fn cpu_seconds(pid: u32) -> f64 {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
     let after = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
@@ -211,13 +151,4 @@ fn cpu_seconds(pid: u32) -> f64 {
     let ticks: f64 = f.get(11).and_then(|v| v.parse().ok()).unwrap_or(0.0)
         + f.get(12).and_then(|v| v.parse().ok()).unwrap_or(0.0);
     ticks / 100.0
-}
-
-fn peak_rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .unwrap_or(0)
 }

@@ -115,3 +115,68 @@ pub fn unix_ns_of(rfc3339: &str) -> i128 {
         .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
         .map_or(0, |d| d.as_nanos() as i128)
 }
+
+/// The test agent's image, which every Docker bench runs.
+pub const IMAGE: &str = "firstmate-test-agent:latest";
+
+/// A name for this run's Docker objects (`docker.instance`), so cleanup takes only them.
+pub fn new_instance() -> String {
+    format!("bench-{}", &uuid::Uuid::new_v4().simple().to_string()[..8])
+}
+
+/// What a bench adds to the config the Docker benches share ([`config_text`]), table by
+/// table; each part is whole lines.
+pub struct Tables<'a> {
+    pub docker: &'a str,
+    pub sessions: &'a str,
+    /// The agent's `memory` (256m unless said).
+    pub memory: &'a str,
+    pub agent: &'a str,
+    /// Whole tables after the agent's (a front end, the gateway, repositories).
+    pub rest: &'a str,
+}
+
+impl Default for Tables<'_> {
+    fn default() -> Self {
+        Tables {
+            docker: "",
+            sessions: "",
+            memory: "256m",
+            agent: "",
+            rest: "",
+        }
+    }
+}
+
+/// The config the Docker benches share: the database at `db_url`, this run's Docker
+/// `instance`, and the test agent as `scripted`, the default agent; `t` adds to it.
+pub fn config_text(db_url: &str, instance: &str, t: Tables) -> String {
+    let Tables {
+        docker,
+        sessions,
+        memory,
+        agent,
+        rest,
+    } = t;
+    format!(
+        "[database]\nurl = \"{db_url}\"\n\n[docker]\ninstance = \"{instance}\"\n{docker}\n\
+         [sessions]\ndefault_agent = \"scripted\"\n{sessions}\n\
+         [agents.scripted]\nimage = \"{IMAGE}\"\nprotocol = \"claude\"\nmemory = \"{memory}\"\n{agent}\n\
+         {rest}"
+    )
+}
+
+/// A SQLite database in `dir`, as `database.url`.
+pub fn sqlite_url(dir: &std::path::Path) -> String {
+    format!("sqlite://{}", dir.join("bench.db").display())
+}
+
+/// A `/proc/PID/status` figure in KiB (`VmRSS:`, `VmHWM:`); zero when unknown.
+pub fn status_kib(pid: u32, key: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix(key))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
+}

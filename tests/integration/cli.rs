@@ -409,36 +409,17 @@ fn config_and_doctor_warn_about_a_config_that_serves_nobody() {
 
 #[test]
 fn run_without_a_front_end_says_so_at_startup() {
-    use std::io::{BufRead, BufReader};
     let Some(env) = Env::new("") else { return };
-    let mut c = env.command();
-    c.arg("run")
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped());
-    let mut child = c.spawn().expect("spawn firstmate run");
-    let stderr = child.stderr.take().expect("stderr");
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    let mut seen = Vec::new();
-    let found = loop {
-        let left = deadline.saturating_duration_since(std::time::Instant::now());
-        match rx.recv_timeout(left) {
-            Ok(line) if line.contains("no front end is configured") => break Some(line),
-            Ok(line) => seen.push(line),
-            Err(_) => break None,
-        }
-    };
-    let _ = child.kill();
-    let _ = child.wait();
-    let line = found.unwrap_or_else(|| panic!("no warning in: {}", seen.join("\n")));
+    let service = crate::support::service::Service::spawn(&env, "info", &[]);
+    service.wait_log(
+        "no front end is configured",
+        std::time::Duration::from_secs(60),
+    );
+    let log = service.kill();
+    let line = log
+        .lines()
+        .find(|l| l.contains("no front end is configured"))
+        .expect("the warning");
     assert!(line.contains("WARN"), "{line}");
     assert!(line.contains("[matrix] or [discord]"), "{line}");
     assert!(line.contains("gateway and metrics"), "{line}");

@@ -5,7 +5,8 @@
 use std::time::Duration;
 
 use crate::support::Env;
-use crate::support::synapse::{Bot, Person, Synapse, count_lines, sessions, tail};
+use crate::support::service::Service;
+use crate::support::synapse::{Person, Synapse, count_lines, sessions, start_bot, tail};
 
 const TURN: Duration = Duration::from_secs(90);
 
@@ -48,14 +49,10 @@ async fn matrix_sessions_live_in_threads() {
     } = &w;
     let bob_user = syn.register("bob").await;
     let bob = Person::login(syn, &bob_user).await;
-    let mut bot = Bot::start(env, bot_user, 1);
+    let mut bot = start_bot(env, bot_user);
 
     // Invite and join; an invite from someone not allowed is ignored.
-    let room = alice.create_room(false, &[bot_user, &bob_user]).await;
-    alice
-        .wait_member(&room, bot_user, Duration::from_secs(60))
-        .await;
-    bob.join(&room).await;
+    let room = alice.room_with_bot(false, bot_user, &[&bob]).await;
     let bobs_room = bob.create_room(false, &[bot_user]).await;
 
     // `new` -> a thread rooted at the command, with the agent's output.
@@ -230,11 +227,8 @@ async fn matrix_works_in_encrypted_rooms() {
         env,
         ..
     } = &w;
-    let mut bot = Bot::start(env, bot_user, 1);
-    let room = alice.create_room(true, &[bot_user]).await;
-    alice
-        .wait_member(&room, bot_user, Duration::from_secs(60))
-        .await;
+    let mut bot = start_bot(env, bot_user);
+    let room = alice.room_with_bot(true, bot_user, &[]).await;
 
     let root = alice.send(&room, "!fm new say secret hello").await;
     alice
@@ -278,11 +272,8 @@ async fn matrix_restart_mid_turn_loses_and_repeats_nothing() {
         env,
         ..
     } = &w;
-    let mut bot = Bot::start(env, bot_user, 1);
-    let room = alice.create_room(false, &[bot_user]).await;
-    alice
-        .wait_member(&room, bot_user, Duration::from_secs(60))
-        .await;
+    let mut bot = start_bot(env, bot_user);
+    let room = alice.room_with_bot(false, bot_user, &[]).await;
 
     let root = alice
         .send(&room, "!fm new say before\nsleep 3\nsay after")
@@ -304,17 +295,17 @@ async fn matrix_restart_mid_turn_loses_and_repeats_nothing() {
         alice.send(&room, &format!("chatter {i}")).await;
     }
     tokio::time::sleep(Duration::from_secs(4)).await;
-    let mut bot = Bot::start(env, bot_user, 2);
+    let mut bot = start_bot(env, bot_user);
     let text = alice
         .wait_thread(&root, bot_user, &mut bot, TURN, "both turns", |t| {
             t.lines().any(|l| l == "while down") && t.matches("✓ done").count() == 2
         })
         .await;
     assert!(
-        bot.log_text()
+        bot.log()
             .contains("fetched the messages sent while firstmate was away"),
         "the prompt came through the gap, not the sync: {}",
-        tail(&bot.log_text(), 40)
+        tail(&bot.log(), 40)
     );
     for line in ["before", "after", "while down"] {
         assert_eq!(count_lines(&text, line), 1, "{line:?} in:\n{text}");
@@ -334,9 +325,9 @@ async fn matrix_restart_mid_turn_loses_and_repeats_nothing() {
     let all = blocking(|| sessions(env));
     assert_eq!(all.len(), 1, "{all:#?}");
     assert!(
-        bot.log_text().contains("re-attaching") || all[0]["state"] == "waiting",
+        bot.log().contains("re-attaching") || all[0]["state"] == "waiting",
         "{}",
-        tail(&bot.log_text(), 40)
+        tail(&bot.log(), 40)
     );
 }
 
@@ -351,11 +342,8 @@ async fn matrix_keeps_up_under_default_rate_limits() {
         env,
         ..
     } = &w;
-    let mut bot = Bot::start(env, bot_user, 1);
-    let room = alice.create_room(false, &[bot_user]).await;
-    alice
-        .wait_member(&room, bot_user, Duration::from_secs(60))
-        .await;
+    let mut bot = start_bot(env, bot_user);
+    let room = alice.room_with_bot(false, bot_user, &[]).await;
 
     let root = alice.send(&room, "!fm new flood 300").await;
     let text = alice
@@ -424,11 +412,8 @@ async fn matrix_a_revoked_login_comes_back_as_a_new_device() {
         alice,
         env,
     } = &w;
-    let mut bot = Bot::start(env, bot_user, 1);
-    let room = alice.create_room(true, &[bot_user]).await;
-    alice
-        .wait_member(&room, bot_user, Duration::from_secs(60))
-        .await;
+    let mut bot = start_bot(env, bot_user);
+    let room = alice.room_with_bot(true, bot_user, &[]).await;
     alice.send(&room, "!fm help").await;
     alice
         .wait_reply(&room, bot_user, &mut bot, "In a session's thread:", TURN)
@@ -443,7 +428,7 @@ async fn matrix_a_revoked_login_comes_back_as_a_new_device() {
     syn.logout(login["access_token"].as_str().expect("token"))
         .await;
 
-    let mut bot = Bot::start(env, bot_user, 2);
+    let mut bot = start_bot(env, bot_user);
     let old_device = login["device_id"].clone();
     crate::support::synapse::wait_async(TURN, "a new login", || async {
         std::fs::read_to_string(&login_file)
@@ -465,10 +450,9 @@ async fn matrix_a_revoked_login_comes_back_as_a_new_device() {
         )
         .await;
     assert!(
-        bot.log_text()
-            .contains("the saved Matrix login was revoked"),
+        bot.log().contains("the saved Matrix login was revoked"),
         "{}",
-        tail(&bot.log_text(), 30)
+        tail(&bot.log(), 30)
     );
 }
 
@@ -496,16 +480,9 @@ async fn matrix_a_burst_of_fifty_new_from_five_people() {
     for u in &users {
         people.push(Person::login(&syn, u).await);
     }
-    let mut bot = Bot::start(&env, &bot_user, 1);
-    let mut invite: Vec<&crate::support::synapse::User> = vec![&bot_user];
-    invite.extend(users.iter().skip(1));
-    let room = people[0].create_room(false, &invite).await;
-    people[0]
-        .wait_member(&room, &bot_user, Duration::from_secs(60))
-        .await;
-    for p in people.iter().skip(1) {
-        p.join(&room).await;
-    }
+    let mut bot = start_bot(&env, &bot_user);
+    let others: Vec<&Person> = people.iter().skip(1).collect();
+    let room = people[0].room_with_bot(false, &bot_user, &others).await;
 
     let sends = (0..N).map(|i| {
         let p = &people[i % people.len()];
@@ -551,12 +528,9 @@ async fn matrix_files_in_and_out_in_plain_and_encrypted_rooms() {
         return;
     };
     let alice = Person::login(&syn, &alice_user).await;
-    let mut bot = Bot::start(&env, &bot_user, 1);
+    let mut bot = start_bot(&env, &bot_user);
     for encrypted in [false, true] {
-        let room = alice.create_room(encrypted, &[&bot_user]).await;
-        alice
-            .wait_member(&room, &bot_user, Duration::from_secs(60))
-            .await;
+        let room = alice.room_with_bot(encrypted, &bot_user, &[]).await;
         let root = alice
             .send(&room, "!fm new --agent scripted say ready")
             .await;
@@ -646,7 +620,7 @@ async fn message_with(
     who: &Person,
     root: &str,
     bot_user: &crate::support::synapse::User,
-    bot: &mut Bot,
+    bot: &mut Service,
     needle: &str,
 ) -> String {
     who.wait_thread(root, bot_user, bot, TURN, needle, |t| t.contains(needle))
@@ -677,13 +651,9 @@ async fn matrix_approvals_by_reaction_and_reply() {
     };
     let alice = Person::login(&syn, &alice_user).await;
     let bob = Person::login(&syn, &bob_user).await;
-    let mut bot = Bot::start(&env, &bot_user, 1);
+    let mut bot = start_bot(&env, &bot_user);
     for encrypted in [false, true] {
-        let room = alice.create_room(encrypted, &[&bot_user, &bob_user]).await;
-        alice
-            .wait_member(&room, &bot_user, Duration::from_secs(60))
-            .await;
-        bob.join(&room).await;
+        let room = alice.room_with_bot(encrypted, &bot_user, &[&bob]).await;
         let root = alice
             .send(
                 &room,

@@ -63,6 +63,13 @@ impl Service {
         self.log()
     }
 
+    /// Fails the test when the service has exited.
+    pub fn assert_running(&mut self) {
+        if let Ok(Some(st)) = self.child.try_wait() {
+            panic!("firstmate run exited ({st}):\n{}", self.log());
+        }
+    }
+
     pub fn log(&self) -> String {
         self.log.lock().map(|l| l.clone()).unwrap_or_default()
     }

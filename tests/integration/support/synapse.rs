@@ -9,7 +9,6 @@
 
 #![allow(dead_code)]
 
-use std::process::{Child, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -27,6 +26,7 @@ use matrix_sdk::{Client, RoomMemberships, RoomState};
 use serde_json::{Value, json};
 
 use super::Env;
+use super::service::Service;
 
 fn required() -> bool {
     std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
@@ -192,55 +192,16 @@ impl Synapse {
     }
 }
 
-/// `firstmate run` as the bot, killed when dropped. Its log is `bot-<n>.log` in the
-/// test's folder.
-pub struct Bot {
-    pub child: Child,
-    pub log: std::path::PathBuf,
-}
+/// What the bot logs in the Matrix tests: firstmate in full, matrix-sdk's warnings.
+const BOT_LOG: &str = "info,firstmate=debug,matrix_sdk=warn,matrix_sdk::http_client=off,matrix_sdk_base=warn,matrix_sdk_crypto=error";
 
-impl Bot {
-    pub fn start(env: &Env, bot: &User, n: usize) -> Bot {
-        let log = env.path().join(format!("bot-{n}.log"));
-        let file = std::fs::File::create(&log).expect("bot log");
-        let mut c = env.command();
-        c.arg("run")
-            .env("FIRSTMATE_TEST_MATRIX_PASSWORD", &bot.password)
-            .env(
-                "FIRSTMATE_LOG",
-                "info,firstmate=debug,matrix_sdk=warn,matrix_sdk::http_client=off,matrix_sdk_base=warn,matrix_sdk_crypto=error",
-            )
-            .stdin(Stdio::null())
-            .stdout(file.try_clone().expect("log"))
-            .stderr(file);
-        Bot {
-            child: c.spawn().expect("spawn firstmate run"),
-            log,
-        }
-    }
-
-    /// SIGKILL, as a crash would.
-    pub fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-
-    pub fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// Fails the test when the bot has exited.
-    pub fn assert_running(&mut self) {
-        if let Ok(Some(st)) = self.child.try_wait() {
-            panic!("firstmate run exited ({st}):\n{}", self.log_text());
-        }
-    }
-}
-
-impl Drop for Bot {
-    fn drop(&mut self) {
-        self.kill();
-    }
+/// `firstmate run` as the bot `bot`, killed when dropped.
+pub fn start_bot(env: &Env, bot: &User) -> Service {
+    Service::spawn(
+        env,
+        BOT_LOG,
+        &[("FIRSTMATE_TEST_MATRIX_PASSWORD", &bot.password)],
+    )
 }
 
 /// A message the person's client saw (decrypted when it was encrypted).
@@ -386,6 +347,24 @@ impl Person {
         }
         let room = self.client.create_room(req).await.expect("create room");
         room.room_id().to_owned()
+    }
+
+    /// A new room of this person's with the bot in it (joined, not only invited) and
+    /// `others` joined too: how a Matrix test begins.
+    pub async fn room_with_bot(
+        &self,
+        encrypted: bool,
+        bot: &User,
+        others: &[&Person],
+    ) -> OwnedRoomId {
+        let mut invite = vec![bot];
+        invite.extend(others.iter().map(|p| &p.user));
+        let room = self.create_room(encrypted, &invite).await;
+        self.wait_member(&room, bot, Duration::from_secs(60)).await;
+        for p in others {
+            p.join(&room).await;
+        }
+        room
     }
 
     pub async fn join(&self, room: &RoomId) {
@@ -602,7 +581,7 @@ impl Person {
         &self,
         root: &str,
         from: &User,
-        bot: &mut Bot,
+        bot: &mut Service,
         timeout: Duration,
         what: &str,
         pred: impl Fn(&str) -> bool,
@@ -617,7 +596,7 @@ impl Person {
                 panic!(
                     "the thread did not show {what} within {timeout:?}; it reads:\n{text}\n--- undecryptable events: {}\n--- bot log:\n{}",
                     self.undecryptable(),
-                    tail(&bot.log_text(), 80)
+                    tail(&bot.log(), 80)
                 );
             }
             bot.assert_running();
@@ -630,7 +609,7 @@ impl Person {
         &self,
         room: &RoomId,
         from: &User,
-        bot: &mut Bot,
+        bot: &mut Service,
         needle: &str,
         timeout: Duration,
     ) -> Seen {
@@ -652,7 +631,7 @@ impl Person {
                 panic!(
                     "no reply containing {needle:?} within {timeout:?}; the bot said:\n{}\n--- bot log:\n{}",
                     bodies.join("\n"),
-                    tail(&bot.log_text(), 80)
+                    tail(&bot.log(), 80)
                 );
             }
             bot.assert_running();
