@@ -945,7 +945,7 @@ fn repos_section(
             .map(Spanned::into_inner)
             .filter(|u| !u.is_empty())
             .ok_or_else(|| ctx.err(None, format!("[repos.{alias}] needs url, like url = \"https://git.example.org/team/demo.git\"")))?;
-        if let Err(e) = crate::repo::RepoUrl::parse(&url) {
+        if let Err(e) = crate::repo_url::RepoUrl::parse(&url) {
             return Err(ctx.err(None, format!("[repos.{alias}] url = \"{url}\": {e}")));
         }
         if let Some(api) = r.api_url.as_deref()
@@ -957,7 +957,7 @@ fn repos_section(
             ));
         }
         let default_branch = r.default_branch.unwrap_or_else(|| "main".into());
-        if let Err(e) = crate::repo::check_branch(&default_branch) {
+        if let Err(e) = crate::repo_url::check_branch(&default_branch) {
             return Err(ctx.err(None, format!("[repos.{alias}] default_branch: {e}")));
         }
         let table = format!("repos.{alias}");

@@ -23,6 +23,11 @@
 //! - [`metrics`]: `GET /metrics` (Prometheus text) and `GET /healthz` of `[metrics]`.
 //! - [`proxy`]: `firstmate socket-proxy`, the Docker socket guard (hyper, no bollard).
 //! - [`logging`]: the log setup every subcommand shares (filter, text or JSON, colour).
+//! - [`repo`], [`repo_url`], [`forge`]: repositories: which one `new --repo` names,
+//!   the scripts a worker runs, the forges' pull request APIs. Pure.
+//! - [`files`], [`approval`], [`pricing`], [`allowlist`]: the pure vocabulary of files in
+//!   and out, approvals, model prices and egress patterns.
+//! - [`relay`]: `firstmate relay`, the gateway's one door on a session's network.
 
 pub mod allowlist;
 pub mod approval;
@@ -42,6 +47,7 @@ pub mod protocol;
 pub mod proxy;
 pub mod relay;
 pub mod repo;
+pub mod repo_url;
 pub mod runtime;
 pub mod store;
 
@@ -175,6 +181,69 @@ mod invariants {
                 );
             }
         }
+    }
+
+    /// The top-level modules each module's code names (`crate::X`), tests left out.
+    fn module_graph() -> std::collections::BTreeMap<String, std::collections::BTreeSet<String>> {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+        let mut files = Vec::new();
+        sources(&root, &mut files);
+        let mut graph: std::collections::BTreeMap<_, std::collections::BTreeSet<_>> =
+            Default::default();
+        for f in files {
+            let rel = f.strip_prefix(&root).expect("under src").to_string_lossy();
+            let module = rel.split(['/', '.']).next().unwrap_or_default().to_string();
+            if module == "main" || module == "lib" {
+                continue;
+            }
+            let text = std::fs::read_to_string(&f).expect("read source");
+            let code = text.split("#[cfg(test)]").next().unwrap_or_default();
+            let uses = graph.entry(module.clone()).or_default();
+            for line in code.lines().filter(|l| !l.trim_start().starts_with("//")) {
+                for (i, _) in line.match_indices("crate::") {
+                    let name: String = line[i + "crate::".len()..]
+                        .chars()
+                        .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                        .collect();
+                    if name != module {
+                        uses.insert(name);
+                    }
+                }
+            }
+        }
+        graph
+    }
+
+    #[test]
+    fn the_modules_import_each_other_without_a_circle() {
+        let graph = module_graph();
+        // Depth first; a module met again while still on the path closes a circle.
+        fn visit<'a>(
+            m: &'a str,
+            graph: &'a std::collections::BTreeMap<String, std::collections::BTreeSet<String>>,
+            path: &mut Vec<&'a str>,
+            done: &mut std::collections::BTreeSet<&'a str>,
+        ) {
+            if let Some(at) = path.iter().position(|p| *p == m) {
+                panic!("an import circle: {} -> {m}", path[at..].join(" -> "));
+            }
+            if !done.insert(m) {
+                return;
+            }
+            path.push(m);
+            for next in graph.get(m).into_iter().flatten() {
+                visit(next, graph, path, done);
+            }
+            path.pop();
+        }
+        let mut done = std::collections::BTreeSet::new();
+        for m in graph.keys() {
+            visit(m, &graph, &mut Vec::new(), &mut done);
+        }
+        assert!(
+            graph["engine"].contains("runtime"),
+            "the graph reads imports"
+        );
     }
 
     #[test]
