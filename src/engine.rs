@@ -468,6 +468,37 @@ impl Engine {
             .ok_or_else(|| EngineError::NoSession(id.to_string()))
     }
 
+    /// The sessions started in `room` of `frontend` on this instance, oldest first.
+    pub async fn sessions_in(&self, frontend: &str, room: &str) -> Result<Vec<SessionRecord>> {
+        let instance = &self.inner.config.docker.instance;
+        Ok(self
+            .inner
+            .store
+            .sessions_in_room(instance, frontend, room)
+            .await?)
+    }
+
+    /// The session `thread` of `frontend` shows, if any.
+    pub async fn session_for_thread(&self, frontend: &str, thread: &str) -> Result<Option<String>> {
+        Ok(self
+            .inner
+            .store
+            .session_for_thread(frontend, thread)
+            .await?)
+    }
+
+    /// Shows session `s` in `thread` of `frontend` from its next event on, unless a
+    /// thread of that front end shows it already.
+    pub async fn follow(&self, s: &SessionRecord, frontend: &str, thread: &str) -> Result<()> {
+        let store = &self.inner.store;
+        if store.binding(&s.id, frontend).await?.is_none() {
+            store
+                .bind_thread(&s.id, frontend, thread, s.next_seq - 1)
+                .await?;
+        }
+        Ok(())
+    }
+
     /// Stores a prompt for a session; it runs when the session's current turn ends.
     pub async fn prompt(&self, id: &str, text: &str, author: &str) -> Result<()> {
         let s = self.session(id).await?;

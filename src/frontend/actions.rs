@@ -201,12 +201,7 @@ impl Chat {
     /// The session a thread of this front end shows, if any. A store error is logged
     /// and counts as none.
     pub async fn session_of(&self, thread: &str) -> Option<String> {
-        match self
-            .engine
-            .store()
-            .session_for_thread(self.frontend, thread)
-            .await
-        {
+        match self.engine.session_for_thread(self.frontend, thread).await {
             Ok(s) => s,
             Err(e) => {
                 warn!(error = %e, frontend = self.frontend, "cannot look up a thread's session");
@@ -218,8 +213,7 @@ impl Chat {
     /// The sessions started in a room (channel), oldest first.
     pub async fn sessions_in(&self, room: &str) -> Result<Vec<SessionRecord>, Reply> {
         self.engine
-            .store()
-            .sessions_in_room(&self.engine.config().docker.instance, self.frontend, room)
+            .sessions_in(self.frontend, room)
             .await
             .map_err(|e| Reply::Problem(e.to_string()))
     }

@@ -306,11 +306,7 @@ impl Console {
     }
 
     async fn my_sessions(&self) -> anyhow::Result<Vec<SessionRecord>> {
-        Ok(self
-            .engine
-            .store()
-            .sessions_in_room(&self.engine.config().docker.instance, FRONTEND, ROOM)
-            .await?)
+        Ok(self.engine.sessions_in(FRONTEND, ROOM).await?)
     }
 
     /// Waits while a session of this console works (starting, running, or holding a
@@ -490,20 +486,8 @@ impl Console {
             }
             Command::Use { session } => match self.engine.session(&session).await {
                 Ok(s) => {
-                    if self
-                        .engine
-                        .store()
-                        .binding(&s.id, FRONTEND)
-                        .await
-                        .ok()
-                        .flatten()
-                        .is_none()
-                    {
-                        let _ = self
-                            .engine
-                            .store()
-                            .bind_thread(&s.id, FRONTEND, &s.id, s.next_seq - 1)
-                            .await;
+                    if let Err(e) = self.engine.follow(&s, FRONTEND, &s.id).await {
+                        tracing::warn!(session = %s.id, error = %e, "cannot show the session's output here");
                     }
                     self.current = Some(s.id.clone());
                     self.reply(
