@@ -331,6 +331,17 @@ impl DockerRuntime {
         &self.instance
     }
 
+    /// The list filter for what this instance manages.
+    fn instance_filter(&self) -> HashMap<String, Vec<String>> {
+        HashMap::from([(
+            "label".to_string(),
+            vec![
+                format!("{LABEL_MANAGED}=true"),
+                format!("{LABEL_INSTANCE}={}", self.instance),
+            ],
+        )])
+    }
+
     fn labels(&self, session_id: &str) -> HashMap<String, String> {
         HashMap::from([
             (LABEL_MANAGED.to_string(), "true".to_string()),
@@ -528,13 +539,7 @@ impl DockerRuntime {
 
     /// The session networks of this instance there are now.
     async fn session_networks(&self) -> Result<Vec<String>> {
-        let filters = HashMap::from([(
-            "label".to_string(),
-            vec![
-                format!("{LABEL_MANAGED}=true"),
-                format!("{LABEL_INSTANCE}={}", self.instance),
-            ],
-        )]);
+        let filters = self.instance_filter();
         let opts = bollard::query_parameters::ListNetworksOptionsBuilder::default()
             .filters(&filters)
             .build();
@@ -603,13 +608,7 @@ impl DockerRuntime {
 
     /// The containers of this instance.
     pub async fn list_managed(&self) -> Result<Vec<ManagedContainer>> {
-        let filters = HashMap::from([(
-            "label".to_string(),
-            vec![
-                format!("{LABEL_MANAGED}=true"),
-                format!("{LABEL_INSTANCE}={}", self.instance),
-            ],
-        )]);
+        let filters = self.instance_filter();
         let opts = ListContainersOptionsBuilder::default()
             .all(true)
             .filters(&filters)
