@@ -15,6 +15,7 @@ use crate::engine::Engine;
 use crate::event::{EventBody, SessionEvent};
 use crate::frontend::outbox::{self, Body, Input, Limits, Outbox, Piece, Rendered, Sink};
 use crate::frontend::view;
+use crate::protocol::AgentEvent;
 use crate::store::{Binding, SessionRecord, Store};
 
 /// Turns a session's events into thread output, in order (it may remember what it saw).
@@ -265,6 +266,7 @@ impl<T: Threads> Deliveries<T> {
 
         let mut renderer = T::Renderer::default();
         let mut read = binding.delivered_seq;
+        let mut primed = read == 0;
         let mut status_key = String::new();
         loop {
             // The status first, so the thread starts with it.
@@ -290,6 +292,10 @@ impl<T: Threads> Deliveries<T> {
                 let Some(last) = batch.last().map(|e| e.seq) else {
                     break;
                 };
+                if !primed {
+                    primed = true;
+                    prime(&mut renderer, &store, &session, read).await;
+                }
                 for ev in &batch {
                     let piece = match renderer.render(&ev.body) {
                         Rendered::Nothing => Piece::Nothing { seq: ev.seq },
@@ -319,6 +325,38 @@ impl<T: Threads> Deliveries<T> {
     }
 }
 
+/// How far back a reader that starts mid-session (after a restart) looks for the tool
+/// calls whose results are still to come.
+const PRIME_EVENTS: i64 = 2_000;
+
+/// Shows `renderer` the tool calls and results of the `PRIME_EVENTS` events up to `to`
+/// (delivered before), and drops what it makes of them: a result delivered from here on
+/// is shown with its call's name and summary, after a restart too.
+async fn prime<R: Render>(renderer: &mut R, store: &Store, session: &str, to: i64) {
+    let mut read = (to - PRIME_EVENTS).max(0);
+    while read < to {
+        let batch = match store.events_after(session, read, 500).await {
+            Ok(b) => b,
+            Err(e) => {
+                warn!(%session, error = %e, "cannot read the session's earlier tool calls");
+                return;
+            }
+        };
+        let Some(last) = batch.last().map(|e| e.seq) else {
+            return;
+        };
+        for ev in batch.iter().filter(|ev| ev.seq <= to) {
+            if let EventBody::Agent {
+                event: AgentEvent::ToolUse { .. } | AgentEvent::ToolResult { .. },
+            } = &ev.body
+            {
+                renderer.render(&ev.body);
+            }
+        }
+        read = last;
+    }
+}
+
 /// A thread's sink that records the message each approval was posted in, so a reaction
 /// on it (Matrix) finds the approval and its answer edits it, after a restart too.
 struct Placing<S> {
@@ -344,5 +382,80 @@ impl<S: Sink> Sink for Placing<S> {
 
     async fn delivered(&self, seq: i64) {
         self.sink.delivered(seq).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::SessionState;
+
+    /// The neutral view's answers, as text.
+    #[derive(Default)]
+    struct Seen {
+        view: view::Renderer,
+        last: String,
+    }
+
+    impl Render for Seen {
+        fn render(&mut self, body: &EventBody) -> Rendered {
+            self.last = format!("{:?}", self.view.render(body));
+            Rendered::Nothing
+        }
+    }
+
+    fn tool_use(id: &str) -> EventBody {
+        EventBody::Agent {
+            event: AgentEvent::ToolUse {
+                id: id.into(),
+                name: "Bash".into(),
+                summary: format!("sleep {id}"),
+                input: serde_json::json!({}),
+            },
+        }
+    }
+
+    fn result(id: &str) -> EventBody {
+        EventBody::Agent {
+            event: AgentEvent::ToolResult {
+                tool_use_id: id.into(),
+                output: "done".into(),
+                is_error: false,
+            },
+        }
+    }
+
+    #[tokio::test]
+    async fn a_reader_started_mid_turn_knows_the_calls_delivered_before() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let url = format!("sqlite://{}", dir.path().join("t.db").display());
+        let store = Store::connect(&url).await.expect("store");
+        let mut s = SessionRecord::new_queued(
+            "s1".into(),
+            "a".into(),
+            "scripted".into(),
+            "claude".into(),
+            "img".into(),
+            "alice".into(),
+            "discord".into(),
+            "room".into(),
+            "go".into(),
+        );
+        s.state = SessionState::Running;
+        store.insert_session(&s).await.expect("insert");
+        let mut events = vec![tool_use("1"), result("1"), tool_use("2")];
+        // Calls far enough back are not looked for.
+        events.extend((0..PRIME_EVENTS).map(|_| EventBody::Notice { text: "x".into() }));
+        events.push(tool_use("3"));
+        let stored = store.commit(&mut s, events).await.expect("commit");
+        let delivered = stored.last().expect("events").seq;
+
+        let mut renderer = Seen::default();
+        prime(&mut renderer, &store, "s1", delivered).await;
+        renderer.render(&result("3"));
+        assert!(renderer.last.contains("sleep 3"), "{}", renderer.last);
+        renderer.render(&result("2"));
+        assert!(!renderer.last.contains("sleep 2"), "{}", renderer.last);
+        assert!(renderer.last.contains("\"tool\""), "{}", renderer.last);
     }
 }
