@@ -304,9 +304,7 @@ impl MatrixFrontend {
                 handled: tokio::sync::Mutex::new(handled),
                 chat: Chat::new(engine.clone(), FRONTEND)
                     .with_upload_limit(upload_limit)
-                    .with_thread_link(Arc::new(|s, root| {
-                        Some(format!("https://matrix.to/#/{}/{root}", s.room))
-                    })),
+                    .with_thread_link(Arc::new(|s, root| Some(render::thread_link(&s.room, root)))),
                 active_rooms: Mutex::new(rooms.into_iter().collect()),
             }),
         };

@@ -257,9 +257,43 @@ pub fn strip_reply_fallback(body: &str) -> &str {
     rest.strip_prefix('\n').unwrap_or(rest)
 }
 
+/// The matrix.to link of a thread: its room and root event, percent-encoded as the
+/// Matrix spec's matrix.to appendix asks, with the room's server as `via` (a client
+/// that is not in the room finds it there).
+pub fn thread_link(room: &str, root: &str) -> String {
+    fn encode(id: &str) -> String {
+        id.bytes()
+            .map(|b| match b {
+                b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' | b'!' => {
+                    (b as char).to_string()
+                }
+                _ => format!("%{b:02X}"),
+            })
+            .collect()
+    }
+    let mut link = format!("https://matrix.to/#/{}/{}", encode(room), encode(root));
+    if let Some((_, server)) = room.split_once(':') {
+        link.push_str("?via=");
+        link.push_str(&encode(server));
+    }
+    link
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_thread_link_is_encoded_with_the_rooms_server() {
+        assert_eq!(
+            thread_link("!room:example.org", "$ev/ent+1:example.org"),
+            "https://matrix.to/#/!room%3Aexample.org/%24ev%2Fent%2B1%3Aexample.org?via=example.org"
+        );
+        assert_eq!(
+            thread_link("!r:127.0.0.1:8008", "$e"),
+            "https://matrix.to/#/!r%3A127.0.0.1%3A8008/%24e?via=127.0.0.1%3A8008"
+        );
+    }
     use crate::event::SessionState;
     use crate::protocol::{AgentEvent, TurnOutcome, Usage};
 
