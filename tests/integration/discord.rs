@@ -214,7 +214,12 @@ fn discord_sessions_live_in_threads() {
     for m in fake.messages(thread.id) {
         assert!(m.content.chars().count() <= 2000);
     }
-    assert_eq!(fake.count_429(), 0, "429s under the default limits");
+    assert_eq!(
+        fake.count_429(),
+        0,
+        "429s under the default limits:\n{}",
+        fake.list_429()
+    );
     bot.stop();
 }
 
@@ -626,7 +631,7 @@ fn discord_attachments_go_in_and_get_takes_files_out() {
         m.flags & EPHEMERAL != 0 && m.attachments.is_empty(),
         "{m:?}"
     );
-    assert_eq!(fake.count_429(), 0);
+    assert_eq!(fake.count_429(), 0, "{}", fake.list_429());
     bot.stop();
 }
 
@@ -809,6 +814,7 @@ fn discord_approvals_with_buttons() {
         approval_message(&fake, thread, "Write: echo restart-ran").expect("a fifth approval");
     // (The bot stores where it posted the question right after posting it.)
     std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(fake.count_429(), 0, "{}", fake.list_429());
     bot.stop();
     bot.spawn();
     assert!(
@@ -867,6 +873,9 @@ fn discord_approvals_with_buttons() {
         .filter(|m| m.content.contains("```\nrestart-ran\n```"))
         .count();
     assert_eq!(ran, 1, "{}", contents(&fake.messages(thread)));
-    assert_eq!(fake.count_429(), 0);
+    // Discord keeps a bucket's count across the bot's restart, which the new process
+    // cannot know: its first edit in a bucket the old one had just used up may get one
+    // 429 (then it keeps to the headers). More would be a storm.
+    assert!(fake.count_429() <= 1, "{}", fake.list_429());
     bot.stop();
 }

@@ -594,6 +594,23 @@ impl FakeDiscord {
         st.requests.iter().filter(|r| r.status == 429).count()
     }
 
+    /// The requests answered 429, a line each (method, path, bucket, global), for
+    /// assertion messages.
+    pub fn list_429(&self) -> String {
+        let st = self.shared.lock();
+        st.requests
+            .iter()
+            .filter(|r| r.status == 429)
+            .map(|r| {
+                format!(
+                    "{} {} bucket {:?} global {}: {:?}",
+                    r.method, r.path, r.bucket, r.global, r.body
+                )
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
     /// Waits until `what` holds (re-checked on every change); false after `timeout`.
     pub fn wait_for(&self, timeout: Duration, what: impl Fn(&FakeDiscord) -> bool) -> bool {
         let deadline = Instant::now() + timeout;
