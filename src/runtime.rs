@@ -547,11 +547,7 @@ impl DockerRuntime {
             .docker
             .list_networks(Some(opts))
             .await
-            .map_err(|source| RuntimeError::Docker {
-                action: "list the session networks",
-                session: String::new(),
-                source,
-            })?;
+            .map_err(docker_error("list the session networks", ""))?;
         Ok(nets
             .into_iter()
             .filter(|n| {
@@ -617,11 +613,7 @@ impl DockerRuntime {
             .docker
             .list_containers(Some(opts))
             .await
-            .map_err(|source| RuntimeError::Docker {
-                action: "list containers",
-                session: String::new(),
-                source,
-            })?;
+            .map_err(docker_error("list containers", ""))?;
         Ok(list
             .into_iter()
             .filter_map(|c| {
