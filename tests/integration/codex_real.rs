@@ -366,3 +366,63 @@ fn real_codex_interrupt_through_the_engine_keeps_the_conversation() {
     let out = console_interrupt_scenario(&env, "codex", &|t| stub.wait_turns(1, t));
     assert_interrupt_scenario(&env, &out, &stub.turns(), conversation_text, &stub.log());
 }
+
+/// A Codex session on a repository: the workspace is cloned (through the gateway, with
+/// a token the worker never sees) before the first turn's exec, on the session's own
+/// branch, and the agent's shell works in it.
+#[test]
+fn real_codex_works_in_a_cloned_repository() {
+    const TOKEN: &str = "codex-repo-TEST-token-51c2";
+    if !worker_ready() {
+        return;
+    }
+    let git = crate::support::git::GitServer::start(TOKEN);
+    let url = git.create_repo("team/demo.git", &[("README.md", "hello from the repo\n")]);
+    let net = Net::new("codex_real");
+    let stub: OpenAiStub = net.stub(vec![
+        Reply::shell(
+            "Reading the repository.",
+            "cat README.md; git branch --show-current",
+        ),
+        Reply::text("It says hello."),
+    ]);
+    let repos = format!(
+        "\n[repos.demo]\nurl = \"{url}\"\ndefault_branch = \"main\"\ntoken_file = \"git-token\"\nforge = \"git\"\n"
+    );
+    let Some((env, _)) = codex_env(&net, &stub, &repos) else {
+        return;
+    };
+    std::fs::write(env.path().join("git-token"), TOKEN).expect("token file");
+    let out = worker::console_with_key(
+        &env,
+        "new --agent codex --repo demo What does the README say?\nstop\n",
+    );
+    let all = crate::support::stdout(&out);
+    let context = format!("{}\n--- stand-in\n{}", text(&out), stub.log());
+    assert!(out.status.success(), "{context}");
+    let ids = crate::support::session_ids(&all);
+    assert_eq!(ids.len(), 1, "{context}");
+    let id = &ids[0];
+    let lines = crate::support::lines_of(&all, id);
+    let at = |needle: &str| {
+        lines
+            .iter()
+            .position(|l| l.contains(needle))
+            .unwrap_or_else(|| panic!("{needle:?} missing from:\n{context}"))
+    };
+    let branch = format!("firstmate/{id}");
+    let workspace = at(&format!("workspace: demo on branch {branch} from main"));
+    let readme = at("hello from the repo");
+    assert!(workspace < readme, "{context}");
+    assert!(
+        lines[readme..].iter().any(|l| l.trim() == branch),
+        "the shell is not on {branch}:\n{context}"
+    );
+    at("It says hello.");
+    assert!(!text(&out).contains(TOKEN), "the token is in the output");
+    let container = crate::support::inspect(&format!("firstmate-{id}")).to_string();
+    assert!(
+        !container.contains(TOKEN),
+        "the token is in the container's settings"
+    );
+}
