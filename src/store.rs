@@ -830,9 +830,10 @@ impl Store {
     /// Stores an agent's request for approval, once: the same request (a log line read
     /// again after a restart) gives back the approval stored the first time.
     pub async fn insert_approval(&self, a: &ApprovalRecord) -> Result<ApprovalRecord> {
-        sqlx::query(
+        let inserted = sqlx::query(
             "INSERT INTO approvals (id, session_id, request_id, tool, summary, input, created_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (session_id, request_id) DO NOTHING",
+             VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (session_id, request_id) DO NOTHING \
+             RETURNING id",
         )
         .bind(&a.id)
         .bind(&a.session_id)
@@ -841,8 +842,17 @@ impl Store {
         .bind(&a.summary)
         .bind(a.input.to_string())
         .bind(a.created_at)
-        .execute(&self.pool)
+        .fetch_optional(&self.pool)
         .await?;
+        // Inserted: the approval as it was asked. Someone may answer it before a
+        // read-back, and the thread must show the question before its answer.
+        if inserted.is_some() {
+            return Ok(ApprovalRecord {
+                answered: None,
+                sent: false,
+                ..a.clone()
+            });
+        }
         let row = sqlx::query(sqlx::AssertSqlSafe(format!(
             "SELECT {APPROVAL_COLUMNS} FROM approvals WHERE session_id = $1 AND request_id = $2"
         )))
@@ -1685,6 +1695,52 @@ mod tests {
                 .expect("there")
                 .sent
         );
+    }
+
+    /// A person who answers the moment an approval is stored (the console reads ahead)
+    /// must not make its question come back already answered: the thread shows the
+    /// question, then the answer (a CI run once showed the answer twice). A trigger
+    /// answers each approval inside its own insert: the earliest answer there can be.
+    #[tokio::test]
+    async fn a_new_approval_comes_back_waiting_however_fast_it_is_answered() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let url = format!("sqlite://{}", dir.path().join("t.db").display());
+        let store = Store::connect(&url).await.expect("connect");
+        let s = SessionRecord::new_queued(
+            "s1".into(),
+            "i".into(),
+            "scripted".into(),
+            "claude".into(),
+            "img".into(),
+            "alice".into(),
+            "console".into(),
+            "console".into(),
+            "p".into(),
+        );
+        store.insert_session(&s).await.expect("session");
+        sqlx::raw_sql(
+            "CREATE TRIGGER answer_at_once AFTER INSERT ON approvals BEGIN \
+             UPDATE approvals SET outcome = 'approved', answered_by = 'fast', answered_at = 1 \
+             WHERE id = NEW.id; END",
+        )
+        .execute(&store.pool)
+        .await
+        .expect("trigger");
+        let asked = ApprovalRecord {
+            id: "a1".into(),
+            session_id: "s1".into(),
+            request_id: "req-1".into(),
+            tool: "Bash".into(),
+            summary: String::new(),
+            input: serde_json::json!({}),
+            answered: None,
+            created_at: 1000,
+            sent: false,
+        };
+        assert_eq!(store.insert_approval(&asked).await.expect("insert"), asked);
+        // Read again (a restart), it is the approval as it stands: answered.
+        let again = store.insert_approval(&asked).await.expect("insert again");
+        assert_eq!(again.answered.map(|a| a.by), Some("fast".to_string()));
     }
 
     #[tokio::test]
