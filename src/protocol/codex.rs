@@ -27,6 +27,10 @@ use super::{AgentEvent, TurnOutcome, Usage, one_line, parse_json_line};
 const SUMMARY_CHARS: usize = 200;
 /// The name the gateway's model provider has in Codex's config.
 pub const PROVIDER: &str = "firstmate";
+/// Settings that keep Codex from calling home on every turn (Codex 0.169): the curated
+/// plugins sync (github.com, api.github.com, chatgpt.com) and analytics
+/// (ab.chatgpt.com).
+const QUIET: [&str; 2] = ["features.plugins=false", "analytics.enabled=false"];
 /// The main process of a Codex worker: it idles until the container is stopped, and
 /// leaves at once on SIGTERM.
 pub const KEEPER: [&str; 3] = [
@@ -114,6 +118,13 @@ pub fn command(t: &TurnCommand) -> Vec<String> {
             argv.push("-c".into());
             argv.push(format!("{key}={value}"));
         }
+    }
+    // What Codex would fetch on its own, which a worker cannot reach: each call would
+    // be an egress refusal in the thread. `[agents.*] args` come after, so a team that
+    // allows the hosts can turn them back on. Unknown keys are ignored (older CLIs).
+    for setting in QUIET {
+        argv.push("-c".into());
+        argv.push(setting.to_string());
     }
     argv.extend(t.extra.iter().cloned());
     if let Some(thread) = t.resume.filter(|r| !r.trim().is_empty()) {
@@ -740,7 +751,8 @@ mod tests {
         });
         assert_eq!(
             argv.join(" "),
-            "codex exec --json --skip-git-repo-check --sandbox workspace-write -- hi"
+            "codex exec --json --skip-git-repo-check --sandbox workspace-write \
+             -c features.plugins=false -c analytics.enabled=false -- hi"
         );
         let wrapped = turn_argv(4, argv.clone());
         assert_eq!(&wrapped[..2], ["sh", "-c"]);

@@ -307,6 +307,13 @@ fn real_codex_through_the_engine_and_the_gateway_tool_follow_up_stop_and_resume(
         "the shell call is not shown:\n{}",
         text(&out)
     );
+    // Codex calls home on its own (plugins, analytics) unless told not to; the thread
+    // would show each refusal.
+    let refused: Vec<&String> = lines
+        .iter()
+        .filter(|l| l.starts_with("egress to "))
+        .collect();
+    assert!(refused.is_empty(), "Codex called out: {refused:?}");
 
     let s = env.session(id);
     assert_eq!(s["state"], "stopped", "{s:#}");
