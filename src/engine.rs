@@ -215,10 +215,9 @@ impl Engine {
                         branch,
                         commit,
                     } => {
+                        // The gateway recorded it (`pushed_commit`) before the push's
+                        // answer ended.
                         info!(session = %session, %branch, %commit, "the session's branch was pushed");
-                        if let Err(e) = engine.inner.store.set_pushed(&session, &commit).await {
-                            warn!(session = %session, error = %e, "cannot record a push");
-                        }
                         continue;
                     }
                     GatewayReport::Notice { session, text } => {

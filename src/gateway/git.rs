@@ -7,8 +7,12 @@
 //! and names that same session; the worker's own `Authorization` never goes upstream.
 //! A push is read before the forge sees it: its command list (the pkt-lines before the
 //! pack) may update only the session's branch, never delete a ref, never carry a push
-//! certificate; anything else is refused whole, answered as git's own `receive-pack`
-//! would (`ng <ref> <reason>`), and the thread is told which ref was refused.
+//! certificate, and may move the branch only from where this session left it (nothing,
+//! or a commit the session pushed): the forge checks each update's old value under its
+//! lock, so the session never overwrites a commit someone else pushed. Anything else is
+//! refused whole, answered as git's own `receive-pack` would (`ng <ref> <reason>`), and
+//! the thread is told which ref was refused. A push the forge accepted is recorded
+//! (`pushed_commit`) before its answer ends.
 
 use std::sync::Arc;
 
@@ -39,19 +43,44 @@ pub struct GitGrant {
     pub push_branch: Option<String>,
 }
 
-/// Each session's grant.
+/// The most commits a session's push history keeps (the newest).
+const MAX_ATTEMPTS: usize = 256;
+
+/// Each session's grant, and the commits it tried to push to its branch.
 #[derive(Default)]
-pub(super) struct Grants(DashMap<String, GitGrant>);
+pub(super) struct Grants {
+    grants: DashMap<String, GitGrant>,
+    /// Commits sent to the forge as the new value of the session's branch, accepted or
+    /// not (whether the forge took one can be lost with the connection). Only this
+    /// session made them, so the branch standing at one of them holds nobody else's work.
+    attempts: DashMap<String, Vec<String>>,
+}
 
 impl Grants {
     pub(super) fn set(&self, session: &str, grant: GitGrant) {
-        self.0.insert(session.to_string(), grant);
+        self.grants.insert(session.to_string(), grant);
     }
     pub(super) fn forget(&self, session: &str) {
-        self.0.remove(session);
+        self.grants.remove(session);
+        self.attempts.remove(session);
     }
     fn get(&self, session: &str) -> Option<GitGrant> {
-        self.0.get(session).map(|g| g.clone())
+        self.grants.get(session).map(|g| g.clone())
+    }
+    fn attempts(&self, session: &str) -> Vec<String> {
+        self.attempts
+            .get(session)
+            .map(|a| a.clone())
+            .unwrap_or_default()
+    }
+    fn attempted(&self, session: &str, commit: &str) {
+        let mut list = self.attempts.entry(session.to_string()).or_default();
+        if !list.iter().any(|c| c == commit) {
+            if list.len() >= MAX_ATTEMPTS {
+                list.remove(0);
+            }
+            list.push(commit.to_string());
+        }
     }
 }
 
@@ -65,8 +94,16 @@ pub struct RefUpdate {
 
 impl RefUpdate {
     fn deletes(&self) -> bool {
-        self.new.bytes().all(|b| b == b'0')
+        is_zero(&self.new)
     }
+    fn creates(&self) -> bool {
+        is_zero(&self.old)
+    }
+}
+
+/// The all-zero oid: no commit (a ref created, or deleted).
+fn is_zero(oid: &str) -> bool {
+    oid.bytes().all(|b| b == b'0')
 }
 
 /// How far the command list of a push has been read.
@@ -148,8 +185,13 @@ fn is_oid(s: &str) -> bool {
 }
 
 /// Why each update may not go through (None: it may), for a session that may push only
-/// `push_branch`.
-pub fn judge(updates: &[RefUpdate], push_branch: Option<&str>) -> Vec<Option<String>> {
+/// `push_branch`, and move it only from nothing or from one of `pushed` (the commits the
+/// session pushed there).
+pub fn judge(
+    updates: &[RefUpdate],
+    push_branch: Option<&str>,
+    pushed: &[String],
+) -> Vec<Option<String>> {
     let own = push_branch.map(|b| format!("refs/heads/{b}"));
     updates
         .iter()
@@ -163,6 +205,11 @@ pub fn judge(updates: &[RefUpdate], push_branch: Option<&str>) -> Vec<Option<Str
                 })
             } else if u.deletes() {
                 Some("firstmate: a session may not delete branches".into())
+            } else if !u.creates() && !pushed.contains(&u.old) {
+                Some(format!(
+                    "firstmate: {} has commits this session did not push (someone else pushed to it); the session does not overwrite them",
+                    push_branch.unwrap_or_default()
+                ))
             } else {
                 None
             }
@@ -324,11 +371,25 @@ pub(super) async fn handle(
                 },
             }
         };
-        let reasons = judge(&updates, grant.push_branch.as_deref());
+        let mut mine = inner.git.attempts(&session);
+        match inner.store.session(&session).await {
+            Ok(s) => mine.extend(s.and_then(|s| s.pushed_commit)),
+            Err(e) => {
+                warn!(%session, error = %e, "gateway git: cannot read the session");
+                return plain(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "the gateway cannot read its database",
+                );
+            }
+        }
+        let reasons = judge(&updates, grant.push_branch.as_deref(), &mine);
         if reasons.iter().any(Option::is_some) {
             return refuse(&inner, &session, &updates, &reasons, &caps, body).await;
         }
         pushed_ref = updates.first().map(|u| (u.name.clone(), u.new.clone()));
+        for u in &updates {
+            inner.git.attempted(&session, &u.new);
+        }
     }
 
     // A fetch the same as one in flight (or just answered) gets that answer.
@@ -457,6 +518,7 @@ pub(super) async fn handle(
     let (tx, rx) = mpsc::channel::<Result<Frame<Bytes>, std::io::Error>>(16);
     let mut chunks = resp.bytes_stream();
     let reports = inner.reports.clone();
+    let store = inner.store.clone();
     tokio::spawn(async move {
         let mut lead = lead;
         let mut broke = false;
@@ -489,6 +551,10 @@ pub(super) async fn handle(
             && status.is_success()
             && memchr_find(&seen, format!("ok {name}").as_bytes())
         {
+            // Recorded before the answer ends: the session's next push may start from it.
+            if let Err(e) = store.set_pushed(&session, &commit).await {
+                warn!(%session, error = %e, "gateway git: cannot record a push");
+            }
             let branch = name.trim_start_matches("refs/heads/").to_string();
             let _ = reports.send(GatewayReport::Pushed {
                 session,
@@ -659,12 +725,54 @@ mod tests {
                 u(Z, A, "refs/heads/firstmate/s1x"),
             ],
             Some("firstmate/s1"),
+            &[],
         );
         assert_eq!(r[0], None);
         assert!(r[1].as_deref().unwrap().contains("only to firstmate/s1"));
         assert!(r[2].is_some() && r[4].is_some() && r[5].is_some());
         assert!(r[3].as_deref().unwrap().contains("delete"));
-        assert!(judge(&[u(Z, A, "refs/heads/firstmate/s1")], None)[0].is_some());
+        assert!(judge(&[u(Z, A, "refs/heads/firstmate/s1")], None, &[])[0].is_some());
+    }
+
+    /// The branch moves only from where this session left it: from nothing, or from a
+    /// commit it pushed (a force push over its own work is fine); from anyone else's
+    /// commit it does not, fast-forward or not (the gateway cannot tell which).
+    #[test]
+    fn the_branch_moves_only_from_the_sessions_own_commits() {
+        const C: &str = "3333333333333333333333333333333333333333";
+        let own = |old: &str, new: &str| RefUpdate {
+            old: old.into(),
+            new: new.into(),
+            name: "refs/heads/fresh".into(),
+        };
+        let mine = [A.to_string()];
+        let judged = |old, new| judge(&[own(old, new)], Some("fresh"), &mine)[0].clone();
+        assert_eq!(judged(Z, B), None, "created");
+        assert_eq!(judged(A, B), None, "moved on from the session's own push");
+        let over = judged(C, B).expect("someone else's commit");
+        assert!(
+            over.contains("fresh has commits this session did not push"),
+            "{over}"
+        );
+        assert!(judged(A, Z).expect("a delete").contains("delete"));
+        // Nothing pushed yet: only a create.
+        assert!(judge(&[own(C, B)], Some("fresh"), &[])[0].is_some());
+    }
+
+    #[test]
+    fn a_sessions_attempts_are_kept_once_newest_last_and_forgotten_with_it() {
+        let g = Grants::default();
+        for i in 0..(MAX_ATTEMPTS + 10) {
+            g.attempted("s1", &format!("{i:040x}"));
+        }
+        g.attempted("s1", &format!("{:040x}", MAX_ATTEMPTS + 9));
+        let kept = g.attempts("s1");
+        assert_eq!(kept.len(), MAX_ATTEMPTS);
+        assert_eq!(kept.last(), Some(&format!("{:040x}", MAX_ATTEMPTS + 9)));
+        assert_eq!(kept.first(), Some(&format!("{:040x}", 10)));
+        assert!(g.attempts("s2").is_empty());
+        g.forget("s1");
+        assert!(g.attempts("s1").is_empty());
     }
 
     #[test]

@@ -29,7 +29,9 @@ use crate::support::worker::free_port;
 use serde_json::json;
 
 use crate::support::discord::FakeDiscord;
-use crate::support::{Env, inspect, lines_of, run_with_timeout, session_ids, stdout, text};
+use crate::support::{
+    Env, LiveConsole, inspect, lines_of, run_with_timeout, session_ids, stdout, text,
+};
 
 const TOKEN: &str = "glpat-firstmate-TEST-git-token-9d41";
 const REPO: &str = "team/demo.git";
@@ -366,6 +368,87 @@ fn branches_and_urls_choose_where_the_work_goes() {
         "{all}"
     );
     assert!(all.contains("--branch needs --repo"), "{all}");
+}
+
+/// A `--branch` that did not exist is the session's own; a force push over the
+/// session's own commits goes through, but once someone else pushed to the branch the
+/// session's pushes are refused, `--force` or not, and their commit stays.
+#[test]
+fn a_session_never_overwrites_a_commit_someone_else_pushed() {
+    let git = GitServer::start(TOKEN);
+    let url = git.create_repo(REPO, &[("a.txt", "a\n")]);
+    let forge = ForgeStandIn::start(TOKEN);
+    let Some(env) = repo_env(&url, "forgejo", forge.url()) else {
+        return;
+    };
+    let mut console = LiveConsole::start(&env);
+    // Each step ends with a line its prompt does not hold (`step-N`), so the console
+    // is read up to the step's output, whatever the push did.
+    let step = |console: &mut LiveConsole, n: u32, run: &str| {
+        console.write(&format!("{run}; echo exit=$?; echo step-$(({n}+0))\n"));
+        console.until(&format!("step-{n}"));
+    };
+    step(
+        &mut console,
+        1,
+        "new --repo demo --branch fresh run echo one > one.txt && git add -A && git commit -qm one && git push -q origin HEAD 2>&1",
+    );
+    let ours = git.branches(REPO).get("refs/heads/fresh").cloned();
+    step(
+        &mut console,
+        2,
+        "run git commit --amend -qm one-again && git push -qf origin HEAD 2>&1",
+    );
+    let amended = git.branches(REPO).get("refs/heads/fresh").cloned();
+    // Someone else pushes to the session's branch.
+    let theirs = git.commit(REPO, "fresh", &[("theirs.txt", "theirs\n")], "their work");
+    step(
+        &mut console,
+        3,
+        "run echo two > two.txt && git add -A && git commit -qm two && git push -qf origin HEAD 2>&1",
+    );
+    console.write("stop\n");
+    let all = console.finish();
+    let id = session_ids(&all)
+        .first()
+        .cloned()
+        .unwrap_or_else(|| panic!("no session: {all}"));
+    let lines = lines_of(&all, &id);
+    assert!(
+        has(&lines, "workspace: demo on branch fresh from main at"),
+        "{all}"
+    );
+    let exits: Vec<&String> = lines.iter().filter(|l| l.starts_with("exit=")).collect();
+    assert_eq!(exits, ["exit=0", "exit=0", "exit=1"], "{all}");
+    assert!(
+        ours.is_some() && amended.is_some() && ours != amended,
+        "{all}"
+    );
+    assert_eq!(
+        git.file_at(REPO, "fresh", "one.txt").as_deref(),
+        Some("one\n"),
+        "{all}"
+    );
+    // Their commit is where they left it; the thread said why the push was refused.
+    assert_eq!(
+        git.branches(REPO).get("refs/heads/fresh"),
+        Some(&theirs),
+        "{all}"
+    );
+    assert!(
+        has(
+            &lines,
+            "fresh has commits this session did not push (someone else pushed to it)"
+        ),
+        "{all}"
+    );
+    assert!(has(&lines, "push refused: refs/heads/fresh"), "{all}");
+    // The session's last accepted push is what the store holds.
+    assert_eq!(
+        env.session(&id)["pushed_commit"],
+        amended.as_deref().unwrap_or_default(),
+        "{all}"
+    );
 }
 
 #[test]
