@@ -1416,6 +1416,27 @@ mod tests {
     use super::*;
     use crate::protocol::AgentEvent;
 
+    /// A store in a new SQLite file (kept while the directory lives) holding one queued
+    /// console session, `s1`.
+    async fn store_with_a_session() -> (tempfile::TempDir, Store) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let url = format!("sqlite://{}", dir.path().join("t.db").display());
+        let store = Store::connect(&url).await.expect("connect");
+        let s = SessionRecord::new_queued(
+            "s1".into(),
+            "i".into(),
+            "scripted".into(),
+            "claude".into(),
+            "img".into(),
+            "alice".into(),
+            "console".into(),
+            "console".into(),
+            "p".into(),
+        );
+        store.insert_session(&s).await.expect("session");
+        (dir, store)
+    }
+
     #[test]
     fn passwords_are_redacted_from_urls() {
         assert_eq!(
@@ -1600,21 +1621,7 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
     async fn an_approval_is_stored_once_and_a_burst_of_answers_has_one_winner() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let url = format!("sqlite://{}", dir.path().join("t.db").display());
-        let store = Store::connect(&url).await.expect("connect");
-        let s = SessionRecord::new_queued(
-            "s1".into(),
-            "i".into(),
-            "scripted".into(),
-            "claude".into(),
-            "img".into(),
-            "alice".into(),
-            "console".into(),
-            "console".into(),
-            "p".into(),
-        );
-        store.insert_session(&s).await.expect("session");
+        let (_dir, store) = store_with_a_session().await;
         let asked = ApprovalRecord {
             id: "a1".into(),
             session_id: "s1".into(),
@@ -1703,21 +1710,7 @@ mod tests {
     /// answers each approval inside its own insert: the earliest answer there can be.
     #[tokio::test]
     async fn a_new_approval_comes_back_waiting_however_fast_it_is_answered() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let url = format!("sqlite://{}", dir.path().join("t.db").display());
-        let store = Store::connect(&url).await.expect("connect");
-        let s = SessionRecord::new_queued(
-            "s1".into(),
-            "i".into(),
-            "scripted".into(),
-            "claude".into(),
-            "img".into(),
-            "alice".into(),
-            "console".into(),
-            "console".into(),
-            "p".into(),
-        );
-        store.insert_session(&s).await.expect("session");
+        let (_dir, store) = store_with_a_session().await;
         sqlx::raw_sql(
             "CREATE TRIGGER answer_at_once AFTER INSERT ON approvals BEGIN \
              UPDATE approvals SET outcome = 'approved', answered_by = 'fast', answered_at = 1 \
