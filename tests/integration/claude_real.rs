@@ -515,6 +515,13 @@ fn real_claude_through_the_engine_and_the_gateway_tool_follow_up_stop_and_resume
         &|| stub.log(),
     );
     let id = &id;
+    // Claude Code calls home on its own (telemetry, error reports) unless told not to;
+    // the thread would show each refusal.
+    let refused: Vec<&String> = lines
+        .iter()
+        .filter(|l| l.starts_with("egress to "))
+        .collect();
+    assert!(refused.is_empty(), "Claude Code called out: {refused:?}");
     let want = [
         "I'll compute that with the shell.",
         &format!("$ {TOOL_COMMAND}"),
