@@ -234,15 +234,23 @@ fn assistant(obj: &Object, line: &str) -> Result<Vec<AgentEvent>, String> {
         Some(Value::String(text)) => return Ok(text_event(text).into_iter().collect()),
         _ => return Err("assistant message without a `content` array".into()),
     };
-    let mut events = Vec::new();
-    for block in blocks {
-        match assistant_block(block, line) {
-            Ok(Some(ev)) => events.push(ev),
-            Ok(None) => {}
-            Err(e) => events.push(malformed(line, e)),
-        }
-    }
-    Ok(events)
+    Ok(each_block(blocks, line, assistant_block))
+}
+
+/// The events of a message's content blocks, read by `read`; a block it cannot read
+/// is a malformed event of its own and the others still count.
+fn each_block(
+    blocks: &[Value],
+    line: &str,
+    read: fn(&Value, &str) -> Result<Option<AgentEvent>, String>,
+) -> Vec<AgentEvent> {
+    blocks
+        .iter()
+        .filter_map(|block| match read(block, line) {
+            Ok(ev) => ev,
+            Err(e) => Some(malformed(line, e)),
+        })
+        .collect()
 }
 
 fn assistant_block(block: &Value, line: &str) -> Result<Option<AgentEvent>, String> {
@@ -287,15 +295,7 @@ fn user(obj: &Object, line: &str) -> Result<Vec<AgentEvent>, String> {
         Some(Value::String(_)) => return Ok(Vec::new()),
         _ => return Err("user message without a `content` array or string".into()),
     };
-    let mut events = Vec::new();
-    for block in blocks {
-        match user_block(block, line) {
-            Ok(Some(ev)) => events.push(ev),
-            Ok(None) => {}
-            Err(e) => events.push(malformed(line, e)),
-        }
-    }
-    Ok(events)
+    Ok(each_block(blocks, line, user_block))
 }
 
 fn user_block(block: &Value, line: &str) -> Result<Option<AgentEvent>, String> {
