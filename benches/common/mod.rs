@@ -5,11 +5,13 @@
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-/// Removes the containers and volumes labelled with `instance`.
+/// Removes the containers, volumes and session networks labelled with `instance`
+/// (containers first: a network in use cannot go).
 pub fn cleanup_docker(instance: &str) {
     for (list, rm) in [
         (vec!["ps", "-aq"], vec!["rm", "-f"]),
         (vec!["volume", "ls", "-q"], vec!["volume", "rm", "-f"]),
+        (vec!["network", "ls", "-q"], vec!["network", "rm"]),
     ] {
         let filter = format!("label=firstmate.instance={instance}");
         let ids: Vec<String> = Command::new("docker")
