@@ -316,7 +316,7 @@ impl SessionTask {
                     }
                 },
                 msg = self.inbox.recv() => match msg {
-                    Some(Msg::Prompt) => self.next_prompt().await?,
+                    Some(Msg::Prompt) => self.prompt_arrived().await?,
                     Some(Msg::Interrupt) => self.interrupt().await?,
                     Some(Msg::Stop { reason }) => self.stop(reason).await?,
                     Some(Msg::Notice { text, done }) => {
@@ -362,6 +362,21 @@ impl SessionTask {
     }
 
     /// Sends the oldest stored prompt when no turn runs.
+    /// A prompt was queued: it starts now when the agent is free; while a turn runs,
+    /// the thread says it waits (someone on a phone sees it was taken).
+    async fn prompt_arrived(&mut self) -> Result<()> {
+        if self.turn_active && self.stopping.is_none() {
+            let waiting = self.store().pending_prompts(&self.s.id).await?;
+            if waiting > 0 {
+                self.pending.push(EventBody::Notice {
+                    text: queued_notice(waiting),
+                });
+                return self.commit().await;
+            }
+        }
+        self.next_prompt().await
+    }
+
     async fn next_prompt(&mut self) -> Result<()> {
         if self.turn_active || self.stopping.is_some() || !self.can_send() {
             return Ok(());
@@ -812,6 +827,19 @@ impl SessionTask {
     }
 }
 
+/// What the thread says of a prompt that waits for the current turn, `waiting` prompts
+/// queued in all (this one the last).
+fn queued_notice(waiting: i64) -> String {
+    match waiting {
+        ..=1 => "⏳ queued: it runs when the current turn ends".to_string(),
+        n => format!(
+            "⏳ queued: it runs after the current turn and {} prompt{} before it",
+            n - 1,
+            if n == 2 { "" } else { "s" }
+        ),
+    }
+}
+
 /// The event that shows an approval as it stands.
 fn approval_event(a: &ApprovalRecord) -> EventBody {
     EventBody::Approval {
@@ -1228,6 +1256,56 @@ mod tests {
             "it reached the maximum lifetime of 1h (sessions.max_lifetime)"
         );
         assert_eq!(t.rt.when("stop"), Some(started + 60 * 60_000));
+    }
+
+    /// A prompt sent while a turn runs is said to wait, with how many are before it,
+    /// and runs in order once the turn ends; one sent to a free agent starts at once.
+    #[tokio::test]
+    async fn a_prompt_sent_during_a_turn_is_said_to_wait_and_runs_after_it() {
+        let mut t = session("").await;
+        let mut stdin = t.rt.stdin();
+        assert_eq!(next_line(&mut stdin).await["message"]["content"], "hello");
+        for text in ["second", "third"] {
+            t.engine.prompt(&t.id, text, "alice").await.expect("prompt");
+        }
+        let notice = |b: &EventBody| match b {
+            EventBody::Notice { text } if text.starts_with("⏳") => Some(text.clone()),
+            _ => None,
+        };
+        t.watch
+            .until("the first notice", |b| notice(b).is_some())
+            .await;
+        t.watch
+            .until("the second notice", |b| notice(b).is_some())
+            .await;
+        let said: Vec<String> = t.watch.seen.iter().filter_map(notice).collect();
+        assert_eq!(
+            said,
+            [
+                "⏳ queued: it runs when the current turn ends",
+                "⏳ queued: it runs after the current turn and 1 prompt before it"
+            ]
+        );
+        t.rt.reply("one").await;
+        assert_eq!(next_line(&mut stdin).await["message"]["content"], "second");
+        t.rt.reply("two").await;
+        assert_eq!(next_line(&mut stdin).await["message"]["content"], "third");
+        t.rt.reply("three").await;
+        t.watch
+            .until("the last turn's end", state(SessionState::Waiting))
+            .await;
+        // The agent is free: the next prompt starts without a word.
+        t.engine
+            .prompt(&t.id, "fourth", "alice")
+            .await
+            .expect("prompt");
+        assert_eq!(next_line(&mut stdin).await["message"]["content"], "fourth");
+        t.watch.settle().await;
+        assert_eq!(t.watch.seen.iter().filter_map(notice).count(), 2);
+        assert_eq!(
+            super::queued_notice(4),
+            "⏳ queued: it runs after the current turn and 3 prompts before it"
+        );
     }
 
     fn asks(request: &str, command: &str) -> Value {
