@@ -117,8 +117,10 @@ pub struct NewSession {
 }
 
 enum Msg {
-    /// A prompt was stored: look at the queue.
-    Prompt,
+    /// Prompt `id` was stored: look at the queue.
+    Prompt {
+        id: i64,
+    },
     Interrupt,
     Stop {
         reason: String,
@@ -508,8 +510,8 @@ impl Engine {
                 hint: "`resume` starts it again",
             });
         }
-        self.inner.store.enqueue_prompt(id, text, author).await?;
-        self.send(id, Msg::Prompt);
+        let prompt = self.inner.store.enqueue_prompt(id, text, author).await?;
+        self.send(id, Msg::Prompt { id: prompt });
         Ok(())
     }
 

@@ -1117,6 +1117,23 @@ impl Store {
         Ok(row.try_get(0)?)
     }
 
+    /// Where prompt `id` of `session` stands in the queue (1: next), or None when it
+    /// is not waiting any more (taken or cancelled).
+    pub async fn queue_place(&self, session: &str, id: i64) -> Result<Option<i64>> {
+        let row = sqlx::query(
+            "SELECT COUNT(*) AS ahead, \
+             COALESCE(SUM(CASE WHEN id = $2 THEN 1 ELSE 0 END), 0) AS this \
+             FROM prompts WHERE session_id = $1 AND status = 'pending' AND id <= $2",
+        )
+        .bind(session)
+        .bind(id)
+        .fetch_one(&self.pool)
+        .await?;
+        let this: i64 = row.try_get("this")?;
+        let ahead: i64 = row.try_get("ahead")?;
+        Ok((this > 0).then_some(ahead))
+    }
+
     pub async fn set_prompt_status(&self, id: i64, status: &str) -> Result<()> {
         sqlx::query("UPDATE prompts SET status = $2, sent_at = $3 WHERE id = $1")
             .bind(id)

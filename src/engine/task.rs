@@ -316,7 +316,7 @@ impl SessionTask {
                     }
                 },
                 msg = self.inbox.recv() => match msg {
-                    Some(Msg::Prompt) => self.prompt_arrived().await?,
+                    Some(Msg::Prompt { id }) => self.prompt_arrived(id).await?,
                     Some(Msg::Interrupt) => self.interrupt().await?,
                     Some(Msg::Stop { reason }) => self.stop(reason).await?,
                     Some(Msg::Notice { text, done }) => {
@@ -362,14 +362,14 @@ impl SessionTask {
     }
 
     /// Sends the oldest stored prompt when no turn runs.
-    /// A prompt was queued: it starts now when the agent is free; while a turn runs,
-    /// the thread says it waits (someone on a phone sees it was taken).
-    async fn prompt_arrived(&mut self) -> Result<()> {
+    /// Prompt `id` was queued: it starts now when the agent is free; while a turn runs,
+    /// the thread says it waits, and behind how many (someone on a phone sees it was
+    /// taken).
+    async fn prompt_arrived(&mut self, id: i64) -> Result<()> {
         if self.turn_active && self.stopping.is_none() {
-            let waiting = self.store().pending_prompts(&self.s.id).await?;
-            if waiting > 0 {
+            if let Some(place) = self.store().queue_place(&self.s.id, id).await? {
                 self.pending.push(EventBody::Notice {
-                    text: queued_notice(waiting),
+                    text: queued_notice(place),
                 });
                 return self.commit().await;
             }
@@ -827,10 +827,10 @@ impl SessionTask {
     }
 }
 
-/// What the thread says of a prompt that waits for the current turn, `waiting` prompts
-/// queued in all (this one the last).
-fn queued_notice(waiting: i64) -> String {
-    match waiting {
+/// What the thread says of a prompt that waits for the current turn, `place` in the
+/// queue (1: next).
+fn queued_notice(place: i64) -> String {
+    match place {
         ..=1 => "⏳ queued: it runs when the current turn ends".to_string(),
         n => format!(
             "⏳ queued: it runs after the current turn and {} prompt{} before it",
