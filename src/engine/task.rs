@@ -366,13 +366,14 @@ impl SessionTask {
     /// the thread says it waits, and behind how many (someone on a phone sees it was
     /// taken).
     async fn prompt_arrived(&mut self, id: i64) -> Result<()> {
-        if self.turn_active && self.stopping.is_none() {
-            if let Some(place) = self.store().queue_place(&self.s.id, id).await? {
-                self.pending.push(EventBody::Notice {
-                    text: queued_notice(place),
-                });
-                return self.commit().await;
-            }
+        if self.turn_active
+            && self.stopping.is_none()
+            && let Some(place) = self.store().queue_place(&self.s.id, id).await?
+        {
+            self.pending.push(EventBody::Notice {
+                text: queued_notice(place),
+            });
+            return self.commit().await;
         }
         self.next_prompt().await
     }
