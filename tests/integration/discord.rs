@@ -157,6 +157,32 @@ fn discord_sessions_live_in_threads() {
         "{}",
         contents(&fake.messages(thread.id))
     );
+    // One sent while a turn runs waits for it, and the thread says so at once.
+    fake.say(ALICE, thread.id, "run sleep 6; echo slept");
+    assert!(
+        fake.wait_for(WAIT, |f| thread_with(f, "sleep 6; echo slept")),
+        "{}",
+        contents(&fake.messages(thread.id))
+    );
+    fake.say(ALICE, thread.id, "say after the sleep");
+    assert!(
+        fake.wait_for(WAIT, |f| thread_with(
+            f,
+            "⏳ queued: it runs when the current turn ends"
+        )),
+        "{}",
+        contents(&fake.messages(thread.id))
+    );
+    assert!(
+        !thread_with(&fake, "```\nslept\n```"),
+        "the notice came after the turn: {}",
+        contents(&fake.messages(thread.id))
+    );
+    assert!(
+        fake.wait_for(WAIT, |f| thread_with(f, "after the sleep")),
+        "{}",
+        contents(&fake.messages(thread.id))
+    );
     fake.say(BOB, thread.id, "say intruder");
     assert!(
         fake.wait_for(WAIT, |f| f.messages(thread.id).iter().any(|m| m.author_id
