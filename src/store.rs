@@ -1439,9 +1439,18 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let url = format!("sqlite://{}", dir.path().join("t.db").display());
         let store = Store::connect(&url).await.expect("connect");
-        let s = SessionRecord::new_queued(
-            "s1".into(),
-            "i".into(),
+        store
+            .insert_session(&queued("s1", "i"))
+            .await
+            .expect("session");
+        (dir, store)
+    }
+
+    /// A queued console session of alice's, `id`, of `instance`.
+    fn queued(id: &str, instance: &str) -> SessionRecord {
+        SessionRecord::new_queued(
+            id.into(),
+            instance.into(),
             "scripted".into(),
             "claude".into(),
             "img".into(),
@@ -1449,9 +1458,7 @@ mod tests {
             "console".into(),
             "console".into(),
             "p".into(),
-        );
-        store.insert_session(&s).await.expect("session");
-        (dir, store)
+        )
     }
 
     #[test]
@@ -1758,19 +1765,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let url = format!("sqlite://{}", dir.path().join("t.db").display());
         let store = Store::connect(&url).await.expect("connect");
-        let session = |id: &str, instance: &str| {
-            SessionRecord::new_queued(
-                id.into(),
-                instance.into(),
-                "scripted".into(),
-                "claude".into(),
-                "img".into(),
-                "alice".into(),
-                "console".into(),
-                "console".into(),
-                "p".into(),
-            )
-        };
+        let session = queued;
         let end = |s: &mut SessionRecord, state: SessionState, at: i64| {
             s.state = state;
             s.ended_at = Some(at);
