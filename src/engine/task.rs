@@ -1309,6 +1309,61 @@ mod tests {
         );
     }
 
+    /// Twenty prompts at once during a turn: each is told its own place, 1 to 20, and
+    /// each runs once.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn a_burst_of_prompts_during_a_turn_gets_each_place_once_and_runs_in_order() {
+        let mut t = session("").await;
+        let mut stdin = t.rt.stdin();
+        next_line(&mut stdin).await;
+        let sends: Vec<_> = (0..20)
+            .map(|i| {
+                let engine = t.engine.clone();
+                let id = t.id.clone();
+                tokio::spawn(async move { engine.prompt(&id, &format!("p{i}"), "alice").await })
+            })
+            .collect();
+        for s in sends {
+            s.await.expect("task").expect("prompt");
+        }
+        let mut places = Vec::new();
+        while places.len() < 20 {
+            let b = t
+                .watch
+                .until("a notice", |b| matches!(b, EventBody::Notice { .. }))
+                .await;
+            let EventBody::Notice { text } = b else {
+                unreachable!()
+            };
+            places.push(match text.split(" and ").nth(1) {
+                Some(rest) => {
+                    rest.split(' ')
+                        .next()
+                        .and_then(|n| n.parse::<i64>().ok())
+                        .expect("a count")
+                        + 1
+                }
+                None => 1,
+            });
+        }
+        places.sort();
+        assert_eq!(places, (1..=20).collect::<Vec<i64>>());
+        // Each runs once, one turn at a time.
+        let mut ran = Vec::new();
+        for _ in 0..20 {
+            t.rt.reply("ok").await;
+            let line = next_line(&mut stdin).await;
+            ran.push(
+                line["message"]["content"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string(),
+            );
+        }
+        ran.sort_by_key(|p| p[1..].parse::<u32>().unwrap_or(u32::MAX));
+        assert_eq!(ran, (0..20).map(|i| format!("p{i}")).collect::<Vec<_>>());
+    }
+
     fn asks(request: &str, command: &str) -> Value {
         json!({"type": "control_request", "request_id": request, "request":
             {"subtype": "can_use_tool", "tool_name": "Bash", "input": {"command": command}}})
