@@ -1479,17 +1479,7 @@ mod tests {
         // Migrating twice is harmless.
         store.migrate().await.expect("migrate again");
 
-        let mut s = SessionRecord::new_queued(
-            "abc".into(),
-            "default".into(),
-            "scripted".into(),
-            "claude".into(),
-            "img".into(),
-            "alice".into(),
-            "console".into(),
-            "console".into(),
-            "say hi".into(),
-        );
+        let mut s = queued("abc", "default");
         store.insert_session(&s).await.expect("insert");
         s.state = SessionState::Running;
         s.usage.input_tokens = 7;
