@@ -432,7 +432,7 @@ pub(super) async fn handle(inner: Arc<Inner>, req: Request<Incoming>) -> Respons
         );
     };
     let record = match lookup(&inner, &token).await {
-        Ok(Some(r)) => r,
+        Ok(Some((r, _))) => r,
         Ok(None) => {
             egress.count(Outcome::BadToken);
             warn!(host = %target.host, "egress: refused an unknown or revoked token");

@@ -302,8 +302,8 @@ pub(super) async fn handle(
     let Some(token) = bearer(req.headers()) else {
         return plain(StatusCode::UNAUTHORIZED, "no session token");
     };
-    let record = match lookup(&inner, &token).await {
-        Ok(Some(r)) => r,
+    let (record, live) = match lookup(&inner, &token).await {
+        Ok(Some(found)) => found,
         Ok(None) => {
             warn!("gateway git: refused an unknown or revoked token");
             return plain(StatusCode::UNAUTHORIZED, "unknown or revoked session token");
@@ -372,16 +372,7 @@ pub(super) async fn handle(
             }
         };
         let mut mine = inner.git.attempts(&session);
-        match inner.store.session(&session).await {
-            Ok(s) => mine.extend(s.and_then(|s| s.pushed_commit)),
-            Err(e) => {
-                warn!(%session, error = %e, "gateway git: cannot read the session");
-                return plain(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "the gateway cannot read its database",
-                );
-            }
-        }
+        mine.extend(live.pushed_commit.clone());
         let reasons = judge(&updates, grant.push_branch.as_deref(), &mine);
         if reasons.iter().any(Option::is_some) {
             return refuse(&inner, &session, &updates, &reasons, &caps, body).await;

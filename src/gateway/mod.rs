@@ -37,7 +37,7 @@ use tracing::{debug, info, warn};
 use crate::config::{GatewayConfig, UpstreamConfig};
 use crate::pricing::price_of;
 use crate::protocol::ProtocolKind;
-use crate::store::{Store, StoreError, TokenRecord, now_ms};
+use crate::store::{SessionRecord, Store, StoreError, TokenRecord, now_ms};
 use usage::{Api, Meter, SseScanner};
 
 /// The largest request body the gateway forwards.
@@ -351,7 +351,7 @@ async fn handle(inner: Arc<Inner>, req: Request<Incoming>) -> Response<Body> {
         );
     };
     let record = match lookup(&inner, &token).await {
-        Ok(Some(r)) => r,
+        Ok(Some((r, _))) => r,
         Ok(None) => {
             warn!(
                 api = api_name,
@@ -658,9 +658,12 @@ fn put_credential(
     Ok(())
 }
 
-/// The token's owner and session, when the token is known, not revoked, and its
-/// session is live.
-async fn lookup(inner: &Inner, token: &str) -> Result<Option<TokenRecord>, StoreError> {
+/// The token's owner and session, with the session as it stands now, when the token is
+/// known, not revoked, and its session is live.
+async fn lookup(
+    inner: &Inner,
+    token: &str,
+) -> Result<Option<(TokenRecord, SessionRecord)>, StoreError> {
     let record = match inner.tokens.get(token) {
         Some(r) => r.clone(),
         None => match inner.store.gateway_token(token).await? {
@@ -668,17 +671,17 @@ async fn lookup(inner: &Inner, token: &str) -> Result<Option<TokenRecord>, Store
             _ => return Ok(None),
         },
     };
-    let live = inner
+    let Some(session) = inner
         .store
         .session(&record.session_id)
         .await?
-        .is_some_and(|s| s.state.is_live());
-    if !live {
+        .filter(|s| s.state.is_live())
+    else {
         inner.tokens.remove(token);
         return Ok(None);
-    }
+    };
     inner.tokens.insert(token.to_string(), record.clone());
-    Ok(Some(record))
+    Ok(Some((record, session)))
 }
 
 /// Why a session may not call any more, if it may not.
