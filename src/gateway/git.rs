@@ -206,9 +206,9 @@ pub fn judge(
             } else if u.deletes() {
                 Some("firstmate: a session may not delete branches".into())
             } else if !u.creates() && !pushed.contains(&u.old) {
+                let b = push_branch.unwrap_or_default();
                 Some(format!(
-                    "firstmate: {} has commits this session did not push (someone else pushed to it); the session does not overwrite them",
-                    push_branch.unwrap_or_default()
+                    "firstmate: {b} has commits this session did not push (someone else pushed to it); the session does not overwrite them: start a new session with --branch {b} to build on them"
                 ))
             } else {
                 None
